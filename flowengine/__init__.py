@@ -1,0 +1,29 @@
+"""flowengine: declarative workflows for multi-model LLM pipelines."""
+
+from flowengine.errors import (
+    CallError,
+    ConfigError,
+    FlowEngineError,
+    Problem,
+    RunError,
+    UsageError,
+    WorkflowError,
+)
+from flowengine.results import CallResult, NodeResult, RunResult, SelectResult
+from flowengine.workflow import Workflow
+
+__all__ = [
+    "CallError",
+    "CallResult",
+    "ConfigError",
+    "FlowEngineError",
+    "NodeResult",
+    "Problem",
+    "RunError",
+    "RunResult",
+    "SelectResult",
+    "UsageError",
+    "Workflow",
+    "WorkflowError",
+]
+__version__ = "0.1.0"

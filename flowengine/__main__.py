@@ -1,0 +1,3 @@
+from flowengine.cli import main
+
+main()

@@ -1,0 +1,264 @@
+"""YAML -> WorkflowSpec, keeping the line and column of every value for error messages.
+
+The loader reads the file with ruamel.yaml's round-trip parser (which records positions), adds the
+built-in providers, applies ``--set`` overrides, validates the structure with pydantic and maps each
+pydantic error back to a line of the file. Every problem of a file is reported at once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from flowengine.errors import Location, Problem, UsageError, WorkflowError
+from flowengine.schema_errors import translate
+from flowengine.spec import BUILTIN_PROVIDERS, WorkflowSpec
+
+PathPart = str | int
+YamlPath = tuple[PathPart, ...]
+
+
+@dataclass
+class Source:
+    """A workflow file's text and parsed tree, able to point at any value in it."""
+
+    file: str
+    text: str
+    root: Any = None
+    overrides: dict[YamlPath, str] = field(default_factory=dict)
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def at(self, line: int | None, column: int | None = None) -> Location:
+        """A location from 1-based line and column, with the source line for display."""
+        if line is None:
+            return Location(self.file)
+        lines = self.lines
+        text = lines[line - 1] if 0 < line <= len(lines) else None
+        return Location(self.file, line, column or 1, text)
+
+    def locate(self, path: YamlPath, *, key: bool = False) -> Location:
+        """Where the value at ``path`` is (or its key, with ``key=True``).
+
+        A path that leads off the tree points at the deepest part that exists; a path set by an
+        override points at the ``--set`` that set it.
+        """
+        for prefix, flag in self.overrides.items():
+            if path[: len(prefix)] == prefix:
+                return Location(f"--set {flag}")
+        line, col = 1, 1
+        node = self.root
+        for i, part in enumerate(path):
+            pos = _position(node, part, key=key and i == len(path) - 1)
+            if pos is None:
+                break
+            line, col = pos
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        return self.at(line, col)
+
+
+def _position(node: Any, part: PathPart, *, key: bool) -> tuple[int, int] | None:
+    try:
+        if isinstance(node, CommentedMap) and part in node:
+            line, col = node.lc.key(part) if key else node.lc.value(part)
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line, col = node.lc.item(part)
+        else:
+            return None
+    except (KeyError, AttributeError, TypeError, IndexError):
+        return None
+    if line is None:
+        return None
+    return int(line) + 1, int(col) + 1
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def read_source(path: str | Path) -> Source:
+    """Read and parse a workflow file; raise WorkflowError for I/O and YAML syntax problems."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError(
+            [Problem(Location(name), "no such file", "check the path; workflows live in workflows/")]
+        ) from None
+    except IsADirectoryError:
+        raise WorkflowError(
+            [Problem(Location(name), "is a directory, not a workflow file", "name a .yaml file")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(
+            [Problem(Location(name), f"not UTF-8 text ({exc.reason})", "save the file as UTF-8")]
+        ) from None
+    except OSError as exc:
+        raise WorkflowError([Problem(Location(name), f"cannot read: {exc.strerror}")]) from None
+    return parse_source(name, text)
+
+
+def parse_source(name: str, text: str) -> Source:
+    """Parse YAML text; the document must be a mapping."""
+    source = Source(name, text)
+    try:
+        root = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(str(m) for m in (exc.context, exc.problem) if m) or "invalid YAML"
+        loc = source.at(mark.line + 1, mark.column + 1) if mark else Location(name)
+        raise WorkflowError([Problem(loc, f"YAML syntax: {message}", _yaml_fix(message))]) from None
+    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
+        raise WorkflowError([Problem(Location(name), f"YAML syntax: {exc}")]) from None
+    if root is None:
+        raise WorkflowError(
+            [Problem(source.at(1, 1), "the file is empty", "start the file with `version: 1`")]
+        )
+    if not isinstance(root, CommentedMap):
+        kind = "a list" if isinstance(root, list) else f"a {type(root).__name__}"
+        raise WorkflowError(
+            [
+                Problem(
+                    source.at(1, 1),
+                    f"a workflow is a mapping of keys (version, name, nodes, ...), but this "
+                    f"document is {kind}",
+                    "start the file with `version: 1`, `name:` and `nodes:`",
+                )
+            ]
+        )
+    source.root = root
+    return source
+
+
+def _yaml_fix(message: str) -> str | None:
+    if "duplicate key" in message:
+        return "remove or rename one of the two keys"
+    if "tab" in message.lower():
+        return "indent with spaces, not tabs"
+    if "mapping values are not allowed" in message:
+        return "quote a value that contains ': ', or fix the indentation"
+    return "check the indentation and quoting around this line"
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"models.llama.weight=4"`` -> ``("models.llama.weight", 4)``, typing the value as YAML."""
+    dotted, sep, raw = text.partition("=")
+    if not sep or not dotted.strip():
+        raise UsageError(f"--set {text}: expected PATH=VALUE", "for example --set models.llama.weight=4")
+    try:
+        value = YAML(typ="safe").load(StringIO(raw)) if raw.strip() else ""
+    except YAMLError:
+        value = raw
+    return dotted.strip(), value
+
+
+def apply_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
+    """Set each dotted path in the parsed tree, creating mappings along the way."""
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if any(not p for p in parts):
+            raise UsageError(f"--set {dotted}: empty part in path", "use dots between names only")
+        node = source.root
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part) if isinstance(node, dict) else None
+            if child is None:
+                child = CommentedMap()
+                node[part] = child
+            elif not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise UsageError(f"--set {dotted}: {where} is not a mapping")
+            node = child
+        node[parts[-1]] = value
+        flag = f"{dotted}={value}"
+        source.overrides[tuple(parts)] = flag
+
+
+def _with_builtins(root: Mapping[str, Any]) -> dict[str, Any]:
+    """Plain data for pydantic, with built-in providers merged under the file's own."""
+    data: dict[str, Any] = _plain(root)
+    providers = data.get("providers")
+    if providers is None or isinstance(providers, dict):
+        merged = copy.deepcopy(BUILTIN_PROVIDERS)
+        for name, spec in (providers or {}).items():
+            base = merged.get(name)
+            if isinstance(base, dict) and isinstance(spec, dict) and spec.get("type", "openai") == "openai":
+                merged[name] = {**base, **spec}
+            else:
+                merged[name] = spec
+        data["providers"] = merged
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_scalar(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return _scalar(value)
+
+
+def _scalar(value: Any) -> Any:
+    # ruamel returns str/int/float subclasses that carry formatting; pydantic wants the builtins.
+    for kind in (bool, str, int, float):
+        if isinstance(value, kind):
+            return kind(value)
+    return value
+
+
+def check_version(source: Source) -> None:
+    version = source.root.get("version")
+    if version is None or version == 1 or isinstance(version, bool):
+        return
+    raise WorkflowError(
+        [
+            Problem(
+                source.locate(("version",)),
+                f"this file is format version {version}; this flowengine reads version 1",
+                "set `version: 1`, or upgrade flowengine to read newer files",
+            )
+        ]
+    )
+
+
+def load_spec(
+    path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> tuple[WorkflowSpec, Source]:
+    """Read, override and validate the structure of a workflow file."""
+    source = read_source(path)
+    return spec_from_source(source, overrides), source
+
+
+def spec_from_source(source: Source, overrides: Mapping[str, Any] | None = None) -> WorkflowSpec:
+    if overrides:
+        apply_overrides(source, overrides)
+    check_version(source)
+    try:
+        return WorkflowSpec.model_validate(_with_builtins(source.root))
+    except ValidationError as exc:
+        raise WorkflowError(list(_problems(source, exc))) from None
+
+
+def _problems(source: Source, exc: ValidationError) -> Iterator[Problem]:
+    seen: set[tuple[str, str]] = set()
+    for error in exc.errors(include_url=False):
+        problem = translate(source, error)
+        key = (str(problem.location), problem.message)
+        if key not in seen:
+            seen.add(key)
+            yield problem

@@ -1,0 +1,326 @@
+"""Pydantic models of the workflow file format, version 1.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting.
+Structural rules live here; rules that relate parts of the file to each other (unknown models,
+needs, template variables) live in :mod:`flowengine.validate`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, NewType
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainSerializer,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+NodeId = NewType("NodeId", str)
+ModelAlias = NewType("ModelAlias", str)
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ALIAS = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """``"500ms"``, ``"5s"``, ``"2m"``, ``"1h"`` or a plain number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number with a unit, such as 500ms, 5s or 2m")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError(f"invalid duration {value!r}: use a number with a unit, such as 500ms, 5s or 2m")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:g}ms"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _DURATION.pattern},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "A duration: 500ms, 5s, 2m, 1h, or a number of seconds.",
+        }
+    ),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rate(Strict):
+    """At most ``requests`` requests started in any window of length ``per``."""
+
+    requests: int = Field(gt=0)
+    per: Duration = 1.0
+    burst: int | None = Field(
+        default=None,
+        gt=0,
+        description="Requests allowed at once before spacing applies. Default 1, which keeps "
+        "the promise in every sliding window; a larger burst can briefly exceed it.",
+    )
+
+
+class Retry(Strict):
+    """Exponential backoff with jitter between ``initial`` and ``max``."""
+
+    attempts: int = Field(default=5, ge=1, le=100)
+    initial: Duration = 1.0
+    max: Duration = 30.0
+
+
+class ProviderBase(Strict):
+    rate_limit: Rate | None = None
+    max_concurrency: int | None = Field(default=None, gt=0)
+    timeout: Duration = 60.0
+    retry: Retry = Retry()
+
+
+class OpenAIProvider(ProviderBase):
+    """Any OpenAI-compatible chat completions API (OpenRouter, vLLM, Ollama, LiteLLM...)."""
+
+    type: Literal["openai"] = "openai"
+    base_url: str
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the API key. Keys never go in YAML.",
+    )
+    headers: dict[str, str] = {}
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"base_url must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+
+class OfflineProvider(ProviderBase):
+    """Deterministic answers with no network: for trying workflows and for tests."""
+
+    type: Literal["offline"]
+    latency: Duration = 0.0
+    failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    seed: int = 0
+
+
+def _type_or(default: str) -> Callable[[Any], str | None]:
+    def tag(value: Any) -> str | None:
+        if isinstance(value, dict):
+            found = value.get("type", default)
+            return found if isinstance(found, str) else None
+        return getattr(value, "type", None)
+
+    return tag
+
+
+# A provider or selector without `type:` is the common kind (an OpenAI-compatible API, an HTTP
+# selector), so the tag defaults instead of being required.
+ProviderSpec = Annotated[
+    Annotated[OpenAIProvider, Tag("openai")] | Annotated[OfflineProvider, Tag("offline")],
+    Discriminator(_type_or("openai")),
+]
+
+
+BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
+    "openrouter": {
+        "type": "openai",
+        "base_url": "https://openrouter.ai/api/v1",
+        "api_key_env": "OPENROUTER_API_KEY",
+        "headers": {
+            "HTTP-Referer": "https://github.com/flowengine/flowengine",
+            "X-Title": "flowengine",
+        },
+    },
+}
+
+
+class HttpSelector(Strict):
+    """A model-selector service: POST {"prompt"} -> {"selected_model", "confidence_scores"}."""
+
+    type: Literal["http"] = "http"
+    url: str
+    timeout: Duration = 5.0
+    headers: dict[str, str] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError(f"url must start with http:// or https://, got {value!r}")
+        return value
+
+
+SelectorSpec = Annotated[Annotated[HttpSelector, Tag("http")], Discriminator(_type_or("http"))]
+
+
+class ModelSpec(Strict):
+    """A model alias: the provider's model id, its priority weight and default params."""
+
+    id: str = Field(min_length=1)
+    weight: float = 1.0
+    provider: str | None = None
+    params: dict[str, Any] = {}
+
+
+class InputSpec(Strict):
+    type: Literal["string", "integer", "number", "boolean", "object", "array"] = "string"
+    description: str | None = None
+    default: Any = None
+    required: bool | None = None
+
+    @property
+    def is_required(self) -> bool:
+        return self.required if self.required is not None else self.default is None
+
+
+class Defaults(Strict):
+    provider: str = "openrouter"
+    params: dict[str, Any] = {}
+    timeout: Duration | None = None
+    retry: Retry | None = None
+
+
+class NodeBase(Strict):
+    description: str | None = None
+    needs: list[str] = []
+    on_error: Literal["fail", "continue"] = "fail"
+    cache: bool = True
+    timeout: Duration | None = None
+    retry: Retry | None = None
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _single_need(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class SelectNode(NodeBase):
+    """Choose a model: ask a selector service, or take the highest weight."""
+
+    type: Literal["select"]
+    selector: str | None = Field(
+        default=None, description="A name under `selectors:`. Omit to select by weight."
+    )
+    candidates: list[str] | None = Field(
+        default=None, description="Model aliases to choose from; default all models."
+    )
+    fallback: Literal["weight", "fail"] = "weight"
+
+
+class Prompted(NodeBase):
+    prompt: str | None = Field(default=None, description="A template file under prompts/.")
+    template: str | None = Field(default=None, description="An inline Jinja template.")
+    system: str | None = Field(default=None, description="An inline system-message template.")
+    vars: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] = Field(
+        default={},
+        description='Extra names for the prompt, evaluated first: `responses: "{{ answers }}"`.',
+    )
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> Prompted:
+        if (self.prompt is None) == (self.template is None):
+            raise ValueError("give exactly one of `prompt:` (a file under prompts/) or `template:`")
+        return self
+
+
+class LlmNode(Prompted):
+    """One model call."""
+
+    type: Literal["llm"]
+    model: str = Field(min_length=1, description="A model alias, or a template naming one.")
+    fallbacks: list[str] = Field(default=[], description="Aliases tried after the last attempt.")
+
+
+class ModelQuery(Strict):
+    """Which models a fanout calls: ``include`` (default all, by weight), less ``exclude``."""
+
+    include: list[str] | None = None
+    exclude: list[str] = []
+    top: int | None = Field(default=None, gt=0, description="Keep the N highest-weight models.")
+
+
+def _models_list(value: Any) -> Any:
+    return {"include": value} if isinstance(value, list) else value
+
+
+class FanoutNode(Prompted):
+    """The same call across several models, concurrently."""
+
+    type: Literal["fanout"]
+    models: Annotated[ModelQuery, BeforeValidator(_models_list)] = ModelQuery()
+    max_concurrency: int | None = Field(default=None, gt=0)
+    min_success: int = Field(default=1, ge=0)
+
+
+NodeSpec = Annotated[SelectNode | LlmNode | FanoutNode, Field(discriminator="type")]
+NODE_TYPES = ("select", "llm", "fanout")
+
+
+class WorkflowSpec(Strict):
+    """A workflow file."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="flowengine workflow",
+    )
+
+    version: Literal[1] = Field(description="The format version; this engine reads version 1.")
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    description: str | None = None
+    inputs: dict[Annotated[str, Field(pattern=IDENTIFIER)], InputSpec] = {}
+    providers: dict[str, ProviderSpec] = {}
+    selectors: dict[str, SelectorSpec] = {}
+    models: dict[Annotated[str, Field(pattern=ALIAS)], ModelSpec] = {}
+    defaults: Defaults = Defaults()
+    nodes: dict[Annotated[str, Field(pattern=IDENTIFIER)], NodeSpec] = Field(min_length=1)
+    output: dict[str, Any] | None = Field(
+        default=None,
+        description='The run\'s result. "{{ expr }}" alone keeps the native value. '
+        "Default: every node's output by id.",
+    )
+
+    def model_sorted(self, aliases: list[str] | None = None) -> list[str]:
+        """Aliases by weight, highest first; ties keep file order."""
+        names = list(self.models) if aliases is None else aliases
+        order = {name: i for i, name in enumerate(self.models)}
+        return sorted(names, key=lambda a: (-self.models[a].weight, order.get(a, 0)))
+
+    def provider_of(self, alias: str) -> str:
+        return self.models[alias].provider or self.defaults.provider
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the workflow format, as shipped in ``flowengine.schema.json``."""
+    schema = WorkflowSpec.model_json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
