@@ -8,6 +8,8 @@ pydantic error back to a line of the file. Every problem of a file is reported a
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from io import StringIO
@@ -17,7 +19,9 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from flowengine.errors import Location, Problem, UsageError, WorkflowError
 from flowengine.schema_errors import translate
@@ -120,10 +124,7 @@ def parse_source(name: str, text: str) -> Source:
     try:
         root = _yaml().load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        message = " ".join(str(m) for m in (exc.context, exc.problem) if m) or "invalid YAML"
-        loc = source.at(mark.line + 1, mark.column + 1) if mark else Location(name)
-        raise WorkflowError([Problem(loc, f"YAML syntax: {message}", _yaml_fix(message))]) from None
+        raise WorkflowError([_yaml_problem(source, exc)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise WorkflowError([Problem(Location(name), f"YAML syntax: {exc}")]) from None
     if root is None:
@@ -146,14 +147,82 @@ def parse_source(name: str, text: str) -> Source:
     return source
 
 
-def _yaml_fix(message: str) -> str | None:
-    if "duplicate key" in message:
-        return "remove or rename one of the two keys"
-    if "tab" in message.lower():
-        return "indent with spaces, not tabs"
-    if "mapping values are not allowed" in message:
-        return "quote a value that contains ': ', or fix the indentation"
-    return "check the indentation and quoting around this line"
+_BRACKETS = {"flow sequence": ("list", "[", "]"), "flow mapping": ("mapping", "{", "}")}
+
+
+def _yaml_problem(source: Source, exc: MarkedYAMLError) -> Problem:
+    """A YAML error in words a user acts on, at the place the fix goes."""
+    problem, context = str(exc.problem or ""), str(exc.context or "")
+    mark = exc.problem_mark or exc.context_mark
+    where = _mark(source, mark)
+    start = _mark(source, exc.context_mark)
+    if isinstance(exc, DuplicateKeyError):
+        found = re.match(r'found duplicate key "(.*?)" with value', problem, re.DOTALL)
+        key = found.group(1) if found else "?"
+        first = _first_key_line(source.text, exc.context_mark, key, exc.problem_mark)
+        since = f" (first defined on line {first})" if first else ""
+        return Problem(where, f"duplicate key '{key}'{since}", "remove or rename one of the keys")
+    if "'\\t'" in problem:
+        return Problem(
+            where, "YAML syntax: a tab character where YAML expects spaces", "indent with spaces, not tabs"
+        )
+    if "quoted scalar" in context and "end of stream" in problem:
+        return Problem(start, "YAML syntax: this quoted string is never closed", "add the closing quote")
+    for collection, (what, opening, closing) in _BRACKETS.items():
+        if collection in context and start.line is not None:
+            return Problem(
+                where,
+                f"YAML syntax: {problem} in the {what} opened with '{opening}' on line "
+                f"{start.line}, column {start.column}",
+                f"close the {what} with '{closing}', and separate its items with ','",
+            )
+    if problem.startswith("expected <block end>"):
+        return Problem(
+            where,
+            "YAML syntax: this line's indentation does not match the lines above it",
+            "indent it exactly like the keys it belongs with",
+        )
+    if "mapping values are not allowed" in problem:
+        return Problem(
+            where,
+            "YAML syntax: a ': ' here is not allowed (is this line indented more than it should be?)",
+            "align this key with the keys above it, or quote a value that contains ': '",
+        )
+    message = " ".join(m for m in (context, problem) if m) or "invalid YAML"
+    return Problem(where, f"YAML syntax: {message}", "check the indentation and quoting around this line")
+
+
+def _mark(source: Source, mark: Any) -> Location:
+    """The location of a ruamel mark, kept inside the file (end of stream is past its last line)."""
+    if mark is None:
+        return Location(source.file)
+    lines = source.lines
+    line, column = mark.line + 1, mark.column + 1
+    if line > len(lines):
+        line = max(len(lines), 1)
+        column = len(lines[-1]) + 1 if lines else 1
+    return source.at(line, column)
+
+
+def _first_key_line(text: str, mapping_mark: Any, key: str, duplicate_mark: Any) -> int | None:
+    """The line of the first occurrence of ``key`` in the mapping that starts at ``mapping_mark``."""
+    try:
+        root = YAML(typ="rt").compose(text)
+    except (YAMLError, ValueError, TypeError, RecursionError):
+        return None
+    stack: list[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, MappingNode):
+            here = (node.start_mark.line, node.start_mark.column)
+            if mapping_mark is not None and here == (mapping_mark.line, mapping_mark.column):
+                for k, _ in node.value:
+                    if str(k.value) == key and k.start_mark.index < duplicate_mark.index:
+                        return int(k.start_mark.line) + 1
+            stack.extend(v for pair in node.value for v in pair)
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
+    return None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -174,19 +243,26 @@ def apply_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
         parts = dotted.split(".")
         if any(not p for p in parts):
             raise UsageError(f"--set {dotted}: empty part in path", "use dots between names only")
+        flag = f"{dotted}={_yaml_text(value)}"
         node = source.root
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part) if isinstance(node, dict) else None
             if child is None:
                 child = CommentedMap()
                 node[part] = child
+                # A mapping the override made up: errors about it point at the --set too.
+                source.overrides.setdefault(tuple(parts[: depth + 1]), flag)
             elif not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
                 raise UsageError(f"--set {dotted}: {where} is not a mapping")
             node = child
         node[parts[-1]] = value
-        flag = f"{dotted}={value}"
         source.overrides[tuple(parts)] = flag
+
+
+def _yaml_text(value: Any) -> str:
+    """A parsed override value as the user would write it (``true``, not ``True``)."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _with_builtins(root: Mapping[str, Any]) -> dict[str, Any]:

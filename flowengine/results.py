@@ -55,7 +55,7 @@ class SelectResult(_Result):
     model: str
     confidence: float | None = None
     scores: dict[str, float] = {}
-    source: Literal["selector", "fallback"]
+    source: Literal["selector", "weight", "fallback"]
     reason: str | None = None
 
     def __str__(self) -> str:

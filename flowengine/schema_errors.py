@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import json
 import re
 import types
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
@@ -28,26 +30,94 @@ def translate(source: Source, error: ErrorDetails) -> Problem:
     if kind == "extra_forbidden":
         key = str(path[-1])
         allowed = _fields(_walk(source.root, tuple(error["loc"])[:-1])[1])
-        fix = did_you_mean(key, allowed) or (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+        fix = _unknown_key_fix(key, allowed)
         parent = ".".join(str(p) for p in path[:-1]) or "the top level"
         return Problem(source.locate(path, key=True), f"unknown key '{key}' in {parent}", fix)
     if kind == "missing":
-        key = str(path[-1])
-        parent = path[:-1]
-        owner = ".".join(str(p) for p in parent) or "the file"
-        return Problem(
-            source.locate(parent, key=True), f"{owner} is missing required key '{key}'", f"add `{key}:`"
-        )
+        return _missing_problem(source, path)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return _tag_problem(source, path, kind, ctx)
     if path and path[-1] == "[key]":
         return _key_problem(source, path[:-1], error["msg"])
-    message = error["msg"].removeprefix("Value error, ")
+    message = _plain_message(kind, error, ctx) or error["msg"].removeprefix("Value error, ")
     fix = None
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         fix = did_you_mean(str(error.get("input")), expected) or f"use one of: {', '.join(expected)}"
+    elif kind == "list_type" and path:
+        fix = f"write a list: `{path[-1]}: [a, b]`"
     return Problem(source.locate(path), f"{where}: {message}", fix)
+
+
+# Pydantic's wording, said as a YAML author would: "expected a number, got 'heavy'".
+_EXPECTED = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping of keys",
+    "model_type": "a mapping of keys",
+    "model_attributes_type": "a mapping of keys",
+}
+_BOUNDS = {
+    "greater_than": "greater than {gt}",
+    "greater_than_equal": "at least {ge}",
+    "less_than": "less than {lt}",
+    "less_than_equal": "at most {le}",
+}
+# Keys that belong under `params:` (sent to the model), often written one level too high.
+_MODEL_PARAMS = ("temperature", "max_tokens", "top_p", "top_k", "seed", "stop", "frequency_penalty",
+                 "presence_penalty", "response_format", "reasoning")
+
+
+def _plain_message(kind: str, error: ErrorDetails, ctx: dict[str, Any]) -> str | None:
+    given = _shown(error.get("input"))
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {given}"
+    if kind in _BOUNDS:
+        return f"must be {_BOUNDS[kind].format(**ctx)}, got {given}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length', 1)} entry, got none"
+    return None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return json.dumps(value, default=str)
+
+
+def _unknown_key_fix(key: str, allowed: list[str]) -> str | None:
+    if "params" in allowed and did_you_mean(key, _MODEL_PARAMS):
+        param = difflib.get_close_matches(key, _MODEL_PARAMS, n=1, cutoff=0.6)[0]
+        return f"model parameters go under `params:`, such as `params: {{{param}: ...}}`"
+    return did_you_mean(key, allowed) or (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+
+
+def _missing_problem(source: Source, path: YamlPath) -> Problem:
+    key = str(path[-1])
+    parent = path[:-1]
+    owner = ".".join(str(p) for p in parent) or "the file"
+    created = source.overrides.get(parent)
+    if created is not None and len(parent) == 2 and isinstance(source.root.get(parent[0]), dict):
+        # `--set models.lama.weight=4` made up a model: most likely the alias is misspelt.
+        names = [str(n) for n in source.root[parent[0]] if (parent[0], n) not in source.overrides]
+        fix = did_you_mean(str(parent[1]), names) or f"to declare a new one, also set {owner}.{key}"
+        return Problem(source.locate(parent), f"there is no {owner} in the file to override", fix)
+    return Problem(
+        source.locate(parent, key=True), f"{owner} is missing required key '{key}'", f"add `{key}:`"
+    )
 
 
 def _tag_problem(source: Source, path: YamlPath, kind: str, ctx: dict[str, Any]) -> Problem:

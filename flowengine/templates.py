@@ -141,7 +141,6 @@ class CompiledTemplate:
         expr = single_expression(source)
         self._expr = env.compile_expression(expr, undefined_to_none=False) if expr else None
         self._template = None if self._expr else env.from_string(source)
-        self._template_file = None
 
     @classmethod
     def from_file(cls, env: ImmutableSandboxedEnvironment, name: str) -> CompiledTemplate:

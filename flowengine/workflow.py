@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from flowengine import graph as dag
-from flowengine.errors import WorkflowError
+from flowengine.engine import Engine
+from flowengine.errors import UsageError, WorkflowError, did_you_mean
+from flowengine.plan import Plan, compile_plan
+from flowengine.results import RunResult
 from flowengine.loader import Source, parse_source, read_source, spec_from_source
 from flowengine.spec import WorkflowSpec
 from flowengine.templates import find_prompts_dir, make_environment
@@ -19,6 +22,15 @@ from flowengine.validate import check
 
 if TYPE_CHECKING:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_INPUT_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
 
 
 class Workflow:
@@ -77,6 +89,55 @@ class Workflow:
     def content_hash(self) -> str:
         """SHA-256 of the file's text, to tell which version of a workflow a run used."""
         return hashlib.sha256(self.source.text.encode("utf-8")).hexdigest()
+
+    @cached_property
+    def plan(self) -> Plan:
+        """Templates compiled once, for every run of this workflow."""
+        return compile_plan(self.spec, self.graph, self.order, self.env)
+
+    def bind_inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Check given inputs against ``inputs:``, apply defaults; raise UsageError if wrong."""
+        declared = self.spec.inputs
+        values: dict[str, Any] = {}
+        for name, value in given.items():
+            if name not in declared:
+                fix = did_you_mean(name, declared) or (
+                    f"inputs of {self.name}: {', '.join(declared)}" if declared else "it takes none"
+                )
+                raise UsageError(f"unknown input '{name}'", fix)
+            expected = _INPUT_TYPES[declared[name].type]
+            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+                raise UsageError(
+                    f"input '{name}' should be {declared[name].type}, got {type(value).__name__}"
+                )
+            values[name] = value
+        for name, spec in declared.items():
+            if name in values:
+                continue
+            if spec.is_required:
+                flag = "--prompt TEXT" if name == "prompt" else f"--input {name}=VALUE"
+                raise UsageError(f"missing input '{name}'", f"pass {flag}")
+            values[name] = spec.default
+        return values
+
+    async def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        engine: Engine | None = None,
+        offline: bool = False,
+        **named_inputs: Any,
+    ) -> RunResult:
+        """Run once and return the :class:`RunResult`.
+
+        Without ``engine``, a private one is used for this run; rate limits are still shared
+        with every other run in the process. Pass an :class:`Engine` to share its HTTP session
+        across many runs.
+        """
+        if engine is not None:
+            return await engine.run(self, inputs, **named_inputs)
+        async with Engine(offline=offline) as own:
+            return await own.run(self, inputs, **named_inputs)
 
     def to_mermaid(self) -> str:
         return dag.to_mermaid(self.spec)

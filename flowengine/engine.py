@@ -1,0 +1,146 @@
+"""The Engine: what runs share — one HTTP session, the providers, their rate limits and caps."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from flowengine.errors import ConfigError
+from flowengine.events import Listener
+from flowengine.providers import Provider, ProviderContext, create_provider
+from flowengine.resilience import ProviderLimits
+from flowengine.spec import OfflineProvider, OpenAIProvider, ProviderBase
+
+if TYPE_CHECKING:
+    from flowengine.results import RunResult
+    from flowengine.workflow import Workflow
+
+# Limits are per event loop (asyncio primitives belong to one loop) and shared by every engine
+# on it, so two engines in one process still respect one provider's rate limit together.
+_LIMITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ProviderLimits]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_limits(key: str, spec: ProviderBase) -> ProviderLimits:
+    """The process-wide limits of the provider described by ``key`` on the running loop."""
+    table = _LIMITS.setdefault(asyncio.get_running_loop(), {})
+    limits = table.get(key)
+    if limits is None:
+        limits = table[key] = ProviderLimits.from_spec(spec)
+    return limits
+
+
+class Engine:
+    """Runs workflows; owns what runs share so that thousands of runs obey one set of limits.
+
+    Example::
+
+        async with Engine() as engine:
+            results = await asyncio.gather(*(engine.run(wf, prompt=p) for p in prompts))
+
+    ``offline=True`` sends every model call to the deterministic offline provider and makes
+    select nodes choose by weight, so any workflow runs with no key and no network.
+    """
+
+    def __init__(
+        self,
+        *,
+        offline: bool = False,
+        environ: Mapping[str, str] | None = None,
+        listeners: Iterable[Listener] = (),
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.offline = offline
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.listeners = list(listeners)
+        self._session = session
+        self._owns_session = session is None
+        self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+        self._providers.clear()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """One session for every call of this engine, created on first use."""
+        if self._session is None or self._session.closed:
+            # No per-host cap here: providers enforce their own max_concurrency.
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._owns_session = True
+        return self._session
+
+    def effective_spec(self, spec: ProviderBase) -> ProviderBase:
+        if self.offline and not isinstance(spec, OfflineProvider):
+            return OfflineProvider(type="offline", timeout=spec.timeout, retry=spec.retry)
+        return spec
+
+    def provider(self, name: str, spec: ProviderBase) -> tuple[Provider, ProviderLimits]:
+        """The provider ``name`` and its shared limits, built once per engine and spec."""
+        spec = self.effective_spec(spec)
+        key = f"{name}\0{spec.model_dump_json()}"
+        found = self._providers.get(key)
+        if found is None:
+            ctx = ProviderContext(session=self.session, environ=self.environ)
+            found = (create_provider(name, spec, ctx), shared_limits(key, spec))
+            self._providers[key] = found
+        return found
+
+    def check_credentials(self, workflow: Workflow, aliases: Iterable[str]) -> None:
+        """Raise ConfigError naming the variable to set when a used provider has no key."""
+        if self.offline:
+            return
+        spec = workflow.spec
+        for provider_name in dict.fromkeys(spec.provider_of(a) for a in aliases):
+            provider = spec.providers[provider_name]
+            if isinstance(provider, OpenAIProvider) and provider.api_key_env:
+                if not self.environ.get(provider.api_key_env):
+                    raise ConfigError(
+                        f"{provider.api_key_env} is not set: {workflow.source.file} calls "
+                        f"provider '{provider_name}', which needs an API key",
+                        f"export {provider.api_key_env}=..., or pass --offline to try the "
+                        "workflow with offline answers",
+                    )
+
+    async def run(
+        self,
+        workflow: Workflow,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        only: Iterable[str] | None = None,
+        models: Iterable[str] | None = None,
+        listeners: Iterable[Listener] = (),
+        **named_inputs: Any,
+    ) -> RunResult:
+        """Run ``workflow`` once; inputs by mapping or by keyword (``prompt=...``)."""
+        from flowengine.executor import execute
+
+        return await execute(
+            self,
+            workflow,
+            {**(inputs or {}), **named_inputs},
+            only=only,
+            models=models,
+            listeners=[*self.listeners, *listeners],
+        )

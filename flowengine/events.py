@@ -1,0 +1,39 @@
+"""Events the executor emits while a run goes on; the CLI, a progress bar or a server listen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from flowengine.results import ErrorInfo
+
+EventKind = Literal[
+    "run_started",
+    "node_started",
+    "node_finished",
+    "node_failed",
+    "call_finished",
+    "call_retried",
+    "run_finished",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened in a run. Fields that do not apply to a kind are None."""
+
+    kind: EventKind
+    run_id: str
+    workflow: str
+    node: str | None = None
+    model: str | None = None
+    attempt: int | None = None
+    delay_s: float | None = None
+    duration_s: float | None = None
+    status: str | None = None
+    error: ErrorInfo | None = None
+    cached: bool | None = None
+
+
+Listener = Callable[[Event], None]

@@ -1,0 +1,254 @@
+"""The async scheduler: each node starts the moment its needs are done. It emits events, never prints.
+
+A failed node with ``on_error: fail`` (the default) cancels what is in flight and skips what has
+not started; every completed output stays in the result, so nothing paid for is lost. With
+``on_error: continue`` the failure is passed downstream and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import networkx as nx
+from pydantic import BaseModel, ValidationError
+
+from flowengine.errors import UsageError
+from flowengine.events import Listener
+from flowengine.nodes import RUNNERS
+from flowengine.plan import CompiledNode, Plan
+from flowengine.results import (
+    ErrorInfo,
+    NodeResult,
+    RunMetadata,
+    RunMetrics,
+    RunResult,
+    RunStatus,
+    model_metrics,
+)
+from flowengine.runstate import NodeFailure, Run
+from flowengine.templates import evaluate_value
+
+# What a template can raise at run time: its own errors, and Python's from expressions it evaluates.
+TEMPLATE_ERRORS = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError)
+
+if TYPE_CHECKING:
+    from flowengine.engine import Engine
+    from flowengine.workflow import Workflow
+
+
+async def execute(
+    engine: Engine,
+    workflow: Workflow,
+    inputs: Mapping[str, Any],
+    *,
+    only: Iterable[str] | None = None,
+    models: Iterable[str] | None = None,
+    listeners: list[Listener] | None = None,
+) -> RunResult:
+    """Run a checked workflow once and return its result; raise only for bad arguments."""
+    values = workflow.bind_inputs(inputs)
+    allowed = _allowed_models(workflow, models)
+    selected = _selected_nodes(workflow, only)
+    engine.check_credentials(workflow, allowed)
+    run = Run(engine, workflow, uuid.uuid4().hex[:16], values, listeners or [], allowed)
+    return await Scheduler(run, workflow.plan, selected).execute()
+
+
+def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> list[str]:
+    spec = workflow.spec
+    if models is None:
+        return spec.model_sorted()
+    chosen = []
+    for name in models:
+        if name not in spec.models:
+            from flowengine.errors import did_you_mean
+
+            fix = did_you_mean(name, spec.models) or f"models: {', '.join(spec.models)}"
+            raise UsageError(f"--models: unknown model '{name}'", fix)
+        chosen.append(name)
+    return spec.model_sorted(chosen)
+
+
+def _selected_nodes(workflow: Workflow, only: Iterable[str] | None) -> list[str]:
+    if only is None:
+        return list(workflow.order)
+    keep: set[str] = set()
+    for node_id in only:
+        if node_id not in workflow.spec.nodes:
+            from flowengine.errors import did_you_mean
+
+            fix = did_you_mean(node_id, workflow.spec.nodes) or f"nodes: {', '.join(workflow.spec.nodes)}"
+            raise UsageError(f"--only: unknown node '{node_id}'", fix)
+        keep |= {node_id, *nx.ancestors(workflow.graph, node_id)}
+    return [n for n in workflow.order if n in keep]
+
+
+class Scheduler:
+    """Starts ready nodes, collects their results, and stops early on a failure."""
+
+    def __init__(self, run: Run, plan: Plan, selected: list[str]) -> None:
+        self.run = run
+        self.plan = plan
+        self.selected = selected
+        self.waiting = {n: {d for d in plan.nodes[n].needs if d in selected} for n in selected}
+        self.results: dict[str, NodeResult] = {}
+        self.outputs: dict[str, Any] = {}
+        self.tasks: dict[asyncio.Task[NodeResult], str] = {}
+        self.base: dict[str, Any] = {**run.inputs, "inputs": run.inputs, "models": run.models}
+
+    async def execute(self) -> RunResult:
+        run = self.run
+        started = time.perf_counter()
+        run.emit("run_started")
+        failure: ErrorInfo | None = None
+        try:
+            for node_id in self.selected:
+                if not self.waiting[node_id]:
+                    self.start(node_id)
+            while self.tasks:
+                done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    failure = self.finish(self.tasks.pop(task), task.result()) or failure
+                if failure is not None:
+                    await self.cancel_all()
+                    break
+        finally:
+            if self.tasks:  # cancelled from outside (Ctrl-C, a service's timeout)
+                await self.cancel_all()
+        for node_id in self.selected:
+            self.results.setdefault(node_id, NodeResult(status="skipped"))
+        result = self.result(time.perf_counter() - started, failure)
+        run.emit("run_finished", status=result.status, duration_s=result.metadata.total_time,
+                 error=result.error)
+        return result
+
+    def start(self, node_id: str) -> None:
+        task = asyncio.create_task(self.run_node(self.plan.nodes[node_id]), name=f"node:{node_id}")
+        self.tasks[task] = node_id
+
+    def finish(self, node_id: str, result: NodeResult) -> ErrorInfo | None:
+        """Record a node's result, start what it unblocked; the error if the run must stop."""
+        self.results[node_id] = result
+        self.outputs[node_id] = result.output
+        node = self.plan.nodes[node_id]
+        if result.status == "failed" and node.spec.on_error == "fail":
+            return result.error
+        for dependent in self.plan.dependents[node_id]:
+            waiting = self.waiting.get(dependent)
+            if waiting is not None and node_id in waiting:
+                waiting.discard(node_id)
+                if not waiting:
+                    self.start(dependent)
+        return None
+
+    async def cancel_all(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for node_id in self.tasks.values():
+            partial = self.run.partial.get(node_id)
+            self.results[node_id] = NodeResult(status="cancelled", output=list(partial) if partial else None)
+        self.tasks.clear()
+
+    async def run_node(self, node: CompiledNode) -> NodeResult:
+        run = self.run
+        run.emit("node_started", node=node.id)
+        started_at = datetime.now(UTC)
+        clock = time.perf_counter()
+        context = {**self.base, **self.outputs}
+        status: Any = "succeeded"
+        output: Any = None
+        error: ErrorInfo | None = None
+        try:
+            async with asyncio.timeout(node.spec.timeout):
+                output = await RUNNERS[node.spec.type](run, node, context)
+        except NodeFailure as exc:
+            status, output, error = "failed", exc.output, exc.error
+        except TimeoutError:
+            status, error = "failed", ErrorInfo(type="timeout", message=f"node timed out after {node.spec.timeout}s")
+            partial = run.partial.get(node.id)
+            output = list(partial) if partial else None
+        except ValidationError:
+            raise
+        except TEMPLATE_ERRORS as exc:
+            status, error = "failed", ErrorInfo(type="template", message=f"nodes.{node.id}: {exc}")
+        duration = round(time.perf_counter() - clock, 6)
+        if status == "failed":
+            run.emit("node_failed", node=node.id, duration_s=duration, error=error)
+        else:
+            run.emit("node_finished", node=node.id, duration_s=duration, status=status)
+        return NodeResult(status=status, started_at=started_at, duration_s=duration, output=output, error=error)
+
+    def result(self, total: float, failure: ErrorInfo | None) -> RunResult:
+        run = self.run
+        status: RunStatus = "failed" if failure is not None else self.status()
+        output, output_error = self.output(total, status)
+        if output_error is not None and failure is None:
+            status, failure = "failed", output_error
+        return RunResult(
+            workflow=run.spec.name,
+            run_id=run.run_id,
+            status=status,
+            inputs=run.inputs,
+            output=output,
+            error=failure,
+            nodes=self.results,
+            metadata=self.metadata(total),
+            metrics=RunMetrics(models=model_metrics(run.calls)),
+        )
+
+    def status(self) -> RunStatus:
+        for result in self.results.values():
+            if result.status != "succeeded":
+                return "partial"
+            if isinstance(result.output, list) and any(
+                not getattr(item, "success", True) for item in result.output
+            ):
+                return "partial"
+        return "succeeded"
+
+    def metadata(self, total: float) -> RunMetadata:
+        calls = self.run.calls
+        costs = [c.usage.cost for c in calls if c.usage.cost is not None]
+        return RunMetadata(
+            total_time=round(total, 6),
+            calls=len(calls),
+            concurrent_calls=self.run.peak,
+            tokens=sum(c.usage.total_tokens or 0 for c in calls),
+            cost=round(sum(costs), 10) if costs else None,
+            model_selector_confidence=self.run.selector_confidence,
+        )
+
+    def output(self, total: float, status: RunStatus) -> tuple[Any, ErrorInfo | None]:
+        """The output mapping evaluated over every node (absent ones are None)."""
+        outputs = {n: self.outputs.get(n) for n in self.plan.order}
+        if self.plan.output is None:
+            return to_jsonable({n: outputs[n] for n in self.selected}), None
+        context = {**self.base, **outputs, "metadata": to_jsonable(self.metadata(total))}
+        try:
+            return to_jsonable(evaluate_value(self.plan.output, context)), None
+        except ValidationError:
+            raise
+        except TEMPLATE_ERRORS as exc:
+            if status == "failed":
+                return None, None
+            return None, ErrorInfo(type="template", message=f"output: {exc}")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Results and models as plain JSON data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if hasattr(value, "__slots__") and hasattr(value, "alias"):  # ModelInfo
+        return str(value)
+    return value

@@ -1,0 +1,64 @@
+"""The fanout node: the same prompt to several models at once, under the node's concurrency cap."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flowengine.nodes.common import alias_of, messages, params
+from flowengine.plan import CompiledNode
+from flowengine.results import CallResult, ErrorInfo
+from flowengine.runstate import NodeFailure, Run
+from flowengine.spec import FanoutNode
+from flowengine.templates import evaluate_value
+
+
+def chosen_models(run: Run, node: CompiledNode, context: dict[str, Any]) -> list[str]:
+    """include (default: every model) less exclude, by weight, the top N."""
+    spec = node.spec
+    assert isinstance(spec, FanoutNode)
+    where = f"nodes.{node.id}.models"
+    if node.include is None:
+        include = list(run.allowed)
+    else:
+        include = [alias_of(run, v, where) for v in _flat(evaluate_value(node.include, context))]
+    exclude = {alias_of(run, v, where) for v in _flat(evaluate_value(node.exclude, context))}
+    chosen = run.by_weight(a for a in include if a not in exclude and a in run.allowed)
+    return chosen[: spec.models.top] if spec.models.top is not None else chosen
+
+
+def _flat(values: list[Any]) -> list[Any]:
+    # A template may yield a list of models ("{{ models | list }}"): spread it.
+    out: list[Any] = []
+    for value in values:
+        out.extend(value if isinstance(value, list | tuple) else [value])
+    return out
+
+
+async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> list[CallResult]:
+    spec = node.spec
+    assert isinstance(spec, FanoutNode)
+    aliases = chosen_models(run, node, context)
+    gate = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+    done = run.partial.setdefault(node.id, [])
+
+    async def one(alias: str) -> CallResult:
+        sent = messages(node, {**context, "model": run.models[alias]})
+        if gate is None:
+            result = await run.call(node.id, spec, alias, sent, params(run, spec, alias))
+        else:
+            async with gate:
+                result = await run.call(node.id, spec, alias, sent, params(run, spec, alias))
+        done.append(result)
+        return result
+
+    results = list(await asyncio.gather(*(one(a) for a in aliases)))
+    succeeded = sum(r.success for r in results)
+    if succeeded < spec.min_success:
+        errors = "; ".join(f"{r.model}: {r.error.message}" for r in results if r.error)
+        message = f"{succeeded} of {len(results)} calls succeeded, min_success is {spec.min_success}"
+        raise NodeFailure(
+            ErrorInfo(type="min_success", message=f"{message}" + (f" ({errors})" if errors else "")),
+            output=results,
+        )
+    return results

@@ -1,0 +1,147 @@
+"""The HTTP boundary: one POST, foreign exceptions translated to :class:`CallError`.
+
+Everything aiohttp, asyncio or the network can throw is turned into a ``CallError`` here, so
+retry rules elsewhere look only at our own type. Also the status taxonomy and ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from flowengine.errors import CallError
+
+#: Statuses worth another try besides 5xx: timeout, conflict, too early, rate limited.
+RETRY_STATUSES = frozenset({408, 409, 425, 429})
+#: Statuses that the same request will always get again.
+NEVER_RETRY_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
+#: A server asking for more than this is clamped; the retry policy decides what to do with it.
+RETRY_AFTER_CAP = 300.0
+#: Error messages quote at most this much of a response body.
+SNIPPET = 200
+
+
+@dataclass(frozen=True)
+class HttpReply:
+    """A response read in full: status, headers and body text."""
+
+    status: int
+    headers: Mapping[str, str]
+    text: str
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 409, 425, 429 and every 5xx; no other status."""
+    return status in RETRY_STATUSES or 500 <= status <= 599
+
+
+def snippet(text: str, limit: int = SNIPPET) -> str:
+    """Short single-line excerpt of a body for an error message; HTML tags are dropped."""
+    if "<" in text and ">" in text:
+        text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP-date)."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return _clamp(float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return _clamp(float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return _clamp((when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _clamp(seconds: float) -> float | None:
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+
+
+def parse_json(reply: HttpReply, what: str) -> Any:
+    """The body as JSON, or a retryable ``malformed`` error quoting the start of the body."""
+    try:
+        return json.loads(reply.text)
+    except ValueError:
+        raise CallError(
+            "malformed",
+            f"{what} returned a body that is not JSON"
+            f" (HTTP {reply.status}): {snippet(reply.text)!r}",
+            status=reply.status,
+            retryable=True,
+        ) from None
+
+
+async def post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    what: str,
+) -> HttpReply:
+    """POST ``payload`` and read the whole reply; every failure is a :class:`CallError`.
+
+    ``what`` names the remote side in messages ("openrouter", "model selector"). The
+    request headers, which may hold an API key, never appear in a message or a cause.
+    """
+    try:
+        async with session.post(
+            url,
+            json=payload,
+            headers=dict(headers),
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            raw = await response.read()
+            return HttpReply(response.status, response.headers, raw.decode("utf-8", "replace"))
+    except Exception as exc:
+        error = translate(exc, what=what, url=url, timeout=timeout)
+        # ClientResponseError carries request_info, whose headers include Authorization.
+        cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
+        raise error from cause
+
+
+def translate(exc: BaseException, *, what: str, url: str, timeout: float) -> CallError:
+    """Map one foreign exception to a :class:`CallError`; the only place that knows aiohttp."""
+    name = type(exc).__name__
+    if isinstance(exc, asyncio.TimeoutError):  # includes aiohttp.ServerTimeoutError
+        return CallError("timeout", f"{what} did not answer within {timeout:g}s", retryable=True)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return CallError("config", f"invalid URL for {what}: {snippet(str(url))}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return CallError("malformed", f"{what} sent a truncated body ({name})", retryable=True)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return CallError(
+            "malformed",
+            f"{what} sent an invalid HTTP response ({name} {exc.status}: {snippet(exc.message)})",
+            retryable=True,
+        )
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        detail = snippet(str(exc)) or "connection closed"
+        return CallError("connection", f"cannot reach {what} ({name}: {detail})", retryable=True)
+    return CallError("internal", f"calling {what} failed: {name}: {snippet(str(exc))}")

@@ -1,0 +1,116 @@
+"""A deterministic provider with no network, for trying workflows and for tests.
+
+The answer depends only on (model id, messages, seed). Failures, when ``failure_rate`` asks for
+them, are drawn from the same hash plus how many times this exact request was made, so a run is
+reproducible and a retry gets a fresh draw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections import Counter
+
+from flowengine.errors import CallError
+from flowengine.providers.base import ChatRequest, Completion, ProviderContext
+from flowengine.results import Usage
+from flowengine.spec import OfflineProvider, ProviderBase
+
+_OPENINGS = (
+    "Here is a short, deterministic reply so the workflow can run without a network.",
+    "This text stands in for a real model's answer while the pipeline is tried offline.",
+    "No model was called; this placeholder keeps the rest of the workflow running.",
+    "A stand-in answer: the same question and model always produce these same words.",
+)
+_ECHO = 80
+
+
+def _digest(*parts: object) -> bytes:
+    text = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _fraction(digest: bytes) -> float:
+    """A number in [0, 1) from the first 8 bytes of a digest."""
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def offline_text(model_id: str, messages: list[dict[str, str]], seed: int = 0) -> str:
+    """The offline answer for one request: says what it is and echoes the question."""
+    digest = _digest(model_id, messages, seed)
+    opening = _OPENINGS[digest[0] % len(_OPENINGS)]
+    last_user = next(
+        (m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), ""
+    )
+    echo = " ".join(str(last_user).split())
+    if len(echo) > _ECHO:
+        echo = echo[: _ECHO - 1] + "…"
+    ref = digest.hex()[:8]
+    return f'[offline answer from {model_id}] {opening} You asked: "{echo}" (ref {ref})'
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class Offline:
+    """The built-in ``type: offline`` provider.
+
+    Example::
+
+        provider = Offline("offline", OfflineProvider(type="offline", latency=0.05))
+        completion = await provider.complete(ChatRequest("any/model", messages))
+    """
+
+    def __init__(self, name: str, spec: OfflineProvider) -> None:
+        self.name = name
+        self.spec: ProviderBase = spec
+        self._spec = spec
+        self._asked: Counter[bytes] = Counter()
+
+    @classmethod
+    def from_spec(cls, name: str, spec: ProviderBase, ctx: ProviderContext) -> Offline:
+        """The registry's factory for ``type: offline``; needs nothing from the context."""
+        if not isinstance(spec, OfflineProvider):
+            raise TypeError(
+                f"provider {name!r}: expected an offline spec, got {type(spec).__name__}"
+            )
+        return cls(name, spec)
+
+    def __repr__(self) -> str:
+        return f"Offline(name={self.name!r})"
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """Answer after ``latency`` seconds, or fail for a ``failure_rate`` share of attempts."""
+        spec = self._spec
+        key = _digest(request.model_id, request.messages, spec.seed)
+        nth = self._asked[key]
+        self._asked[key] += 1
+        if spec.latency > request.timeout:
+            await asyncio.sleep(request.timeout)
+            raise CallError(
+                "timeout",
+                f"offline provider did not answer within {request.timeout:g}s",
+                retryable=True,
+            )
+        if spec.latency:
+            await asyncio.sleep(spec.latency)
+        if spec.failure_rate and _fraction(_digest(key.hex(), nth)) < spec.failure_rate:
+            raise CallError(
+                "offline", "simulated failure (failure_rate)", status=503, retryable=True
+            )
+        content = offline_text(request.model_id, request.messages, spec.seed)
+        prompt_tokens = _tokens("".join(m.get("content", "") for m in request.messages))
+        completion_tokens = _tokens(content)
+        return Completion(
+            content=content,
+            served_model=request.model_id,
+            finish_reason="stop",
+            usage=Usage(
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                total_tokens=prompt_tokens + completion_tokens,
+                cost=0.0,
+            ),
+        )

@@ -1,0 +1,280 @@
+"""Any OpenAI-compatible chat completions API (OpenRouter, vLLM, Ollama, LiteLLM...).
+
+One attempt per :meth:`OpenAICompatible.complete`; the engine retries. Besides the documented
+shape, this reads what OpenRouter really sends: error objects inside an HTTP 200, upstream
+details under ``error.metadata.raw``, ``finish_reason: "error"`` and ``usage.cost``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flowengine.errors import CallError
+from flowengine.providers.base import ChatRequest, Completion, ProviderContext
+from flowengine.providers.http import (
+    HttpReply,
+    is_retryable_status,
+    parse_json,
+    parse_retry_after,
+    post_json,
+    snippet,
+)
+from flowengine.results import Usage
+from flowengine.spec import OpenAIProvider, ProviderBase
+
+# String error codes that mean the request or the key is wrong: trying again cannot help.
+_FATAL_CODE = re.compile(
+    r"auth|unauthori[sz]ed|forbidden|permission|invalid|bad_request|not_found|"
+    r"insufficient|quota|context_length|moderation|payment",
+    re.IGNORECASE,
+)
+
+
+class OpenAICompatible:
+    """Chat completions over the engine's shared aiohttp session.
+
+    Example::
+
+        provider = OpenAICompatible("openrouter", spec, ProviderContext(session, os.environ))
+        completion = await provider.complete(ChatRequest("openai/gpt-4o", messages))
+    """
+
+    def __init__(self, name: str, spec: OpenAIProvider, ctx: ProviderContext) -> None:
+        self.name = name
+        self.spec: ProviderBase = spec
+        self._spec = spec
+        self._ctx = ctx
+
+    @classmethod
+    def from_spec(cls, name: str, spec: ProviderBase, ctx: ProviderContext) -> OpenAICompatible:
+        """The registry's factory for ``type: openai``."""
+        if not isinstance(spec, OpenAIProvider):
+            kind = type(spec).__name__
+            raise TypeError(f"provider {name!r}: expected an openai spec, got {kind}")
+        return cls(name, spec, ctx)
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatible(name={self.name!r}, base_url={self._spec.base_url!r})"
+
+    def headers(self) -> dict[str, str]:
+        """Request headers: the spec's, plus the bearer token when ``api_key_env`` is set."""
+        headers = dict(self._spec.headers)
+        var = self._spec.api_key_env
+        if var is not None:
+            key = self._ctx.environ.get(var, "").strip()
+            if not key:
+                raise CallError(
+                    "auth",
+                    f"provider '{self.name}' needs an API key: set the environment variable "
+                    f"{var}, or pass --offline to run without network",
+                )
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        """Make one attempt; any failure is raised as :class:`CallError`."""
+        # model and messages win over params, so a stray param cannot redirect the call.
+        payload = {**request.params, "model": request.model_id, "messages": request.messages}
+        headers = self.headers()
+        what = f"provider '{self.name}'"
+        try:
+            reply = await post_json(
+                self._ctx.session,
+                f"{self._spec.base_url}/chat/completions",
+                payload,
+                headers=headers,
+                timeout=request.timeout,
+                what=what,
+            )
+            return parse_reply(reply, what=what)
+        except CallError as error:
+            clean = _redacted(error, headers.get("Authorization", ""))
+            if clean is error:
+                raise
+            cause = error.__cause__
+        # Raised outside the handler, so the unmasked error is not kept as __context__.
+        raise clean from cause
+
+
+def _redacted(error: CallError, authorization: str) -> CallError:
+    """The error with the API key masked, should a server have echoed it back."""
+    key = authorization.removeprefix("Bearer ").strip()
+    if len(key) < 4 or key not in error.message:
+        return error
+    clean = CallError(
+        error.type,
+        error.message.replace(key, "***"),
+        status=error.status,
+        retryable=error.retryable,
+        retry_after=error.retry_after,
+    )
+    return clean
+
+
+def parse_reply(reply: HttpReply, *, what: str) -> Completion:
+    """Turn one chat completions reply into a :class:`Completion` or raise :class:`CallError`."""
+    if not 200 <= reply.status <= 299:
+        raise _http_error(reply, what)
+    body = parse_json(reply, what)
+    if not isinstance(body, dict):
+        raise CallError("malformed", f"{what} returned JSON that is not an object", retryable=True)
+    if body.get("error") is not None and not body.get("choices"):
+        raise _api_error(body["error"], what, reply.status)
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise CallError(
+            "malformed",
+            f"{what} returned no choices: {snippet(reply.text)!r}",
+            status=reply.status,
+            retryable=True,
+        )
+    return _completion(body, choices[0], what)
+
+
+def _completion(body: dict[str, Any], choice: dict[str, Any], what: str) -> Completion:
+    finish = choice.get("finish_reason")
+    finish = finish if isinstance(finish, str) else None
+    content = _content(choice.get("message"))
+    if finish == "error":
+        raise _choice_error(choice, what)
+    if not content:
+        raise _empty(finish, what)
+    served = body.get("model")
+    return Completion(
+        content=content,
+        served_model=served if isinstance(served, str) else None,
+        finish_reason=finish,
+        usage=parse_usage(body.get("usage")),
+    )
+
+
+def _content(message: Any) -> str | None:
+    """The message text; a list of content parts is joined."""
+    if not isinstance(message, dict):
+        return None
+    content = message.get("content")
+    if isinstance(content, list):
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        content = "".join(p for p in parts if isinstance(p, str))
+    return content if isinstance(content, str) and content.strip() else None
+
+
+def _empty(finish: str | None, what: str) -> CallError:
+    if finish == "length":
+        return CallError(
+            "length",
+            f"{what} hit the token limit before writing any answer; raise max_tokens",
+        )
+    if finish == "content_filter":
+        return CallError("content_filter", f"{what} withheld the answer (content filter)")
+    return CallError("empty", f"{what} returned no content", retryable=True)
+
+
+def _choice_error(choice: dict[str, Any], what: str) -> CallError:
+    error = choice.get("error")
+    detail = _error_text(error) if isinstance(error, dict) else None
+    code = _code(error.get("code")) if isinstance(error, dict) else None
+    message = f"{what} failed while generating (finish_reason 'error')"
+    return CallError(
+        "api", f"{message}: {detail}" if detail else message, status=code, retryable=True
+    )
+
+
+def _http_error(reply: HttpReply, what: str) -> CallError:
+    status = reply.status
+    detail = _body_detail(reply.text)
+    kind = {401: "auth", 429: "rate_limit"}.get(status, "http")
+    message = f"{what} answered HTTP {status}" + (f": {detail}" if detail else "")
+    if status == 401:
+        message += "; check the API key"
+    return CallError(
+        kind,
+        message,
+        status=status,
+        retryable=is_retryable_status(status),
+        retry_after=parse_retry_after(reply.headers),
+    )
+
+
+def _body_detail(text: str) -> str:
+    """The error object's message when the body has one, else an excerpt of the body."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return snippet(text)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict | str):
+        error = body["error"]
+        return _error_text(error) if isinstance(error, dict) else snippet(error)
+    return snippet(text)
+
+
+def _api_error(error: Any, what: str, status: int) -> CallError:
+    """An error object inside a 2xx body, as OpenRouter sends when an upstream fails."""
+    if not isinstance(error, dict):
+        return CallError("api", f"{what} reported an error: {snippet(str(error))}", retryable=True)
+    code = _code(error.get("code"))
+    if isinstance(code, int):
+        retryable = is_retryable_status(code)
+    else:
+        retryable = code is None or not _FATAL_CODE.search(code)
+    return CallError(
+        "api",
+        f"{what} reported an error: {_error_text(error)}",
+        status=code,
+        retryable=retryable,
+    )
+
+
+def _code(code: Any) -> int | str | None:
+    if isinstance(code, bool):
+        return None
+    if isinstance(code, int):
+        return code
+    if isinstance(code, str) and code.strip():
+        return int(code) if code.strip().isdigit() else code.strip()
+    return None
+
+
+def _error_text(error: Mapping[str, Any]) -> str:
+    """``message`` plus the upstream's own words from ``metadata.raw`` and its name."""
+    message = error.get("message")
+    text = message if isinstance(message, str) and message else "unknown error"
+    metadata = error.get("metadata")
+    if isinstance(metadata, dict):
+        raw = metadata.get("raw")
+        if raw is not None and not isinstance(raw, str):
+            raw = str(raw)
+        source = metadata.get("provider_name")
+        if raw:
+            text += f" (upstream{f' {source}' if isinstance(source, str) else ''}: {raw})"
+    return snippet(text)
+
+
+def parse_usage(usage: Any) -> Usage:
+    """Token counts and ``cost`` when present; anything malformed is left out."""
+    if not isinstance(usage, dict):
+        return Usage()
+
+    def number(key: str) -> float | None:
+        value = usage.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
+    def count(key: str) -> int | None:
+        value = number(key)
+        return None if value is None else int(value)
+
+    prompt, completion = count("prompt_tokens"), count("completion_tokens")
+    total = count("total_tokens")
+    if total is None and prompt is not None and completion is not None:
+        total = prompt + completion
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cost=number("cost"),
+    )

@@ -1,0 +1,87 @@
+"""Text for people: progress lines from events, and a run's responses as readable cards."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from typing import Any
+
+from flowengine.events import Event
+from flowengine.results import RunResult
+
+
+def format_event(event: Event) -> str | None:
+    """One progress line for stderr, or None for events not worth a line."""
+    node = event.node or ""
+    if event.kind == "node_started":
+        return f"  ▸ {node}"
+    if event.kind == "node_finished":
+        return f"  ✓ {node} ({event.duration_s:.2f}s)"
+    if event.kind == "node_failed":
+        message = event.error.message if event.error else "failed"
+        return f"  ✗ {node}: {message}"
+    if event.kind == "call_retried":
+        error = event.error
+        why = f"{error.type}{f' {error.status}' if error and error.status is not None else ''}" if error else "error"
+        return f"  ↻ {node}/{event.model}: attempt {event.attempt} failed ({why}), retrying in {event.delay_s:.1f}s"
+    if event.kind == "call_finished" and event.status == "failed" and event.error:
+        return f"  ✗ {node}/{event.model}: {event.error.message}"
+    return None
+
+
+def _is_call(value: Any) -> bool:
+    return isinstance(value, dict) and "content" in value and "model" in value and "success" in value
+
+
+def _card(title: str, call: dict[str, Any], width: int) -> list[str]:
+    facts = [f"{call['model']} ({call.get('model_id', '?')})"]
+    if call.get("confidence") is not None:
+        facts.append(f"confidence {call['confidence']:.3f}")
+    facts.append(f"{call.get('latency_s', 0):.2f}s")
+    tokens = (call.get("usage") or {}).get("total_tokens")
+    if tokens:
+        facts.append(f"{tokens} tokens")
+    if call.get("cached"):
+        facts.append("cached")
+    head = f"── {title} · " + " · ".join(facts) + " "
+    lines = [head + "─" * max(0, width - len(head))]
+    if call.get("success"):
+        body = call.get("content") or ""
+        for paragraph in body.splitlines() or [""]:
+            lines.extend(textwrap.wrap(paragraph, width) or [""])
+    else:
+        error = call.get("error") or {}
+        lines.append(f"FAILED: {error.get('type', 'error')}: {error.get('message', '')}")
+    lines.append("")
+    return lines
+
+
+def render_text(result: RunResult) -> str:
+    """The run's responses as cards (model, confidence, latency, content), then a summary."""
+    width = min(100, shutil.get_terminal_size((100, 20)).columns)
+    lines: list[str] = []
+    output = result.output if isinstance(result.output, dict) else {"output": result.output}
+    for key, value in output.items():
+        if _is_call(value):
+            lines.extend(_card(key, value, width))
+        elif isinstance(value, list) and value and all(_is_call(v) for v in value):
+            for i, item in enumerate(value, 1):
+                lines.extend(_card(f"{key} {i}/{len(value)}", item, width))
+        elif key != "metadata" and value is not None:
+            lines.append(f"── {key} " + "─" * max(0, width - len(key) - 4))
+            lines.append(str(value))
+            lines.append("")
+    meta = result.metadata
+    cost = f"${meta.cost:.6f}" if meta.cost is not None else "cost unknown"
+    confidence = (
+        f" · selector confidence {meta.model_selector_confidence:.3f}"
+        if meta.model_selector_confidence is not None
+        else ""
+    )
+    lines.append(
+        f"{result.workflow} {result.status} in {meta.total_time:.2f}s · {meta.calls} calls "
+        f"({meta.concurrent_calls} at once) · {meta.tokens} tokens · {cost}{confidence}"
+    )
+    if result.error:
+        lines.append(f"error: {result.error.type}: {result.error.message}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,236 @@
+"""Rate limits, concurrency caps, retries and the auth gate that every provider call goes through.
+
+The pieces compose as::
+
+    async def attempt():
+        gate.check(provider.name)              # a 401 earlier in the run: do not call again
+        async with limits.slot():              # concurrency cap, then rate limit, per attempt
+            return await provider.complete(request)
+
+    completion, attempts = await call_with_retries(attempt, retry)
+
+:func:`resilient_complete` is exactly that, with the gate fed by each failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar, cast
+
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity.stop import stop_base
+from tenacity.wait import wait_exponential_jitter
+
+from flowengine.errors import CallError
+from flowengine.providers.base import ChatRequest, Completion, Provider
+from flowengine.spec import ProviderBase, Rate, Retry
+
+T = TypeVar("T")
+
+#: The longest ``Retry-After`` honoured. Waiting less than the server asked wastes an attempt
+#: (and, on most APIs, counts against the quota again), so a delay up to this cap is honoured
+#: even beyond ``retry.max``, which bounds only our own guess. A server asking for longer
+#: (an exhausted quota, a daily limit) will not recover within a run: give up at once.
+RETRY_AFTER_CAP = 60.0
+
+
+def make_limiter(rate: Rate) -> AsyncLimiter:
+    """A limiter that starts at most ``rate.requests`` in ANY sliding window of ``rate.per``.
+
+    A leaky bucket of capacity N lets N through at once and then more within the same
+    window. With burst ``b`` (default 1) the bucket has capacity ``b`` and drains at
+    ``r = (N - b + 1) / per``: it admits while ``level + 1 <= b``, so in a window of length
+    ``per`` it admits fewer than ``b + r * per = N + 1`` requests, whatever the arrival pattern.
+
+    Example::
+
+        limiter = make_limiter(Rate(requests=20, per=1.0))
+        async with limiter:
+            ...
+    """
+    burst = rate.burst or 1
+    if burst > rate.requests:
+        raise ValueError(f"rate burst {burst} exceeds requests {rate.requests}")
+    drain_per_second = (rate.requests - burst + 1) / rate.per
+    # AsyncLimiter(capacity, period) drains capacity/period per second.
+    return AsyncLimiter(burst, burst / drain_per_second)
+
+
+class ProviderLimits:
+    """One provider's rate limiter and concurrency cap, shared by every run of an engine.
+
+    Every attempt, retries included, enters :meth:`slot`. ``in_flight``, ``peak`` and
+    ``started`` count what went through.
+
+    Example::
+
+        limits = ProviderLimits.from_spec(spec)
+        async with limits.slot():
+            await provider.complete(request)
+    """
+
+    def __init__(self, rate: Rate | None = None, max_concurrency: int | None = None) -> None:
+        self.limiter = make_limiter(rate) if rate is not None else None
+        self.semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self.in_flight = 0
+        self.peak = 0
+        self.started = 0
+
+    @classmethod
+    def from_spec(cls, spec: ProviderBase) -> ProviderLimits:
+        return cls(spec.rate_limit, spec.max_concurrency)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a concurrency slot, then for the rate limit, then run the body."""
+        if self.semaphore is not None:
+            await self.semaphore.acquire()
+        try:
+            if self.limiter is not None:
+                await self.limiter.acquire()
+            self.started += 1
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
+        finally:
+            if self.semaphore is not None:
+                self.semaphore.release()
+
+
+class AuthGate:
+    """Stops calls to a provider once it has rejected the API key (HTTP 401 or no key).
+
+    Keep one per run (or per engine): a key that failed once fails every time, and each
+    further call would only add noise and, on some APIs, lockouts.
+    """
+
+    def __init__(self) -> None:
+        self._blocked: dict[str, CallError] = {}
+
+    def record(self, provider: str, error: CallError) -> bool:
+        """Block ``provider`` if ``error`` is an authentication failure; True if it is."""
+        if error.status == 401 or error.type == "auth":
+            self._blocked.setdefault(provider, error)
+            return True
+        return False
+
+    def blocked(self, provider: str) -> CallError | None:
+        """The error that blocked ``provider``, or None."""
+        return self._blocked.get(provider)
+
+    def check(self, provider: str) -> None:
+        """Raise a non-retryable ``auth`` error if ``provider`` is blocked."""
+        first = self._blocked.get(provider)
+        if first is not None:
+            raise CallError(
+                "auth",
+                f"not called: provider '{provider}' rejected the API key earlier ({first.message})",
+                status=first.status,
+            )
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, CallError) and exc.retryable
+
+
+class _AsksTooLong(stop_base):
+    """Stop when the server asks for a longer wait than :data:`RETRY_AFTER_CAP`."""
+
+    def __call__(self, state: RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        return isinstance(exc, CallError) and (exc.retry_after or 0.0) > RETRY_AFTER_CAP
+
+
+class _Wait:
+    """Exponential backoff with jitter, or the server's ``Retry-After`` when that is longer."""
+
+    def __init__(self, retry: Retry) -> None:
+        self._backoff = wait_exponential_jitter(
+            multiplier=retry.initial, max=retry.max, jitter=retry.initial
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = float(self._backoff(state))
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, CallError) and exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, RETRY_AFTER_CAP))
+        return delay
+
+
+async def call_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    retry: Retry,
+    *,
+    on_retry: Callable[[int, CallError, float], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tuple[T, int]:
+    """Run ``attempt`` until it succeeds; return its result and how many attempts it took.
+
+    Only a :class:`CallError` with ``retryable=True`` is retried, at most ``retry.attempts``
+    attempts in all, waiting ``initial * 2**n`` plus up to ``initial`` of jitter, capped at
+    ``retry.max`` -- or the error's ``retry_after`` when longer (see :data:`RETRY_AFTER_CAP`).
+    ``on_retry(failed_attempt, error, delay)`` is called before each wait. The last error is
+    re-raised with ``.attempts`` set; any other exception propagates at once.
+
+    Example::
+
+        completion, attempts = await call_with_retries(lambda: provider.complete(req), Retry())
+    """
+    attempts = 0
+
+    async def once() -> T:
+        nonlocal attempts
+        attempts += 1
+        try:
+            return await attempt()
+        except CallError as error:
+            error.attempts = attempts
+            raise
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if on_retry is not None and isinstance(exc, CallError):
+            on_retry(state.attempt_number, exc, state.upcoming_sleep)
+
+    retrying = AsyncRetrying(
+        sleep=sleep,
+        stop=stop_after_attempt(retry.attempts) | _AsksTooLong(),
+        wait=_Wait(retry),
+        retry=retry_if_exception(_is_retryable),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    result = cast(T, await retrying(once))
+    return result, attempts
+
+
+async def resilient_complete(
+    provider: Provider,
+    request: ChatRequest,
+    *,
+    limits: ProviderLimits,
+    retry: Retry,
+    gate: AuthGate | None = None,
+    on_retry: Callable[[int, CallError, float], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tuple[Completion, int]:
+    """One model call with the auth gate, the provider's limits on every attempt, and retries."""
+
+    async def attempt() -> Completion:
+        if gate is not None:
+            gate.check(provider.name)
+        async with limits.slot():
+            try:
+                return await provider.complete(request)
+            except CallError as error:
+                if gate is not None:
+                    gate.record(provider.name, error)
+                raise
+
+    return await call_with_retries(attempt, retry, on_retry=on_retry, sleep=sleep)
