@@ -1,5 +1,6 @@
 """flowengine: declarative workflows for multi-model LLM pipelines."""
 
+from flowengine.engine import Engine
 from flowengine.errors import (
     CallError,
     ConfigError,
@@ -9,6 +10,7 @@ from flowengine.errors import (
     UsageError,
     WorkflowError,
 )
+from flowengine.events import Event
 from flowengine.results import CallResult, NodeResult, RunResult, SelectResult
 from flowengine.workflow import Workflow
 
@@ -16,6 +18,8 @@ __all__ = [
     "CallError",
     "CallResult",
     "ConfigError",
+    "Engine",
+    "Event",
     "FlowEngineError",
     "NodeResult",
     "Problem",

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from pathlib import Path
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -93,8 +93,8 @@ def validate(workflows: tuple[str, ...], sets: tuple[str, ...]) -> None:
             continue
         err(f"{path}: ok ({len(wf.spec.nodes)} nodes: {' -> '.join(wf.order)})")
     if problems:
-        for exc in problems:
-            err(exc.render())
+        for problem in problems:
+            err(problem.render())
         sys.exit(EXIT_INVALID)
 
 
@@ -115,7 +115,9 @@ def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise UsageError(f"--input {item}: expected NAME=VALUE", "for example --input topic=physics")
+            raise UsageError(
+                f"--input {item}: expected NAME=VALUE", "for example --input topic=physics"
+            )
         values[name.strip()] = value
     if prompt is not None:
         values["prompt"] = prompt
@@ -136,10 +138,14 @@ def progress_printer() -> Listener:
 @click.option("--prompt", help="The `prompt` input.")
 @click.option("--input", "input_items", multiple=True, metavar="NAME=VALUE", help="An input.")
 @set_option
-@click.option("--offline", is_flag=True, help="Use the deterministic offline provider: no key, no network.")
+@click.option(
+    "--offline", is_flag=True, help="Use the deterministic offline provider: no key, no network."
+)
 @click.option("--only", multiple=True, metavar="NODE", help="Run only this node and its ancestors.")
 @click.option("--models", "models", metavar="A,B", help="Restrict the run to these model aliases.")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write the result here.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, writable=True), help="Write the result here."
+)
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @handle_errors

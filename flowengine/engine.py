@@ -114,14 +114,14 @@ class Engine:
         spec = workflow.spec
         for provider_name in dict.fromkeys(spec.provider_of(a) for a in aliases):
             provider = spec.providers[provider_name]
-            if isinstance(provider, OpenAIProvider) and provider.api_key_env:
-                if not self.environ.get(provider.api_key_env):
-                    raise ConfigError(
-                        f"{provider.api_key_env} is not set: {workflow.source.file} calls "
-                        f"provider '{provider_name}', which needs an API key",
-                        f"export {provider.api_key_env}=..., or pass --offline to try the "
-                        "workflow with offline answers",
-                    )
+            key_env = provider.api_key_env if isinstance(provider, OpenAIProvider) else None
+            if key_env and not self.environ.get(key_env):
+                raise ConfigError(
+                    f"{key_env} is not set: {workflow.source.file} calls "
+                    f"provider '{provider_name}', which needs an API key",
+                    f"export {key_env}=..., or pass --offline to try the workflow with "
+                    "offline answers",
+                )
 
     async def run(
         self,

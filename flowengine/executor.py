@@ -1,4 +1,4 @@
-"""The async scheduler: each node starts the moment its needs are done. It emits events, never prints.
+"""The async scheduler: a node starts the moment its needs are done. Emits events, never prints.
 
 A failed node with ``on_error: fail`` (the default) cancels what is in flight and skips what has
 not started; every completed output stays in the result, so nothing paid for is lost. With
@@ -83,7 +83,10 @@ def _selected_nodes(workflow: Workflow, only: Iterable[str] | None) -> list[str]
         if node_id not in workflow.spec.nodes:
             from flowengine.errors import did_you_mean
 
-            fix = did_you_mean(node_id, workflow.spec.nodes) or f"nodes: {', '.join(workflow.spec.nodes)}"
+            fix = (
+                did_you_mean(node_id, workflow.spec.nodes)
+                or f"nodes: {', '.join(workflow.spec.nodes)}"
+            )
             raise UsageError(f"--only: unknown node '{node_id}'", fix)
         keep |= {node_id, *nx.ancestors(workflow.graph, node_id)}
     return [n for n in workflow.order if n in keep]
@@ -124,8 +127,12 @@ class Scheduler:
         for node_id in self.selected:
             self.results.setdefault(node_id, NodeResult(status="skipped"))
         result = self.result(time.perf_counter() - started, failure)
-        run.emit("run_finished", status=result.status, duration_s=result.metadata.total_time,
-                 error=result.error)
+        run.emit(
+            "run_finished",
+            status=result.status,
+            duration_s=result.metadata.total_time,
+            error=result.error,
+        )
         return result
 
     def start(self, node_id: str) -> None:
@@ -153,7 +160,9 @@ class Scheduler:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for node_id in self.tasks.values():
             partial = self.run.partial.get(node_id)
-            self.results[node_id] = NodeResult(status="cancelled", output=list(partial) if partial else None)
+            self.results[node_id] = NodeResult(
+                status="cancelled", output=list(partial) if partial else None
+            )
         self.tasks.clear()
 
     async def run_node(self, node: CompiledNode) -> NodeResult:
@@ -171,7 +180,10 @@ class Scheduler:
         except NodeFailure as exc:
             status, output, error = "failed", exc.output, exc.error
         except TimeoutError:
-            status, error = "failed", ErrorInfo(type="timeout", message=f"node timed out after {node.spec.timeout}s")
+            status, error = (
+                "failed",
+                ErrorInfo(type="timeout", message=f"node timed out after {node.spec.timeout}s"),
+            )
             partial = run.partial.get(node.id)
             output = list(partial) if partial else None
         except ValidationError:
@@ -183,7 +195,9 @@ class Scheduler:
             run.emit("node_failed", node=node.id, duration_s=duration, error=error)
         else:
             run.emit("node_finished", node=node.id, duration_s=duration, status=status)
-        return NodeResult(status=status, started_at=started_at, duration_s=duration, output=output, error=error)
+        return NodeResult(
+            status=status, started_at=started_at, duration_s=duration, output=output, error=error
+        )
 
     def result(self, total: float, failure: ErrorInfo | None) -> RunResult:
         run = self.run

@@ -22,15 +22,24 @@ def format_event(event: Event) -> str | None:
         return f"  ✗ {node}: {message}"
     if event.kind == "call_retried":
         error = event.error
-        why = f"{error.type}{f' {error.status}' if error and error.status is not None else ''}" if error else "error"
-        return f"  ↻ {node}/{event.model}: attempt {event.attempt} failed ({why}), retrying in {event.delay_s:.1f}s"
+        why = (
+            f"{error.type}{f' {error.status}' if error and error.status is not None else ''}"
+            if error
+            else "error"
+        )
+        return (
+            f"  ↻ {node}/{event.model}: attempt {event.attempt} failed ({why}), "
+            f"retrying in {event.delay_s:.1f}s"
+        )
     if event.kind == "call_finished" and event.status == "failed" and event.error:
         return f"  ✗ {node}/{event.model}: {event.error.message}"
     return None
 
 
 def _is_call(value: Any) -> bool:
-    return isinstance(value, dict) and "content" in value and "model" in value and "success" in value
+    return (
+        isinstance(value, dict) and "content" in value and "model" in value and "success" in value
+    )
 
 
 def _card(title: str, call: dict[str, Any], width: int) -> list[str]:

@@ -94,7 +94,12 @@ class Run:
         return None
 
     async def call(
-        self, node_id: str, node: NodeSpec, alias: str, messages: list[dict[str, str]], params: dict[str, Any]
+        self,
+        node_id: str,
+        node: NodeSpec,
+        alias: str,
+        messages: list[dict[str, str]],
+        params: dict[str, Any],
     ) -> CallResult:
         """One model call with limits and retries; failures come back as ``success: false``."""
         model: ModelSpec = self.spec.models[alias]
@@ -120,7 +125,9 @@ class Run:
 
         def on_retry(number: int, error: CallError, delay: float) -> None:
             info = ErrorInfo(type=error.type, status=error.status, message=error.message)
-            self.emit("call_retried", node=node_id, model=alias, attempt=number, delay_s=delay, error=info)
+            self.emit(
+                "call_retried", node=node_id, model=alias, attempt=number, delay_s=delay, error=info
+            )
 
         started = time.perf_counter()
         base = {"model": alias, "model_id": model.id, "provider": provider_name}
@@ -148,6 +155,12 @@ class Run:
                 confidence=self.scores.get(alias),
             )
         self.calls.append(result)
-        self.emit("call_finished", node=node_id, model=alias, duration_s=result.latency_s,
-                  status="succeeded" if result.success else "failed", error=result.error)
+        self.emit(
+            "call_finished",
+            node=node_id,
+            model=alias,
+            duration_s=result.latency_s,
+            status="succeeded" if result.success else "failed",
+            error=result.error,
+        )
         return result

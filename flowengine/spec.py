@@ -46,7 +46,9 @@ def parse_duration(value: Any) -> Any:
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError(f"invalid duration {value!r}: use a number with a unit, such as 500ms, 5s or 2m")
+    raise ValueError(
+        f"invalid duration {value!r}: use a number with a unit, such as 500ms, 5s or 2m"
+    )
 
 
 def format_duration(seconds: float) -> str:

@@ -13,9 +13,9 @@ import networkx as nx
 from flowengine import graph as dag
 from flowengine.engine import Engine
 from flowengine.errors import UsageError, WorkflowError, did_you_mean
+from flowengine.loader import Source, parse_source, read_source, spec_from_source
 from flowengine.plan import Plan, compile_plan
 from flowengine.results import RunResult
-from flowengine.loader import Source, parse_source, read_source, spec_from_source
 from flowengine.spec import WorkflowSpec
 from flowengine.templates import find_prompts_dir, make_environment
 from flowengine.validate import check
@@ -106,7 +106,9 @@ class Workflow:
                 )
                 raise UsageError(f"unknown input '{name}'", fix)
             expected = _INPUT_TYPES[declared[name].type]
-            if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            if not isinstance(value, expected) or (
+                isinstance(value, bool) and bool not in expected
+            ):
                 raise UsageError(
                     f"input '{name}' should be {declared[name].type}, got {type(value).__name__}"
                 )

@@ -6,7 +6,7 @@ from typing import Any
 
 from flowengine.plan import CompiledNode
 from flowengine.runstate import Run
-from flowengine.spec import LlmNode, FanoutNode
+from flowengine.spec import FanoutNode, LlmNode
 from flowengine.templates import evaluate_value
 
 
@@ -37,5 +37,7 @@ def alias_of(run: Run, value: Any, where: str) -> str:
         from flowengine.runstate import NodeFailure
 
         hint = did_you_mean(name, run.spec.models) or f"models: {', '.join(run.spec.models)}"
-        raise NodeFailure(ErrorInfo(type="model", message=f"{where} named unknown model '{name}'; {hint}"))
+        raise NodeFailure(
+            ErrorInfo(type="model", message=f"{where} named unknown model '{name}'; {hint}")
+        )
     return alias

@@ -56,9 +56,13 @@ async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> list[Cal
     succeeded = sum(r.success for r in results)
     if succeeded < spec.min_success:
         errors = "; ".join(f"{r.model}: {r.error.message}" for r in results if r.error)
-        message = f"{succeeded} of {len(results)} calls succeeded, min_success is {spec.min_success}"
+        message = (
+            f"{succeeded} of {len(results)} calls succeeded, min_success is {spec.min_success}"
+        )
         raise NodeFailure(
-            ErrorInfo(type="min_success", message=f"{message}" + (f" ({errors})" if errors else "")),
+            ErrorInfo(
+                type="min_success", message=f"{message}" + (f" ({errors})" if errors else "")
+            ),
             output=results,
         )
     return results

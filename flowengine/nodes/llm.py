@@ -29,6 +29,8 @@ async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> CallResu
     error = result.error or ErrorInfo(type="unknown", message="the call failed")
     tried = ", ".join(chain)
     raise NodeFailure(
-        ErrorInfo(type=error.type, status=error.status, message=f"{error.message} (tried: {tried})"),
+        ErrorInfo(
+            type=error.type, status=error.status, message=f"{error.message} (tried: {tried})"
+        ),
         output=result,
     )

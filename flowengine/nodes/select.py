@@ -26,7 +26,9 @@ async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> SelectRe
     try:
         name, raw_scores = await call_selector(selector, run.engine.session, _query(run))
     except CallError as error:
-        return _fallback(run, spec, candidates, f"selector '{spec.selector}' failed: {error.message}")
+        return _fallback(
+            run, spec, candidates, f"selector '{spec.selector}' failed: {error.message}"
+        )
     scores = {}
     for key, value in raw_scores.items():
         alias = run.resolve_alias(key)
@@ -36,7 +38,9 @@ async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> SelectRe
     if alias is None or alias not in candidates:
         why = "an unknown model" if alias is None else "a model that is not a candidate"
         return _fallback(run, spec, candidates, f"selector named {why}: '{name}'", scores)
-    result = SelectResult(model=alias, confidence=scores.get(alias), scores=scores, source="selector")
+    result = SelectResult(
+        model=alias, confidence=scores.get(alias), scores=scores, source="selector"
+    )
     return _record(run, result)
 
 
@@ -48,7 +52,11 @@ def _query(run: Run) -> str:
 
 
 def _fallback(
-    run: Run, spec: SelectNode, candidates: list[str], reason: str, scores: dict[str, float] | None = None
+    run: Run,
+    spec: SelectNode,
+    candidates: list[str],
+    reason: str,
+    scores: dict[str, float] | None = None,
 ) -> SelectResult:
     if spec.fallback == "fail":
         raise NodeFailure(ErrorInfo(type="select", message=reason))
