@@ -106,7 +106,9 @@ def to_dot(spec: WorkflowSpec) -> str:
         lines.append(f'    "in_{name}" [label="{name}", shape=ellipse];')
     for node_id in order(graph):
         label = _label(spec, node_id).replace("<br/>", "\\n").replace('"', '\\"')
-        lines.append(f'    "{node_id}" [label="{label}", shape={shapes[spec.nodes[node_id].type]}];')
+        lines.append(
+            f'    "{node_id}" [label="{label}", shape={shapes[spec.nodes[node_id].type]}];'
+        )
     roots = [n for n in graph.nodes if graph.in_degree(n) == 0]
     for name in spec.inputs:
         for root in roots:

@@ -24,7 +24,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from flowengine.errors import Location, Problem, UsageError, WorkflowError
-from flowengine.schema_errors import translate
+from flowengine.schema_errors import Unreadable, salvage, translate
 from flowengine.spec import BUILTIN_PROVIDERS, WorkflowSpec
 
 PathPart = str | int
@@ -103,7 +103,11 @@ def read_source(path: str | Path) -> Source:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise WorkflowError(
-            [Problem(Location(name), "no such file", "check the path; workflows live in workflows/")]
+            [
+                Problem(
+                    Location(name), "no such file", "check the path; workflows live in workflows/"
+                )
+            ]
         ) from None
     except IsADirectoryError:
         raise WorkflowError(
@@ -164,10 +168,14 @@ def _yaml_problem(source: Source, exc: MarkedYAMLError) -> Problem:
         return Problem(where, f"duplicate key '{key}'{since}", "remove or rename one of the keys")
     if "'\\t'" in problem:
         return Problem(
-            where, "YAML syntax: a tab character where YAML expects spaces", "indent with spaces, not tabs"
+            where,
+            "YAML syntax: a tab character where YAML expects spaces",
+            "indent with spaces, not tabs",
         )
     if "quoted scalar" in context and "end of stream" in problem:
-        return Problem(start, "YAML syntax: this quoted string is never closed", "add the closing quote")
+        return Problem(
+            start, "YAML syntax: this quoted string is never closed", "add the closing quote"
+        )
     for collection, (what, opening, closing) in _BRACKETS.items():
         if collection in context and start.line is not None:
             return Problem(
@@ -185,11 +193,13 @@ def _yaml_problem(source: Source, exc: MarkedYAMLError) -> Problem:
     if "mapping values are not allowed" in problem:
         return Problem(
             where,
-            "YAML syntax: a ': ' here is not allowed (is this line indented more than it should be?)",
+            "YAML syntax: ': ' is not allowed here (is this line indented too far?)",
             "align this key with the keys above it, or quote a value that contains ': '",
         )
     message = " ".join(m for m in (context, problem) if m) or "invalid YAML"
-    return Problem(where, f"YAML syntax: {message}", "check the indentation and quoting around this line")
+    return Problem(
+        where, f"YAML syntax: {message}", "check the indentation and quoting around this line"
+    )
 
 
 def _mark(source: Source, mark: Any) -> Location:
@@ -205,7 +215,7 @@ def _mark(source: Source, mark: Any) -> Location:
 
 
 def _first_key_line(text: str, mapping_mark: Any, key: str, duplicate_mark: Any) -> int | None:
-    """The line of the first occurrence of ``key`` in the mapping that starts at ``mapping_mark``."""
+    """The line where ``key`` first appears in the mapping that starts at ``mapping_mark``."""
     try:
         root = YAML(typ="rt").compose(text)
     except (YAMLError, ValueError, TypeError, RecursionError):
@@ -229,7 +239,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``"models.llama.weight=4"`` -> ``("models.llama.weight", 4)``, typing the value as YAML."""
     dotted, sep, raw = text.partition("=")
     if not sep or not dotted.strip():
-        raise UsageError(f"--set {text}: expected PATH=VALUE", "for example --set models.llama.weight=4")
+        raise UsageError(
+            f"--set {text}: expected PATH=VALUE", "for example --set models.llama.weight=4"
+        )
     try:
         value = YAML(typ="safe").load(StringIO(raw)) if raw.strip() else ""
     except YAMLError:
@@ -273,7 +285,11 @@ def _with_builtins(root: Mapping[str, Any]) -> dict[str, Any]:
         merged = copy.deepcopy(BUILTIN_PROVIDERS)
         for name, spec in (providers or {}).items():
             base = merged.get(name)
-            if isinstance(base, dict) and isinstance(spec, dict) and spec.get("type", "openai") == "openai":
+            if (
+                isinstance(base, dict)
+                and isinstance(spec, dict)
+                and spec.get("type", "openai") == "openai"
+            ):
                 merged[name] = {**base, **spec}
             else:
                 merged[name] = spec
@@ -324,17 +340,37 @@ def spec_from_source(source: Source, overrides: Mapping[str, Any] | None = None)
     if overrides:
         apply_overrides(source, overrides)
     check_version(source)
+    data = _with_builtins(source.root)
     try:
-        return WorkflowSpec.model_validate(_with_builtins(source.root))
+        return WorkflowSpec.model_validate(data)
     except ValidationError as exc:
-        raise WorkflowError(list(_problems(source, exc))) from None
+        problems = list(_problems(source, exc))
+        partial = salvage(data, exc)
+        if partial is not None:
+            problems += _cross_check(source, *partial)
+        raise WorkflowError(_unique(problems)) from None
 
 
-def _problems(source: Source, exc: ValidationError) -> Iterator[Problem]:
+def _cross_check(source: Source, spec: WorkflowSpec, unreadable: Unreadable) -> list[Problem]:
+    """Cross-reference problems of the readable part of a file, reported with its structure's."""
+    # Imported here: validate builds on this module's Source.
+    from flowengine.templates import make_environment
+    from flowengine.validate import check
+
+    return check(spec, source, make_environment(None), None, unreadable)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
     seen: set[tuple[str, str]] = set()
-    for error in exc.errors(include_url=False):
-        problem = translate(source, error)
+    kept = []
+    for problem in problems:
         key = (str(problem.location), problem.message)
         if key not in seen:
             seen.add(key)
-            yield problem
+            kept.append(problem)
+    return kept
+
+
+def _problems(source: Source, exc: ValidationError) -> Iterator[Problem]:
+    for error in exc.errors(include_url=False):
+        yield translate(source, error)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import re
 import types
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from flowengine.errors import Problem, did_you_mean
@@ -17,6 +18,13 @@ from flowengine.spec import NODE_TYPES, WorkflowSpec
 if TYPE_CHECKING:
     from flowengine.loader import PathPart, Source, YamlPath
 
+_ENTITY = {
+    "nodes": "node",
+    "models": "model",
+    "providers": "provider",
+    "selectors": "selector",
+    "inputs": "input",
+}
 _KIND = {"nodes": "node", "providers": "provider", "selectors": "selector"}
 _TAGS = {"nodes": NODE_TYPES, "providers": ("openai", "offline"), "selectors": ("http",)}
 
@@ -43,7 +51,9 @@ def translate(source: Source, error: ErrorDetails) -> Problem:
     fix = None
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        fix = did_you_mean(str(error.get("input")), expected) or f"use one of: {', '.join(expected)}"
+        fix = (
+            did_you_mean(str(error.get("input")), expected) or f"use one of: {', '.join(expected)}"
+        )
     elif kind == "list_type" and path:
         fix = f"write a list: `{path[-1]}: [a, b]`"
     return Problem(source.locate(path), f"{where}: {message}", fix)
@@ -71,8 +81,18 @@ _BOUNDS = {
     "less_than_equal": "at most {le}",
 }
 # Keys that belong under `params:` (sent to the model), often written one level too high.
-_MODEL_PARAMS = ("temperature", "max_tokens", "top_p", "top_k", "seed", "stop", "frequency_penalty",
-                 "presence_penalty", "response_format", "reasoning")
+_MODEL_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "response_format",
+    "reasoning",
+)
 
 
 def _plain_message(kind: str, error: ErrorDetails, ctx: dict[str, Any]) -> str | None:
@@ -102,7 +122,9 @@ def _unknown_key_fix(key: str, allowed: list[str]) -> str | None:
     if "params" in allowed and did_you_mean(key, _MODEL_PARAMS):
         param = difflib.get_close_matches(key, _MODEL_PARAMS, n=1, cutoff=0.6)[0]
         return f"model parameters go under `params:`, such as `params: {{{param}: ...}}`"
-    return did_you_mean(key, allowed) or (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+    return did_you_mean(key, allowed) or (
+        f"allowed keys: {', '.join(allowed)}" if allowed else None
+    )
 
 
 def _missing_problem(source: Source, path: YamlPath) -> Problem:
@@ -114,7 +136,8 @@ def _missing_problem(source: Source, path: YamlPath) -> Problem:
         # `--set models.lama.weight=4` made up a model: most likely the alias is misspelt.
         names = [str(n) for n in source.root[parent[0]] if (parent[0], n) not in source.overrides]
         fix = did_you_mean(str(parent[1]), names) or f"to declare a new one, also set {owner}.{key}"
-        return Problem(source.locate(parent), f"there is no {owner} in the file to override", fix)
+        what = _ENTITY.get(str(parent[0]), "entry")
+        return Problem(source.locate(parent), f"there is no {what} '{parent[1]}' to override", fix)
     return Problem(
         source.locate(parent, key=True), f"{owner} is missing required key '{key}'", f"add `{key}:`"
     )
@@ -134,7 +157,11 @@ def _tag_problem(source: Source, path: YamlPath, kind: str, ctx: dict[str, Any])
         )
     tag = str(ctx.get("tag"))
     fix = did_you_mean(tag, expected)
-    fix = f"{fix} ({what} types: {', '.join(expected)})" if fix else f"use one of: {', '.join(expected)}"
+    fix = (
+        f"{fix} ({what} types: {', '.join(expected)})"
+        if fix
+        else f"use one of: {', '.join(expected)}"
+    )
     return Problem(source.locate((*path, "type")), f"{name}: unknown {what} type '{tag}'", fix)
 
 
@@ -142,10 +169,12 @@ def _key_problem(source: Source, path: YamlPath, msg: str) -> Problem:
     section = str(path[0]) if path else ""
     name = str(path[-1]) if path else ""
     if section in ("nodes", "inputs"):
-        fix = "use letters, digits and '_', starting with a letter: templates refer to it by this name"
+        fix = "use letters, digits and '_', starting with a letter: templates read it by name"
     else:
         fix = "use letters, digits, '_', '-', '.' and ':'"
-    what = {"nodes": "node id", "inputs": "input name", "models": "model alias"}.get(section, "name")
+    what = {"nodes": "node id", "inputs": "input name", "models": "model alias"}.get(
+        section, "name"
+    )
     return Problem(source.locate(path, key=True), f"{what} '{name}' is not valid ({msg})", fix)
 
 
@@ -189,9 +218,9 @@ def _union_member(tp: Any, tag: Any) -> Any:
         member = _unwrap(member)
         if isinstance(member, type) and issubclass(member, BaseModel):
             field = member.model_fields.get("type")
-            if field is not None and get_origin(field.annotation) is Literal:
-                if tag in get_args(field.annotation):
-                    return member
+            literal = field is not None and get_origin(field.annotation) is Literal
+            if literal and field is not None and tag in get_args(field.annotation):
+                return member
     return None
 
 
@@ -213,3 +242,54 @@ def _fields(tp: Any) -> list[str]:
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return list(tp.model_fields)
     return []
+
+
+_SECTIONS = ("nodes", "models", "providers", "selectors", "inputs")
+Unreadable = dict[str, set[str]]
+
+
+def salvage(data: dict[str, Any], exc: ValidationError) -> tuple[WorkflowSpec, Unreadable] | None:
+    """The part of an invalid file that is valid, to run the cross-checks on it too.
+
+    Leaves out each value pydantic rejected (its default applies) or, when that is not enough,
+    the whole node, model, provider, selector or input; returns the spec and the names left out.
+    None when too little is left to check.
+    """
+    data = copy.deepcopy(data)
+    unreadable: Unreadable = {section: set() for section in _SECTIONS}
+    for _ in range(4):
+        for error in exc.errors(include_url=False):
+            path, _ = _walk(data, tuple(error["loc"]))
+            if not _prune(data, path, error["type"], unreadable):
+                return None
+        try:
+            return WorkflowSpec.model_validate(data), unreadable
+        except ValidationError as again:
+            exc = again
+    return None
+
+
+def _prune(data: dict[str, Any], path: YamlPath, kind: str, unreadable: Unreadable) -> bool:
+    head = str(path[0]) if path else ""
+    section = data.get(head)
+    if head in _SECTIONS and len(path) >= 2 and isinstance(section, dict):
+        entry = section.get(path[1])
+        field = path[2] if len(path) >= 3 else None
+        if kind != "missing" and isinstance(entry, dict) and field not in (None, "type", "[key]"):
+            entry.pop(field, None)
+        else:
+            section.pop(path[1], None)
+            unreadable[head].add(str(path[1]))
+        return True
+    if head == "nodes" or not path:
+        return False
+    if head in ("version", "name"):
+        data[head] = {"version": 1, "name": "workflow"}[head]
+        return True
+    data.pop(head, None)
+    if kind == "extra_forbidden":
+        # A misspelt section ("modles"): its names exist, under the wrong key.
+        head = next(iter(difflib.get_close_matches(head, _SECTIONS, n=1, cutoff=0.6)), head)
+    if head in _SECTIONS:
+        unreadable[head].add("*")
+    return True

@@ -82,14 +82,19 @@ class TemplateIssue:
     message: str
     line: int
     fix: str | None = None
+    word: str | None = None  # what to point at on the line, if known
 
 
-def analyse(env: ImmutableSandboxedEnvironment, source: str) -> tuple[list[NameUse], list[TemplateIssue]]:
+def analyse(
+    env: ImmutableSandboxedEnvironment, source: str
+) -> tuple[list[NameUse], list[TemplateIssue]]:
     """Parse a template: the undeclared variables it reads, and syntax or safety problems."""
     try:
         ast = env.parse(source)
     except TemplateSyntaxError as exc:
-        return [], [TemplateIssue(f"template syntax: {exc.message}", exc.lineno or 1, _syntax_fix(exc))]
+        return [], [
+            TemplateIssue(f"template syntax: {exc.message}", exc.lineno or 1, _syntax_fix(exc))
+        ]
     from jinja2 import meta
 
     undeclared = meta.find_undeclared_variables(ast) - set(env.globals)
@@ -103,12 +108,17 @@ def analyse(env: ImmutableSandboxedEnvironment, source: str) -> tuple[list[NameU
 
 def _unsafe(ast: nodes.Template) -> Iterator[TemplateIssue]:
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        attr = node.attr if isinstance(node, nodes.Getattr) else _const(node.arg)
+        if isinstance(node, nodes.Getattr):
+            attr: Any = node.attr
+        else:
+            assert isinstance(node, nodes.Getitem)
+            attr = _const(node.arg)
         if isinstance(attr, str) and attr.startswith("_"):
             yield TemplateIssue(
                 f"template reads '{attr}': names starting with '_' are not accessible",
                 node.lineno,
                 "use only public fields such as .content, .model or .confidence",
+                attr,
             )
 
 

@@ -8,7 +8,8 @@ its file exists inside prompts/, and that each name it reads is an input, an anc
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,8 @@ from flowengine.templates import (
     prompt_file,
 )
 
-Where = Callable[[int], Location]
+# Where a problem is, from the template's 1-based line and the word to point at (if any).
+Where = Callable[[int, str | None], Location]
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
@@ -39,21 +41,38 @@ class Scope:
     allowed: frozenset[str]
     nodes: frozenset[str]
     owner: str | None  # the node the template belongs to; None for the output mapping
+    needs: tuple[str, ...] = ()  # the owner's needs, to write the fix
+    unknown_ok: bool = False  # part of the file could not be read: unknown names may be there
 
     def problem(self, name: str) -> tuple[str, str | None] | None:
         if name in self.allowed:
             return None
         if name == self.owner:
-            return f"node '{name}' cannot read its own output", "read an upstream node instead"
-        if name in self.nodes:
             return (
-                f"uses '{name}', which is not among the needs of node '{self.owner}'",
-                f"add '{name}' to needs: `needs: [{name}]`",
+                f"template uses '{name}', the output of its own node",
+                "read an upstream node instead",
+            )
+        if name in self.nodes:
+            needs = ", ".join([*self.needs, name])
+            return (
+                f"template uses node '{name}', which is not among the needs of node '{self.owner}'",
+                f"add '{name}' to the needs of '{self.owner}': `needs: [{needs}]`",
             )
         if name == "model":
-            return "'model' exists only in fanout nodes", "use the node's `model:` value instead"
-        fix = did_you_mean(name, self.allowed) or f"names here: {', '.join(sorted(self.allowed))}"
-        return f"undefined name '{name}'", fix
+            return (
+                "template uses 'model', which exists only in fanout nodes",
+                "use the node's `model:` value instead",
+            )
+        if self.unknown_ok:
+            return None
+        fix = did_you_mean(name, self.allowed) or (
+            f"names known here: {', '.join(sorted(self.allowed))}; declare an input under `inputs:`"
+        )
+        return f"template uses undefined name '{name}'", fix
+
+    def with_names(self, names: Iterable[str], *, drop: Iterable[str] = ()) -> Scope:
+        allowed = (self.allowed | set(names)) - set(drop)
+        return Scope(allowed, self.nodes, self.owner, self.needs, self.unknown_ok)
 
 
 class Checker:
@@ -65,6 +84,7 @@ class Checker:
         source: Source,
         env: ImmutableSandboxedEnvironment,
         prompts_dir: Path | None,
+        unreadable: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.spec = spec
         self.source = source
@@ -72,8 +92,19 @@ class Checker:
         self.prompts_dir = prompts_dir
         self.graph = dag.build(spec)
         self.problems: list[Problem] = []
+        # Names (by section) that are in the file but failed structural checks. When set, this
+        # is a second pass over what could be read: references to these names are not errors,
+        # and prompt files wait until the structure is fixed.
+        self.partial = unreadable is not None
+        self.unreadable = {section: set(names) for section, names in (unreadable or {}).items()}
 
-    def add(self, path: YamlPath, message: str, fix: str | None = None, *, key: bool = False) -> None:
+    def readable(self, section: str, name: str) -> bool:
+        names = self.unreadable.get(section, set())
+        return name not in names and "*" not in names
+
+    def add(
+        self, path: YamlPath, message: str, fix: str | None = None, *, key: bool = False
+    ) -> None:
         self.problems.append(Problem(self.source.locate(path, key=key), message, fix))
 
     def run(self) -> list[Problem]:
@@ -94,7 +125,12 @@ class Checker:
     def check_names(self) -> None:
         for node_id in self.spec.nodes:
             if node_id in RESERVED:
-                self.add(("nodes", node_id), f"node id '{node_id}' is reserved", "rename the node", key=True)
+                self.add(
+                    ("nodes", node_id),
+                    f"node id '{node_id}' is reserved",
+                    "rename the node",
+                    key=True,
+                )
             elif node_id in self.spec.inputs:
                 self.add(
                     ("nodes", node_id),
@@ -104,13 +140,20 @@ class Checker:
                 )
         for name in self.spec.inputs:
             if name in RESERVED:
-                self.add(("inputs", name), f"input name '{name}' is reserved", "rename the input", key=True)
+                self.add(
+                    ("inputs", name),
+                    f"input name '{name}' is reserved",
+                    "rename the input",
+                    key=True,
+                )
 
     def check_references(self) -> None:
         spec = self.spec
         for alias, model in spec.models.items():
             if model.provider is not None:
-                self.check_ref(("models", alias, "provider"), model.provider, spec.providers, "provider")
+                self.check_ref(
+                    ("models", alias, "provider"), model.provider, spec.providers, "provider"
+                )
         self.check_ref(("defaults", "provider"), spec.defaults.provider, spec.providers, "provider")
         for node_id, node in spec.nodes.items():
             base: YamlPath = ("nodes", node_id)
@@ -139,7 +182,8 @@ class Checker:
             if node.min_success > count:
                 self.add(
                     ("nodes", node_id, "min_success"),
-                    f"min_success is {node.min_success} but the fanout calls at most {count} models",
+                    f"min_success is {node.min_success}, but the fanout calls at most "
+                    f"{count} models",
                     f"lower min_success to {count} or add models",
                 )
 
@@ -150,12 +194,14 @@ class Checker:
 
     def check_ref(self, path: YamlPath, name: str, known: Iterable[str], what: str) -> None:
         names = list(known)
-        if name in names:
-            return
         section = {"model": "models", "provider": "providers", "selector": "selectors"}[what]
+        if name in names or not self.readable(section, name):
+            return
         fix = did_you_mean(name, names)
         if fix is None:
-            fix = f"declare it under `{section}:`" + (f" (known: {', '.join(names)})" if names else "")
+            fix = f"declare it under `{section}:`" + (
+                f" (known: {', '.join(names)})" if names else ""
+            )
         self.add(path, f"unknown {what} '{name}'", fix)
 
     def check_needs(self) -> None:
@@ -164,8 +210,11 @@ class Checker:
                 path: YamlPath = ("nodes", node_id, "needs", i)
                 if need == node_id:
                     self.add(path, f"node '{node_id}' needs itself", "remove it from its own needs")
-                elif need not in self.spec.nodes:
-                    fix = did_you_mean(need, self.spec.nodes) or f"nodes: {', '.join(self.spec.nodes)}"
+                elif need not in self.spec.nodes and self.readable("nodes", need):
+                    fix = (
+                        did_you_mean(need, self.spec.nodes)
+                        or f"known nodes: {', '.join(self.spec.nodes)}"
+                    )
                     self.add(path, f"node '{node_id}' needs unknown node '{need}'", fix)
         for cycle in dag.cycles(self.graph):
             if len(cycle) < 2:
@@ -185,7 +234,11 @@ class Checker:
         allowed = set(self.spec.inputs) | {"inputs", "models"} | dag.ancestors(self.graph, node_id)
         if isinstance(node, FanoutNode):
             allowed.add("model")
-        return Scope(frozenset(allowed), frozenset(self.spec.nodes), node_id)
+        allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
+        unknown_ok = not self.readable("inputs", "*")
+        nodes = frozenset(self.spec.nodes)
+        needs = tuple(n for n in node.needs if n in nodes)
+        return Scope(frozenset(allowed), nodes, node_id, needs, unknown_ok)
 
     def check_node_templates(self, node_id: str) -> None:
         node = self.spec.nodes[node_id]
@@ -197,16 +250,20 @@ class Checker:
                     self.check_inline(path, text, scope)
             for name in node.vars:
                 if name in scope.allowed or name in scope.nodes:
-                    self.add((*base, "vars", name), f"var '{name}' hides a name of the same name",
-                             "rename the var", key=True)
-            scope = Scope(scope.allowed | set(node.vars), scope.nodes, node_id)
+                    self.add(
+                        (*base, "vars", name),
+                        f"var '{name}' hides a name of the same name",
+                        "rename the var",
+                        key=True,
+                    )
+            scope = scope.with_names(node.vars)
             if node.template is not None:
                 self.check_inline((*base, "template"), node.template, scope)
             if node.prompt is not None:
                 self.check_prompt_file((*base, "prompt"), node.prompt, scope)
             if node.system is not None:
                 self.check_inline((*base, "system"), node.system, scope)
-        model_scope = Scope(scope.allowed - {"model"}, scope.nodes, node_id)
+        model_scope = scope.with_names((), drop={"model"})
         if isinstance(node, LlmNode) and is_template(node.model):
             self.check_inline((*base, "model"), node.model, model_scope)
         if isinstance(node, FanoutNode):
@@ -218,7 +275,9 @@ class Checker:
         if self.spec.output is None:
             return
         allowed = set(self.spec.inputs) | set(self.spec.nodes) | {"inputs", "models", "metadata"}
-        scope = Scope(frozenset(allowed), frozenset(self.spec.nodes), None)
+        allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
+        unknown_ok = not self.readable("inputs", "*")
+        scope = Scope(frozenset(allowed), frozenset(self.spec.nodes), None, (), unknown_ok)
         for path, text in _strings(self.spec.output, ("output",)):
             if is_template(text):
                 self.check_inline(path, text, scope)
@@ -228,22 +287,33 @@ class Checker:
         raw = _value_at(self.source.root, path)
         block = isinstance(raw, LiteralScalarString | FoldedScalarString)
 
-        def where(line: int) -> Location:
+        def where(line: int, word: str | None) -> Location:
             if base.line is None:
                 return base
-            if not block:
-                return base if line == 1 else self.source.at(base.line + line - 1, None)
-            file_line = base.line + line
-            text_line = self.source.at(file_line).source_line or ""
-            return self.source.at(file_line, len(text_line) - len(text_line.lstrip()) + 1)
+            if block:
+                # A block scalar's text starts on the line after its `|` or `>` indicator.
+                file_line = base.line + line
+                text_line = self.source.at(file_line).source_line or ""
+                start = len(text_line) - len(text_line.lstrip()) + 1
+            elif line == 1:
+                file_line, start = base.line, base.column or 1
+            else:
+                # A quoted string folded over several lines: the template's lines do not map
+                # to the file's, so point at the start of the string.
+                return base
+            column = _column_of(self.source.at(file_line).source_line, word, start)
+            return self.source.at(file_line, column or start)
 
         self.check_template(text, scope, where)
 
     def check_prompt_file(self, path: YamlPath, name: str, scope: Scope) -> None:
+        if self.partial:
+            return
         if self.prompts_dir is None:
             self.add(
                 path,
-                f"prompt file '{name}': there is no prompts/ folder beside the workflow or above it",
+                f"prompt file '{name}': there is no prompts/ folder beside the workflow "
+                "or above it",
                 "create prompts/ next to the workflow, or write the prompt inline with `template:`",
             )
             return
@@ -262,8 +332,13 @@ class Checker:
         try:
             text = file.read_text(encoding="utf-8")
         except (FileNotFoundError, IsADirectoryError):
-            existing = sorted(str(p.relative_to(self.prompts_dir)) for p in self.prompts_dir.rglob("*.j2"))
-            fix = did_you_mean(name, existing) or f"files in prompts/: {', '.join(existing) or 'none'}"
+            existing = sorted(
+                str(p.relative_to(self.prompts_dir)) for p in self.prompts_dir.rglob("*.j2")
+            )
+            fix = (
+                did_you_mean(name, existing)
+                or f"files in prompts/: {', '.join(existing) or 'none'}"
+            )
             self.add(path, f"prompt file '{name}' not found in {_display(self.prompts_dir)}/", fix)
             return
         except (OSError, UnicodeDecodeError) as exc:
@@ -271,7 +346,11 @@ class Checker:
             return
         display = _display(file)
         file_source = Source(display, text)
-        self.check_template(text, scope, lambda line: file_source.at(line, 1))
+
+        def where(line: int, word: str | None) -> Location:
+            return file_source.at(line, _column_of(file_source.at(line).source_line, word, 1))
+
+        self.check_template(text, scope, where)
         for child in included_templates(self.env, text):
             self.check_prompt(path, child, scope, seen)
 
@@ -279,15 +358,30 @@ class Checker:
         try:
             uses, issues = analyse(self.env, text)
         except TemplateNotFound as exc:  # pragma: no cover - analyse does not load files
-            self.problems.append(Problem(where(1), f"template not found: {exc}"))
+            self.problems.append(Problem(where(1, None), f"template not found: {exc}"))
             return
         for issue in issues:
-            self.problems.append(Problem(where(issue.line), issue.message, issue.fix))
+            self.problems.append(Problem(where(issue.line, issue.word), issue.message, issue.fix))
         for use in uses:
             found = scope.problem(use.name)
             if found:
                 message, fix = found
-                self.problems.append(Problem(where(use.line), f"template {message}", fix))
+                self.problems.append(Problem(where(use.line, use.name), message, fix))
+
+
+_TAG = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)")
+
+
+def _column_of(line: str | None, word: str | None, start: int) -> int | None:
+    """The 1-based column of ``word`` inside a {{ }} or {% %} tag of ``line``, from ``start``."""
+    if not line or not word:
+        return None
+    name = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)")
+    for tag in _TAG.finditer(line, start - 1):
+        found = name.search(line, tag.start(), tag.end())
+        if found:
+            return found.start() + 1
+    return None
 
 
 def _strings(value: object, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:
@@ -323,6 +417,11 @@ def check(
     source: Source,
     env: ImmutableSandboxedEnvironment,
     prompts_dir: Path | None,
+    unreadable: Mapping[str, Iterable[str]] | None = None,
 ) -> list[Problem]:
-    """Every cross-reference problem of a structurally valid workflow."""
-    return Checker(spec, source, env, prompts_dir).run()
+    """Every cross-reference problem of a structurally valid workflow.
+
+    ``unreadable`` names, by section (``"nodes"``, ``"models"``...), the entries that failed
+    structural validation and were left out of ``spec``; ``"*"`` stands for a whole section.
+    """
+    return Checker(spec, source, env, prompts_dir, unreadable).run()

@@ -37,7 +37,7 @@ class ProviderContext:
     """What providers share within an engine: one HTTP session and the environment."""
 
     session: aiohttp.ClientSession
-    environ: Mapping[str, str]
+    environ: Mapping[str, str] = field(repr=False)  # holds API keys: never in a repr
 
 
 class Provider(Protocol):

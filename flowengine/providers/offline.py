@@ -94,8 +94,8 @@ class Offline:
                 f"offline provider did not answer within {request.timeout:g}s",
                 retryable=True,
             )
-        if spec.latency:
-            await asyncio.sleep(spec.latency)
+        # Even with no latency, yield once so concurrent calls overlap as real ones would.
+        await asyncio.sleep(spec.latency)
         if spec.failure_rate and _fraction(_digest(key.hex(), nth)) < spec.failure_rate:
             raise CallError(
                 "offline", "simulated failure (failure_rate)", status=503, retryable=True

@@ -1,0 +1,342 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 with a programmable fault script.
+
+Routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``POST /predict`` (model selector).
+
+In tests::
+
+    async with FakeServer(latency=0.01) as srv:
+        srv.script(Reply.error(429, headers={"Retry-After": "1"}), Reply.ok("hi"))
+        srv.script_for("slow/model", Reply.ok("late", delay=2))
+        ...  # point a provider at srv.base_url, a selector at srv.selector_url
+        assert srv.count == 2 and srv.max_in_flight == 1
+
+From a script or a benchmark: ``python -m tests.fakeserver --port 8080 --latency 0.1``, or
+``handle = run_in_thread(latency=0.1)`` ... ``handle.stop()``.
+
+Without a script, a chat request gets a plausible answer that names the model and echoes the
+question, with usage and cost; ``/predict`` selects ``srv.selected_model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Reply:
+    """One scripted reply: a JSON or raw body, or a fault."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    drop: bool = False
+    truncate: bool = False
+    content_type: str = "application/json"
+
+    @classmethod
+    def ok(cls, content: str | None = "ok", *, model: str | None = None, **kw: Any) -> Reply:
+        """A success; ``model`` overrides the served model (default: the requested one)."""
+        finish = kw.pop("finish_reason", "stop")
+        return cls(body=_completion(model, content, finish), **kw)
+
+    @classmethod
+    def error(cls, status: int, message: str = "error", **kw: Any) -> Reply:
+        return cls(status=status, body={"error": {"code": status, "message": message}}, **kw)
+
+    @classmethod
+    def error_in_200(
+        cls, code: int | str, message: str = "Provider returned error", raw: str | None = None
+    ) -> Reply:
+        """What OpenRouter sends when the upstream fails: HTTP 200, an error, no choices."""
+        error: dict[str, Any] = {"code": code, "message": message}
+        if raw is not None:
+            error["metadata"] = {"raw": raw, "provider_name": "Upstream"}
+        return cls(body={"error": error, "choices": None})
+
+    @classmethod
+    def raw(cls, text: str, status: int = 200, content_type: str = "text/html") -> Reply:
+        return cls(status=status, body=text, content_type=content_type)
+
+    @classmethod
+    def dropped(cls) -> Reply:
+        """Close the connection without answering."""
+        return cls(drop=True)
+
+    @classmethod
+    def truncated(cls) -> Reply:
+        """Promise a longer body than is sent, then close."""
+        return cls(body=_completion(None, "cut short", "stop"), truncate=True)
+
+
+def _completion(model: str | None, content: str | None, finish: str | None) -> dict[str, Any]:
+    prompt_tokens, completion_tokens = 12, max(1, len(content or "") // 4)
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "cost": round(0.000001 * (prompt_tokens + completion_tokens), 9),
+        },
+    }
+
+
+class FakeServer:
+    """The server, its script and its counters. Use as ``async with FakeServer() as srv``."""
+
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        latency: float = 0.0,
+        models: list[str] | None = None,
+        selected_model: str = "gpt-oss",
+    ) -> None:
+        self.port = port
+        self.latency = latency
+        self.models = models or ["openai/gpt-oss-120b", "z-ai/glm-4.5", "moonshotai/kimi-k2"]
+        self.selected_model = selected_model
+        self.scores: dict[str, float] = {}
+        self._queue: deque[Reply] = deque()
+        self._by_model: dict[str, deque[Reply]] = defaultdict(deque)
+        self._always: dict[str, Reply] = {}
+        self._selector: deque[Reply] = deque()
+        self._runner: web.AppRunner | None = None
+        self.reset_counters()
+
+    # -- script ---------------------------------------------------------------------------
+
+    def script(self, *replies: Reply) -> None:
+        """Queue replies for the next chat requests, whatever their model."""
+        self._queue.extend(replies)
+
+    def script_for(self, model_id: str, *replies: Reply) -> None:
+        """Queue replies for the next requests for ``model_id`` (before the general queue)."""
+        self._by_model[model_id].extend(replies)
+
+    def always_for(self, model_id: str, reply: Reply | None) -> None:
+        """Answer every request for ``model_id`` with ``reply`` (None clears)."""
+        if reply is None:
+            self._always.pop(model_id, None)
+        else:
+            self._always[model_id] = reply
+
+    def script_selector(self, *replies: Reply) -> None:
+        """Queue replies for the next ``/predict`` requests."""
+        self._selector.extend(replies)
+
+    def reset_counters(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.starts: list[float] = []
+        self.selector_requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    @property
+    def count(self) -> int:
+        """Chat requests received."""
+        return len(self.requests)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def selector_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/predict"
+
+    async def start(self) -> FakeServer:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/predict", self._predict)
+        # Cancel a handler when its client goes away, so a scripted delay ends with the request.
+        self._runner = web.AppRunner(
+            app, handle_signals=False, access_log=None, handler_cancellation=True
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        server = site._server
+        if self.port == 0 and server is not None:
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- handlers -------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        self.starts.append(time.monotonic())
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            try:
+                body = await request.json()
+            except ValueError:
+                return web.json_response(
+                    {"error": {"code": 400, "message": "bad JSON"}}, status=400
+                )
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            reply = self._next_for(str(body.get("model", "")))
+            await asyncio.sleep(self.latency)
+            return await self._send(request, reply, body)
+        finally:
+            self.in_flight -= 1
+
+    def _next_for(self, model: str) -> Reply:
+        if self._by_model.get(model):
+            return self._by_model[model].popleft()
+        if model in self._always:
+            return self._always[model]
+        if self._queue:
+            return self._queue.popleft()
+        return Reply(body=None)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _predict(self, request: web.Request) -> web.StreamResponse:
+        self.selector_requests.append(await request.json())
+        if self._selector:
+            return await self._send(request, self._selector.popleft(), {})
+        scores = self.scores or {self.selected_model: 0.9}
+        return web.json_response(
+            {"selected_model": self.selected_model, "confidence_scores": scores}
+        )
+
+    async def _send(
+        self, request: web.Request, reply: Reply, asked: dict[str, Any]
+    ) -> web.StreamResponse:
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.drop:
+            assert request.transport is not None
+            request.transport.close()
+            # The handler's result goes nowhere once the socket is closed.
+            return web.Response(status=204)
+        payload = _payload(reply.body, asked)
+        if reply.truncate:
+            return await _truncated(request, payload)
+        return web.Response(
+            status=reply.status,
+            body=payload,
+            headers=reply.headers,
+            content_type=reply.content_type,
+        )
+
+
+def _payload(body: Any, asked: dict[str, Any]) -> bytes:
+    """Bytes to send; the default answer and a missing served model come from the request."""
+    if body is None:
+        body = _completion(None, _default_answer(asked), "stop")
+    if isinstance(body, dict) and "choices" in body and body.get("model", 1) is None:
+        body = {**body, "model": asked.get("model")}
+    if isinstance(body, bytes):
+        return body
+    return body.encode() if isinstance(body, str) else json.dumps(body).encode()
+
+
+def _default_answer(asked: dict[str, Any]) -> str:
+    messages = asked.get("messages") or [{}]
+    last = str(messages[-1].get("content", "")) if isinstance(messages[-1], dict) else ""
+    return f"answer from {asked.get('model')}: {' '.join(last.split())[:60]}"
+
+
+async def _truncated(request: web.Request, payload: bytes) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    response.content_length = len(payload) + 100
+    await response.prepare(request)
+    await response.write(payload[: len(payload) // 2])
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
+@dataclass
+class ThreadedServer:
+    """A FakeServer running on its own loop in a daemon thread."""
+
+    server: FakeServer
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def selector_url(self) -> str:
+        return self.server.selector_url
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+def run_in_thread(**options: Any) -> ThreadedServer:
+    """Start a FakeServer (``FakeServer(**options)``) in a thread; returns once it listens."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fakeserver", daemon=True)
+    thread.start()
+    server = FakeServer(**options)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    return ThreadedServer(server, loop, thread)
+
+
+async def serve_forever(port: int = 8080, latency: float = 0.0) -> None:
+    """Run until cancelled, printing the base URL."""
+    async with FakeServer(port=port, latency=latency) as srv:
+        print(f"fake OpenAI-compatible server at {srv.base_url}", flush=True)
+        print(f"fake model selector at {srv.selector_url}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible server for tests.")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per chat reply")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(args.port, args.latency))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""The executor against a real HTTP server on 127.0.0.1: scheduling, failures, selector, limits."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowengine import Engine, Event, Workflow
+from flowengine.errors import ConfigError, UsageError
+from tests.fakeserver import FakeServer, Reply
+
+ROOT = Path(__file__).resolve().parent.parent
+CRITIQUE = ROOT / "workflows" / "critique.yaml"
+KEY = "sk-test-4f9a1c0e-never-print-me"
+ENV = {"OPENROUTER_API_KEY": KEY}
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer(selected_model="gpt-oss") as srv:
+        yield srv
+
+
+def critique(srv: FakeServer, **extra: Any) -> Workflow:
+    overrides = {
+        "providers.openrouter.base_url": srv.base_url,
+        "providers.openrouter.retry": {"attempts": 3, "initial": "10ms", "max": "50ms"},
+        "selectors.ml.url": srv.selector_url,
+        **extra,
+    }
+    return Workflow.load(CRITIQUE, overrides=overrides)
+
+
+def inline(text: str, tmp_path: Path) -> Workflow:
+    path = tmp_path / "wf.yaml"
+    path.write_text(text)
+    return Workflow.load(path)
+
+
+async def test_critique_returns_the_original_clients_shape(server: FakeServer) -> None:
+    server.scores = {"gpt-oss": 0.753, "z-ai/glm-4.5": 0.821, "qwen3": 0.5}
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(critique(server), prompt="Explain quantum computing")
+    assert result.status == "succeeded"
+    primary = result.output["primary_response"]
+    assert primary["model"] == "gpt-oss"
+    assert primary["success"] is True
+    assert primary["confidence"] == 0.753
+    assert primary["content"].startswith("answer from openai/gpt-oss-120b")
+    critiques = result.output["critiques"]
+    assert [c["model"] for c in critiques] == ["glm-4.5", "qwen3", "kimi-k2", "deepseek", "llama"]
+    assert critiques[0]["confidence"] == 0.821  # the selector named it by provider id
+    assert critiques[2]["confidence"] is None
+    meta = result.output["metadata"]
+    assert meta["model_selector_confidence"] == 0.753
+    assert meta["calls"] == 6
+    assert 1 <= meta["concurrent_calls"] <= 3  # the fanout's max_concurrency is 3
+    assert result.metadata.tokens > 0 and result.metadata.cost is not None
+    assert server.selector_requests == [{"prompt": "Explain quantum computing"}]
+    assert "Explain quantum computing" in server.requests[0]["messages"][0]["content"]
+    assert server.requests[0]["temperature"] == 0.7
+    assert server.headers[0]["Authorization"] == f"Bearer {KEY}"
+
+
+async def test_fanout_calls_run_at_once(server: FakeServer) -> None:
+    server.latency = 0.3
+    wf = critique(server, **{"nodes.critiques.max_concurrency": 5})
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(wf, prompt="q")
+    assert server.max_in_flight == 5
+    assert result.metadata.concurrent_calls == 5
+    fanout = result.nodes["critiques"].duration_s
+    assert fanout is not None and fanout < 2 * 0.3  # five calls take about one call's time
+
+
+async def test_rate_limit_holds_in_every_sliding_window(server: FakeServer, tmp_path: Path) -> None:
+    wf = inline(
+        f"""
+version: 1
+name: burst
+providers:
+  local: {{base_url: "{server.base_url}", rate_limit: {{requests: 4, per: 400ms}}}}
+models:
+  a: {{id: a, provider: local}}
+  b: {{id: b, provider: local}}
+  c: {{id: c, provider: local}}
+  d: {{id: d, provider: local}}
+  e: {{id: e, provider: local}}
+  f: {{id: f, provider: local}}
+nodes:
+  one: {{type: fanout, template: "x"}}
+  two: {{type: fanout, template: "y"}}
+""",
+        tmp_path,
+    )
+    async with Engine() as engine:
+        result = await engine.run(wf)
+    assert result.status == "succeeded" and server.count == 12
+    starts = sorted(server.starts)
+    # The server sees requests slightly later than the limiter released them; allow 30 ms.
+    window = 0.4 - 0.03
+    for i, start in enumerate(starts):
+        in_window = [s for s in starts[i:] if s - start < window]
+        assert len(in_window) <= 4, f"{len(in_window)} requests within {window}s"
+    assert starts[-1] - starts[0] >= 2 * 0.4 - 0.05  # 12 calls at 4 per 400ms span two windows
+
+
+async def test_selector_down_falls_back_to_weight(server: FakeServer) -> None:
+    wf = critique(server, **{"selectors.ml.url": "http://127.0.0.1:9/predict"})
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(wf, prompt="q")
+    select = result.nodes["select"].output
+    assert select.source == "fallback" and select.model == "gpt-oss"
+    assert "selector 'ml' failed" in (select.reason or "")
+    assert result.metadata.model_selector_confidence is None
+    assert result.status == "succeeded"
+
+
+async def test_selector_naming_unknown_model_falls_back(server: FakeServer) -> None:
+    server.selected_model = "mystery-model"
+    server.scores = {"mystery-model": 0.99}
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(critique(server), prompt="q")
+    select = result.nodes["select"].output
+    assert select.source == "fallback"
+    assert "unknown model: 'mystery-model'" in (select.reason or "")
+
+
+async def test_selector_by_provider_id(server: FakeServer) -> None:
+    server.selected_model = "qwen/qwen3-235b-a22b-2507"
+    server.scores = {"qwen/qwen3-235b-a22b-2507": 0.66}
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(critique(server), prompt="q")
+    assert result.output["primary_response"]["model"] == "qwen3"
+    assert result.output["primary_response"]["confidence"] == 0.66
+    assert "qwen3" not in [c["model"] for c in result.output["critiques"]]
+
+
+async def test_failed_node_cancels_in_flight_and_keeps_completed(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    server.always_for("slow", Reply.ok("late", delay=5))
+    server.always_for("bad", Reply.error(400, "bad request"))
+    wf = inline(
+        f"""
+version: 1
+name: failing
+providers:
+  local: {{base_url: "{server.base_url}", retry: {{attempts: 1}}}}
+models:
+  good: {{id: good, provider: local}}
+  slow: {{id: slow, provider: local}}
+  bad: {{id: bad, provider: local}}
+nodes:
+  first: {{type: llm, model: good, template: "hi"}}
+  waits: {{type: llm, model: slow, template: "hi"}}
+  breaks: {{type: llm, needs: [first], model: bad, template: "{{{{ first }}}}"}}
+  after: {{type: llm, needs: [breaks], model: good, template: "{{{{ breaks }}}}"}}
+""",
+        tmp_path,
+    )
+    started = time.perf_counter()
+    async with Engine() as engine:
+        result = await engine.run(wf)
+    assert time.perf_counter() - started < 3  # the slow call was cancelled, not awaited
+    assert result.status == "failed"
+    assert result.error is not None and result.error.status == 400
+    statuses = {n: r.status for n, r in result.nodes.items()}
+    assert statuses == {
+        "first": "succeeded",
+        "waits": "cancelled",
+        "breaks": "failed",
+        "after": "skipped",
+    }
+    assert result.nodes["first"].output.content.startswith("answer from good")
+    assert result.nodes["breaks"].output.success is False
+    assert "bad request" in result.nodes["breaks"].output.error.message
+
+
+async def test_on_error_continue_passes_failure_downstream(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    server.always_for("bad", Reply.error(404, "no such model"))
+    wf = inline(
+        f"""
+version: 1
+name: continuing
+providers:
+  local: {{base_url: "{server.base_url}"}}
+models:
+  good: {{id: good, provider: local}}
+  bad: {{id: bad, provider: local}}
+nodes:
+  breaks: {{type: llm, model: bad, template: "hi", on_error: continue}}
+  after:
+    type: llm
+    needs: [breaks]
+    model: good
+    template: "ok={{{{ breaks.success }}}} err={{{{ breaks.error.status }}}}"
+""",
+        tmp_path,
+    )
+    async with Engine() as engine:
+        result = await engine.run(wf)
+    assert result.status == "partial"
+    assert result.nodes["after"].status == "succeeded"
+    assert server.requests[-1]["messages"][0]["content"] == "ok=False err=404"
+    assert server.count == 2  # 404 is not retried
+
+
+async def test_llm_fallbacks_after_last_attempt(server: FakeServer, tmp_path: Path) -> None:
+    server.always_for("down", Reply.error(503, "overloaded"))
+    wf = inline(
+        f"""
+version: 1
+name: fallback
+providers:
+  local: {{base_url: "{server.base_url}", retry: {{attempts: 2, initial: 1ms, max: 2ms}}}}
+models:
+  down: {{id: down, provider: local, weight: 5}}
+  spare: {{id: spare, provider: local}}
+nodes:
+  answer: {{type: llm, model: down, fallbacks: [spare], template: "hi"}}
+""",
+        tmp_path,
+    )
+    events: list[Event] = []
+    async with Engine(listeners=[events.append]) as engine:
+        result = await engine.run(wf)
+    answer = result.nodes["answer"].output
+    assert answer.model == "spare" and answer.success
+    assert [r["model"] for r in server.requests] == ["down", "down", "spare"]
+    retried = [e for e in events if e.kind == "call_retried"]
+    assert len(retried) == 1 and retried[0].error is not None and retried[0].error.status == 503
+    assert result.metrics.models["down"].success_rate == 0.0
+    assert result.metrics.models["down"].retries == 1
+
+
+async def test_after_401_no_further_call_to_that_provider(server: FakeServer) -> None:
+    server.script(Reply.error(401, "invalid key"))
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(critique(server), prompt="q")
+    assert result.status == "failed"
+    assert server.count == 1
+    assert result.error is not None and result.error.status == 401
+
+
+async def test_min_success(server: FakeServer, tmp_path: Path) -> None:
+    server.always_for("bad", Reply.error(422, "nope"))
+    wf = inline(
+        f"""
+version: 1
+name: quorum
+providers:
+  local: {{base_url: "{server.base_url}"}}
+models:
+  good: {{id: good, provider: local}}
+  bad: {{id: bad, provider: local}}
+nodes:
+  all: {{type: fanout, template: "hi", min_success: 2}}
+""",
+        tmp_path,
+    )
+    async with Engine() as engine:
+        result = await engine.run(wf)
+    node = result.nodes["all"]
+    assert node.status == "failed" and node.error is not None
+    assert node.error.type == "min_success"
+    assert "1 of 2 calls succeeded" in node.error.message
+    assert [c.success for c in node.output] == [True, False]  # paid-for output kept
+
+
+async def test_node_timeout(server: FakeServer, tmp_path: Path) -> None:
+    server.always_for("slow", Reply.ok("late", delay=3))
+    wf = inline(
+        f"""
+version: 1
+name: timing
+providers:
+  local: {{base_url: "{server.base_url}"}}
+models:
+  slow: {{id: slow, provider: local}}
+nodes:
+  wait: {{type: llm, model: slow, template: "hi", timeout: 200ms}}
+""",
+        tmp_path,
+    )
+    async with Engine() as engine:
+        result = await engine.run(wf)
+    assert result.nodes["wait"].status == "failed"
+    assert result.nodes["wait"].error is not None
+    assert result.nodes["wait"].error.type == "timeout"
+
+
+async def test_events_in_order(server: FakeServer) -> None:
+    events: list[Event] = []
+    async with Engine(environ=ENV, listeners=[events.append]) as engine:
+        await engine.run(critique(server), prompt="q")
+    kinds = [(e.kind, e.node) for e in events if e.kind != "call_finished"]
+    assert kinds[0] == ("run_started", None) and kinds[-1] == ("run_finished", None)
+    assert kinds.index(("node_finished", "select")) < kinds.index(("node_started", "primary"))
+    assert sum(e.kind == "call_finished" for e in events) == 6
+
+
+async def test_api_key_never_appears(server: FakeServer) -> None:
+    server.script(Reply.error(500, f"echo {KEY}"), Reply.error(401, "bad key"))
+    events: list[Event] = []
+    async with Engine(environ=ENV, listeners=[events.append]) as engine:
+        result = await engine.run(critique(server), prompt="q")
+    text = result.model_dump_json() + "".join(repr(e) for e in events)
+    assert KEY not in text
+    assert server.headers[0]["Authorization"] == f"Bearer {KEY}"  # it was sent, only there
+
+
+async def test_missing_key_names_the_variable(server: FakeServer) -> None:
+    async with Engine(environ={}) as engine:
+        with pytest.raises(ConfigError) as caught:
+            await engine.run(critique(server), prompt="q")
+    assert "OPENROUTER_API_KEY is not set" in str(caught.value)
+    assert "--offline" in str(caught.value)
+    assert server.count == 0
+
+
+async def test_offline_needs_no_key_and_no_network() -> None:
+    async with Engine(offline=True, environ={}) as engine:
+        result = await engine.run(Workflow.load(CRITIQUE), prompt="q")
+    assert result.status == "succeeded"
+    assert result.nodes["select"].output.source == "fallback"
+    assert "offline" in result.output["primary_response"]["content"]
+    json.dumps(result.model_dump(mode="json"))  # the whole result is JSON
+
+
+async def test_only_and_models_restrict_the_run(server: FakeServer) -> None:
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(
+            critique(server), prompt="q", only=["primary"], models=["glm-4.5", "llama"]
+        )
+    assert set(result.nodes) == {"select", "primary"}
+    assert result.nodes["primary"].output.model == "glm-4.5"
+    with pytest.raises(UsageError, match="did you mean 'llama'"):
+        async with Engine(environ=ENV) as engine:
+            await engine.run(critique(server), prompt="q", models=["lama"])
+
+
+async def test_inputs_are_checked() -> None:
+    wf = Workflow.load(CRITIQUE)
+    with pytest.raises(UsageError, match="missing input 'prompt'"):
+        wf.bind_inputs({})
+    with pytest.raises(UsageError, match="did you mean 'prompt'"):
+        wf.bind_inputs({"promt": "x"})
