@@ -44,9 +44,7 @@ def handle_errors(func: F) -> F:
             err(exc.render())
             sys.exit(EXIT_INVALID)
         except (UsageError, ConfigError) as exc:
-            err(f"flowengine: error: {exc.message}")
-            if exc.fix:
-                err(f"      = fix: {exc.fix}")
+            err(f"flowengine: error: {exc}")
             sys.exit(EXIT_INVALID)
         except FlowEngineError as exc:
             err(f"flowengine: error: {exc}")
