@@ -6,16 +6,20 @@ import asyncio
 import os
 import weakref
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from flowengine.cache import ResponseCache
 from flowengine.errors import ConfigError
 from flowengine.events import Listener
+from flowengine.pricing import PriceBook
 from flowengine.providers import Provider, ProviderContext, create_provider
 from flowengine.resilience import ProviderLimits
 from flowengine.spec import OfflineProvider, OpenAIProvider, ProviderBase
+from flowengine.store import Store
 
 if TYPE_CHECKING:
     from flowengine.results import RunResult
@@ -47,6 +51,8 @@ class Engine:
 
     ``offline=True`` sends every model call to the deterministic offline provider and makes
     select nodes choose by weight, so any workflow runs with no key and no network.
+    ``cache`` and ``record`` use the SQLite file ``db`` (default ``$FLOWENGINE_DB``, else
+    ``.flowengine/flowengine.db``) for the response cache and the run records.
     """
 
     def __init__(
@@ -56,8 +62,15 @@ class Engine:
         environ: Mapping[str, str] | None = None,
         listeners: Iterable[Listener] = (),
         session: aiohttp.ClientSession | None = None,
+        cache: bool = True,
+        record: bool = True,
+        db: str | Path | None = None,
     ) -> None:
         self.offline = offline
+        self.store = Store(db) if cache or record else None
+        self.cache = ResponseCache(self.store) if cache and self.store else None
+        self.record = record
+        self.prices = PriceBook(self.store)
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.listeners = list(listeners)
         self._session = session
@@ -76,6 +89,8 @@ class Engine:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self.store is not None:
+            self.store.close()
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None

@@ -1,110 +1,22 @@
-"""The command line: the only place that prints, formats errors and exits.
-
-Exit codes: 0 success, 1 the run failed, 2 usage or validation error.
-"""
+"""`flowengine run`: one run of a workflow, its result on stdout, progress on stderr."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from flowengine.cli.base import EXIT_FAILED, cli, err, handle_errors, overrides_from, set_option
 from flowengine.engine import Engine
-from flowengine.errors import ConfigError, FlowEngineError, UsageError, WorkflowError
+from flowengine.errors import UsageError
 from flowengine.events import Event, Listener
 from flowengine.loader import parse_override
 from flowengine.render import format_event, render_text
 from flowengine.results import RunResult
-from flowengine.spec import json_schema
 from flowengine.workflow import Workflow
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-
-
-def err(text: str) -> None:
-    click.echo(text, err=True)
-
-
-def handle_errors(func: F) -> F:
-    """Turn the library's expected errors into one clear message and an exit code."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except WorkflowError as exc:
-            err(exc.render())
-            sys.exit(EXIT_INVALID)
-        except (UsageError, ConfigError) as exc:
-            err(f"flowengine: error: {exc}")
-            sys.exit(EXIT_INVALID)
-        except FlowEngineError as exc:
-            err(f"flowengine: error: {exc}")
-            sys.exit(EXIT_FAILED)
-        except KeyboardInterrupt:
-            err("flowengine: interrupted")
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def overrides_from(sets: tuple[str, ...]) -> dict[str, Any]:
-    return dict(parse_override(item) for item in sets)
-
-
-set_option = click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="PATH=VALUE",
-    help="Override a value of the file by its dotted path, e.g. models.llama.weight=4.",
-)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="flowengine")
-def cli() -> None:
-    """Declarative workflows for multi-model LLM pipelines."""
-
-
-@cli.command()
-@click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@set_option
-@handle_errors
-def validate(workflows: tuple[str, ...], sets: tuple[str, ...]) -> None:
-    """Check workflow files without calling anything: every problem, with file:line:col."""
-    overrides = overrides_from(sets)
-    problems: list[WorkflowError] = []
-    for path in workflows:
-        try:
-            wf = Workflow.load(path, overrides)
-        except WorkflowError as exc:
-            problems.append(exc)
-            continue
-        err(f"{path}: ok ({len(wf.spec.nodes)} nodes: {' -> '.join(wf.order)})")
-    if problems:
-        for problem in problems:
-            err(problem.render())
-        sys.exit(EXIT_INVALID)
-
-
-@cli.command()
-@click.argument("workflow", type=click.Path(dir_okay=True))
-@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid")
-@set_option
-@handle_errors
-def graph(workflow: str, fmt: str, sets: tuple[str, ...]) -> None:
-    """Print the workflow's DAG as Mermaid (default) or Graphviz DOT."""
-    wf = Workflow.load(workflow, overrides_from(sets))
-    click.echo(wf.to_mermaid() if fmt == "mermaid" else wf.to_dot(), nl=False)
 
 
 def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
@@ -146,6 +58,10 @@ def progress_printer() -> Listener:
 )
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
+@click.option(
+    "--db", type=click.Path(dir_okay=False), help="The database for cache and run records."
+)
 @handle_errors
 def run(
     workflow: str,
@@ -158,13 +74,16 @@ def run(
     out: str | None,
     fmt: str,
     quiet: bool,
+    no_cache: bool,
+    db: str | None,
 ) -> None:
     """Run a workflow and print its result (JSON by default) on stdout."""
     wf = Workflow.load(workflow, overrides_from(sets))
     inputs = wf.bind_inputs(_typed_inputs(wf, inputs_from(prompt, input_items)))
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     listeners = [] if quiet else [progress_printer()]
-    result = asyncio.run(_run(wf, inputs, offline, only or None, model_list, listeners))
+    engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
+    result = asyncio.run(_run(engine, wf, inputs, only or None, model_list))
     text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
     if out:
         Path(out).write_text(text, encoding="utf-8")
@@ -190,22 +109,11 @@ def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _run(
+    engine: Engine,
     wf: Workflow,
     inputs: dict[str, Any],
-    offline: bool,
     only: tuple[str, ...] | None,
     models: list[str] | None,
-    listeners: list[Listener],
 ) -> RunResult:
-    async with Engine(offline=offline, listeners=listeners) as engine:
+    async with engine:
         return await engine.run(wf, inputs, only=only, models=models)
-
-
-@cli.command()
-def schema() -> None:
-    """Print the JSON Schema of the workflow format, for editors."""
-    click.echo(json.dumps(json_schema(), indent=2))
-
-
-def main() -> None:
-    cli(prog_name="flowengine")

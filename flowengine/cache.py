@@ -1,0 +1,109 @@
+"""The response cache: successful calls keyed by provider, model, messages and params.
+
+Errors are never cached. A hit costs no request, no tokens and no money; it is marked
+``cached: true`` and counted apart in the metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flowengine.providers.base import ChatRequest, Completion
+from flowengine.results import Usage
+from flowengine.store import Store
+
+
+def cache_key(provider_url: str, request: ChatRequest) -> str:
+    """SHA-256 over everything that decides the answer; the API key is not part of it."""
+    material = json.dumps(
+        [provider_url, request.model_id, request.messages, request.params],
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    path: str
+    enabled: bool
+    entries: int
+    size_bytes: int
+    by_model: dict[str, int]
+
+
+class ResponseCache:
+    """Get and put completions in the store's ``cache`` table."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get(self, key: str) -> Completion | None:
+        row = self.store.use(
+            lambda db: db.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
+        )
+        if row is None:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(row[0])
+            return Completion(
+                content=data["content"],
+                served_model=data.get("served_model"),
+                finish_reason=data.get("finish_reason"),
+                usage=Usage.model_validate(data.get("usage") or {}),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None  # an entry this version cannot read is a miss, not a failure
+
+    def put(self, key: str, provider_url: str, model_id: str, completion: Completion) -> None:
+        value = json.dumps(
+            {
+                "content": completion.content,
+                "served_model": completion.served_model,
+                "finish_reason": completion.finish_reason,
+                "usage": completion.usage.model_dump(),
+            },
+            ensure_ascii=False,
+        )
+        self.store.use(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO cache (key, provider, model_id, created, value) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (key, provider_url, model_id, time.time(), value),
+            )
+        )
+
+    def stats(self) -> CacheStats:
+        def read(db: Any) -> tuple[int, dict[str, int]]:
+            rows = db.execute("SELECT model_id, COUNT(*) FROM cache GROUP BY model_id").fetchall()
+            by_model = {str(m): int(n) for m, n in rows}
+            return sum(by_model.values()), by_model
+
+        found = self.store.use(read) if self.store.path.exists() else None
+        entries, by_model = found or (0, {})
+        size = sum(
+            p.stat().st_size
+            for p in (self.store.path, *self.store.path.parent.glob(self.store.path.name + "-*"))
+            if p.exists()
+        )
+        return CacheStats(str(self.store.path), self.store.enabled, entries, size, by_model)
+
+    def clear(self) -> int:
+        """Delete every entry; return how many there were."""
+        if not self.store.path.exists():
+            return 0
+
+        def wipe(db: Any) -> int:
+            count = int(db.execute("SELECT COUNT(*) FROM cache").fetchone()[0])
+            db.execute("DELETE FROM cache")
+            return count
+
+        removed = self.store.use(wipe) or 0
+        self.store.use(lambda db: db.execute("VACUUM"))
+        return removed

@@ -1,0 +1,14 @@
+"""The command line: the only place that prints, formats errors and exits.
+
+Exit codes: 0 success, 1 the run failed, 2 usage or validation error.
+"""
+
+from flowengine.cli import run_cmd, store_cmds, workflow_cmds
+from flowengine.cli.base import cli
+
+__all__ = ["cli", "main"]
+_COMMANDS = (run_cmd, store_cmds, workflow_cmds)  # imported for their @cli.command side effect
+
+
+def main() -> None:
+    cli(prog_name="flowengine")

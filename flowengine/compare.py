@@ -1,0 +1,113 @@
+"""Side-by-side comparison of a run's responses, with a recommendation and the reason for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowengine.results import CallResult, RunResult
+
+
+def _calls(output: Any) -> list[CallResult]:
+    if isinstance(output, CallResult):
+        return [output]
+    if isinstance(output, dict) and {"model", "content", "success"} <= output.keys():
+        return [CallResult.model_validate(output)]
+    if isinstance(output, list):
+        return [c for item in output for c in _calls(item)]
+    return []
+
+
+def _card(stage: int, node: str, call: CallResult) -> dict[str, Any]:
+    content = call.content or ""
+    return {
+        "stage": stage,
+        "node": node,
+        "model": call.model,
+        "model_id": call.model_id,
+        "success": call.success,
+        "length": len(content),
+        "words": len(content.split()),
+        "latency_s": call.latency_s,
+        "tokens": call.usage.total_tokens,
+        "cost": call.usage.cost,
+        "confidence": call.confidence,
+        "cached": call.cached,
+        "content": content,
+        "error": call.error.model_dump() if call.error else None,
+    }
+
+
+def compare(result: RunResult) -> dict[str, Any]:
+    """Every response of a run as a card, and the one recommended, saying why.
+
+    The dict is ready for a UI: ``{"run_id", "workflow", "status", "responses": [card...],
+    "recommended": {"node", "model", "reason"} | None}``; each card has node, model, length,
+    words, latency_s, tokens, cost, confidence, success, cached, content and error.
+    """
+    cards: list[dict[str, Any]] = []
+    for stage, (node_id, node) in enumerate(result.nodes.items()):
+        cards.extend(_card(stage, node_id, call) for call in _calls(node.output))
+    return {
+        "run_id": result.run_id,
+        "workflow": result.workflow,
+        "status": result.status,
+        "responses": cards,
+        "recommended": recommend(cards),
+    }
+
+
+def recommend(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Highest selector confidence wins; else the most complete answer of the last stage."""
+    ok = [c for c in cards if c["success"] and c["content"]]
+    if not ok:
+        return None
+    scored = [c for c in ok if c["confidence"] is not None]
+    if scored:
+        best = max(scored, key=lambda c: (c["confidence"], -c["latency_s"]))
+        reason = (
+            f"highest selector confidence ({best['confidence']:.3f}) of the {len(scored)} "
+            "responses that have a score"
+        )
+    else:
+        last = max(c["stage"] for c in ok)
+        stage = [c for c in ok if c["stage"] == last]
+        best = max(stage, key=lambda c: (c["words"], -c["latency_s"]))
+        reason = (
+            f"no response has a confidence score; '{best['node']}' is the last stage of the "
+            "run, which builds on the earlier responses"
+        )
+        if len(stage) > 1:
+            reason += f", and this is the most complete of its {len(stage)} responses"
+    return {"node": best["node"], "model": best["model"], "reason": reason}
+
+
+def render_comparison(data: dict[str, Any]) -> str:
+    """The comparison as a plain-text table and the recommendation."""
+    head = ("node", "model", "ok", "words", "latency", "tokens", "cost", "confidence")
+    rows = [head]
+    for c in data["responses"]:
+        rows.append(
+            (
+                c["node"],
+                c["model"],
+                "yes" if c["success"] else "NO",
+                str(c["words"]),
+                f"{c['latency_s']:.2f}s",
+                "-" if c["tokens"] is None else str(c["tokens"]),
+                "-" if c["cost"] is None else f"${c['cost']:.6f}",
+                "-" if c["confidence"] is None else f"{c['confidence']:.3f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    rec = data["recommended"]
+    lines.append("")
+    if rec:
+        lines.append(f"recommended: {rec['model']} ({rec['node']}): {rec['reason']}")
+    else:
+        lines.append("recommended: none: no response succeeded")
+    return "\n".join(lines) + "\n"
