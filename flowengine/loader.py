@@ -78,7 +78,10 @@ class Source:
 def _position(node: Any, part: PathPart, *, key: bool) -> tuple[int, int] | None:
     try:
         if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part) if key else node.lc.value(part)
+            # An empty value (`defaults:`) has no place of its own: ruamel gives the place of
+            # the next token, often on a later line, so point at its key instead.
+            empty = node[part] is None
+            line, col = node.lc.key(part) if key or empty else node.lc.value(part)
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
             line, col = node.lc.item(part)
         else:

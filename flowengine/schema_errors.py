@@ -7,6 +7,7 @@ import difflib
 import json
 import re
 import types
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -109,6 +110,8 @@ def _plain_message(kind: str, error: ErrorDetails, ctx: dict[str, Any]) -> str |
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "an empty value"
     if isinstance(value, str):
         return f"'{value}'"
     if isinstance(value, dict):
@@ -119,9 +122,13 @@ def _shown(value: Any) -> str:
 
 
 def _unknown_key_fix(key: str, allowed: list[str]) -> str | None:
-    if "params" in allowed and did_you_mean(key, _MODEL_PARAMS):
-        param = difflib.get_close_matches(key, _MODEL_PARAMS, n=1, cutoff=0.6)[0]
-        return f"model parameters go under `params:`, such as `params: {{{param}: ...}}`"
+    def closest(choices: Iterable[str]) -> tuple[float, str]:
+        scores = [(difflib.SequenceMatcher(None, key, c).ratio(), c) for c in choices]
+        return max(scores, default=(0.0, ""))
+
+    near_key, near_param = closest(allowed), closest(_MODEL_PARAMS)
+    if "params" in allowed and near_param[0] >= 0.6 and near_param[0] > near_key[0]:
+        return f"model parameters go under `params:`, such as `params: {{{near_param[1]}: ...}}`"
     return did_you_mean(key, allowed) or (
         f"allowed keys: {', '.join(allowed)}" if allowed else None
     )

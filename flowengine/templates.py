@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, nodes
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
@@ -168,7 +168,12 @@ class CompiledTemplate:
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """The native value for ``{{ expr }}``; the rendered string for anything else."""
         if self._expr is not None:
-            return self._expr(**context)
+            value = self._expr(**context)
+            if isinstance(value, Undefined):
+                # An expression's value is not printed, so StrictUndefined (and the sandbox,
+                # which answers an unsafe read with an Undefined) would not raise by itself.
+                str(value)
+            return value
         return self.render(context)
 
     def render(self, context: Mapping[str, Any]) -> str:

@@ -1,0 +1,51 @@
+"""The shipped JSON Schema is current, and the shipped workflows point editors at it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+from flowengine.spec import json_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = sorted((ROOT / "workflows").glob("*.yaml"))
+SCHEMA_COMMENT = "# yaml-language-server: $schema=../flowengine.schema.json"
+
+
+def test_schema_file_is_current() -> None:
+    expected = json.dumps(json_schema(), indent=2) + "\n"
+    actual = (ROOT / "flowengine.schema.json").read_text(encoding="utf-8")
+    assert actual == expected, (
+        "flowengine.schema.json is stale; regenerate it with "
+        "`flowengine schema > flowengine.schema.json`"
+    )
+
+
+def test_schema_command_prints_the_schema() -> None:
+    from click.testing import CliRunner
+
+    from flowengine.cli import cli
+
+    result = CliRunner().invoke(cli, ["schema"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == json_schema()
+
+
+def test_there_are_shipped_workflows() -> None:
+    assert {p.stem for p in WORKFLOWS} >= {"critique", "ensemble", "full"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_names_the_schema_on_its_first_line(path: Path) -> None:
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first == SCHEMA_COMMENT
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_matches_the_schema(path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    data = json.loads(json.dumps(YAML(typ="safe").load(path.read_text(encoding="utf-8"))))
+    jsonschema.validate(data, json_schema())
