@@ -1,0 +1,201 @@
+"""The SQLite store: cache entries, degrading on a bad file, sharing between processes, records."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flowengine.cache import ResponseCache, cache_key
+from flowengine.compare import compare, render_comparison
+from flowengine.errors import UsageError
+from flowengine.providers.base import ChatRequest, Completion
+from flowengine.records import CallRecord, list_runs, load_run, save_run
+from flowengine.results import CallResult, NodeResult, RunMetadata, RunMetrics, RunResult, Usage
+from flowengine.store import Store
+
+REQUEST = ChatRequest("openai/gpt-4o", [{"role": "user", "content": "hi"}], {"temperature": 0.7})
+ANSWER = Completion("hello", "openai/gpt-4o-2024", "stop", Usage(prompt_tokens=3, total_tokens=5))
+
+
+def test_cache_round_trip(tmp_path: Path) -> None:
+    cache = ResponseCache(Store(tmp_path / "db.sqlite"))
+    key = cache_key("https://api.example/v1", REQUEST)
+    assert cache.get(key) is None
+    cache.put(key, "https://api.example/v1", REQUEST.model_id, ANSWER)
+    assert cache.get(key) == ANSWER
+    stats = cache.stats()
+    assert stats.entries == 1 and stats.by_model == {"openai/gpt-4o": 1}
+    assert cache.clear() == 1 and cache.get(key) is None
+
+
+def test_cache_key_covers_what_decides_the_answer() -> None:
+    base = cache_key("https://a/v1", REQUEST)
+    assert base == cache_key("https://a/v1", ChatRequest(**{**REQUEST.__dict__}))
+    assert base != cache_key("https://b/v1", REQUEST)
+    assert base != cache_key("https://a/v1", ChatRequest("other", REQUEST.messages, REQUEST.params))
+    changed = ChatRequest(REQUEST.model_id, REQUEST.messages, {"temperature": 0.1})
+    assert base != cache_key("https://a/v1", changed)
+
+
+def test_corrupt_file_degrades_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "db.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    cache = ResponseCache(Store(path))
+    with caplog.at_level(logging.WARNING, logger="flowengine"):
+        assert cache.get("k") is None
+        cache.put("k", "u", "m", ANSWER)
+        assert cache.get("k") is None
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "corrupt" in warnings[0] and "going on without cache" in warnings[0]
+
+
+def test_locked_file_skips_instead_of_failing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "db.sqlite"
+    cache = ResponseCache(Store(path))
+    cache.put("k", "u", "m", ANSWER)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        other = ResponseCache(Store(path))
+        with caplog.at_level(logging.WARNING, logger="flowengine"):
+            other.put("k2", "u", "m", ANSWER)
+            other.put("k3", "u", "m", ANSWER)
+        assert len(caplog.records) == 1 and "locked" in caplog.records[0].getMessage()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert other.get("k") == ANSWER  # the store came back once the lock was gone
+
+
+def test_two_processes_share_one_cache_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from flowengine.cache import ResponseCache
+        from flowengine.providers.base import Completion
+        from flowengine.store import Store
+        cache = ResponseCache(Store({str(path)!r}))
+        me = sys.argv[1]
+        for i in range(200):
+            cache.put(f"{{me}}-{{i}}", "u", me, Completion(f"{{me}} {{i}}"))
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, name]) for name in ("left", "right")]
+    assert [p.wait(60) for p in procs] == [0, 0]
+    cache = ResponseCache(Store(path))
+    assert cache.stats().by_model == {"left": 200, "right": 200}
+    hit = cache.get("right-199")
+    assert hit is not None and hit.content == "right 199"
+
+
+def _result(status: str = "failed") -> RunResult:
+    primary = CallResult(
+        model="gpt",
+        model_id="openai/gpt-4o",
+        provider="p",
+        content="a long and careful answer",
+        success=True,
+        confidence=0.8,
+        latency_s=1.5,
+        usage=Usage(total_tokens=40, cost=0.002),
+    )
+    critique = CallResult(
+        model="glm",
+        model_id="z-ai/glm",
+        provider="p",
+        content="short",
+        success=True,
+        confidence=0.9,
+        latency_s=0.5,
+    )
+    broken = CallResult(model="kimi", model_id="k", provider="p", success=False)
+    return RunResult(
+        workflow="critique",
+        run_id="abc123def456",
+        status=status,  # type: ignore[arg-type]
+        inputs={"prompt": "q"},
+        nodes={
+            "primary": NodeResult(status="succeeded", output=primary),
+            "critiques": NodeResult(status="failed", output=[critique, broken]),
+            "after": NodeResult(status="skipped"),
+        },
+        metadata=RunMetadata(
+            total_time=2.0,
+            calls=3,
+            concurrent_calls=2,
+            tokens=40,
+            cost=0.002,
+            model_selector_confidence=0.8,
+        ),
+        metrics=RunMetrics(),
+    )
+
+
+def test_failed_run_is_recorded_with_what_it_completed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    timeline = [
+        CallRecord(
+            "primary", "gpt", 10.0, 11.5, 1, "succeeded", False, [{"role": "user", "content": "q"}]
+        ),
+        CallRecord(
+            "critiques", "kimi", 11.5, 12.0, 3, "failed", False, [{"role": "user", "content": "c"}]
+        ),
+    ]
+    save_run(store, _result(), "workflows/critique.yaml", "f" * 64, timeline)
+    [summary] = list_runs(store)
+    assert (summary.run_id, summary.status, summary.calls) == ("abc123def456", "failed", 3)
+    record = load_run(store, "abc123")  # a unique prefix is enough
+    assert record.result.nodes["primary"].output["content"] == "a long and careful answer"
+    assert record.result.nodes["after"].status == "skipped"
+    assert record.content_hash == "f" * 64
+    assert record.timeline == timeline
+    with pytest.raises(UsageError, match="no stored run 'zzz'"):
+        load_run(store, "zzz")
+
+
+def test_compare_recommends_and_says_why() -> None:
+    data = compare(_result())
+    assert [(c["node"], c["model"], c["success"]) for c in data["responses"]] == [
+        ("primary", "gpt", True),
+        ("critiques", "glm", True),
+        ("critiques", "kimi", False),
+    ]
+    assert data["responses"][0]["words"] == 5 and data["responses"][0]["cost"] == 0.002
+    assert data["recommended"]["model"] == "glm"
+    assert "highest selector confidence (0.900)" in data["recommended"]["reason"]
+    text = render_comparison(data)
+    assert text.splitlines()[0].split() == [
+        "node",
+        "model",
+        "ok",
+        "words",
+        "latency",
+        "tokens",
+        "cost",
+        "confidence",
+    ]
+    assert "recommended: glm (critiques): highest selector confidence" in text
+
+
+def test_compare_without_scores_prefers_the_last_stage() -> None:
+    result = _result("succeeded")
+    for node in result.nodes.values():
+        calls = node.output if isinstance(node.output, list) else [node.output]
+        for call in calls:
+            if call is not None:
+                call.confidence = None
+    rec = compare(result)["recommended"]
+    assert rec["node"] == "critiques" and rec["model"] == "glm"
+    assert "last stage" in rec["reason"]
