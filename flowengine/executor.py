@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -63,7 +64,7 @@ async def execute(
 def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> list[str]:
     spec = workflow.spec
     if models is None:
-        return spec.model_sorted()
+        return list(workflow.plan.by_weight)
     chosen = []
     for name in models:
         if name not in spec.models:
@@ -103,6 +104,10 @@ class Scheduler:
         self.results: dict[str, NodeResult] = {}
         self.outputs: dict[str, Any] = {}
         self.tasks: dict[asyncio.Task[NodeResult], str] = {}
+        # Finished tasks, in the order they finished, and the future that wakes execute().
+        # Cheaper than asyncio.wait(), which hooks every pending task again on each wake-up.
+        self.done: deque[asyncio.Task[NodeResult]] = deque()
+        self.wake: asyncio.Future[None] | None = None
         self.base: dict[str, Any] = {**run.inputs, "inputs": run.inputs, "models": run.models}
 
     async def execute(self) -> RunResult:
@@ -115,8 +120,11 @@ class Scheduler:
                 if not self.waiting[node_id]:
                     self.start(node_id)
             while self.tasks:
-                done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
+                if not self.done:
+                    self.wake = asyncio.get_running_loop().create_future()
+                    await self.wake
+                while self.done:
+                    task = self.done.popleft()
                     failure = self.finish(self.tasks.pop(task), task.result()) or failure
                 if failure is not None:
                     await self.cancel_all()
@@ -138,6 +146,12 @@ class Scheduler:
     def start(self, node_id: str) -> None:
         task = asyncio.create_task(self.run_node(self.plan.nodes[node_id]), name=f"node:{node_id}")
         self.tasks[task] = node_id
+        task.add_done_callback(self.task_done)
+
+    def task_done(self, task: asyncio.Task[NodeResult]) -> None:
+        self.done.append(task)
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
 
     def finish(self, node_id: str, result: NodeResult) -> ErrorInfo | None:
         """Record a node's result, start what it unblocked; the error if the run must stop."""
@@ -164,6 +178,7 @@ class Scheduler:
                 status="cancelled", output=list(partial) if partial else None
             )
         self.tasks.clear()
+        self.done.clear()
 
     async def run_node(self, node: CompiledNode) -> NodeResult:
         run = self.run

@@ -6,10 +6,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
+from jinja2 import TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from flowengine.spec import FanoutNode, LlmNode, NodeSpec, SelectNode, WorkflowSpec
-from flowengine.templates import CompiledTemplate, compile_value
+from flowengine.spec import FanoutNode, LlmNode, NodeSpec, Prompted, SelectNode, WorkflowSpec
+from flowengine.templates import (
+    CompiledTemplate,
+    analyse,
+    compile_value,
+    included_templates,
+    is_template,
+)
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,22 @@ class CompiledNode:
     model: Any = None
     include: list[Any] | None = None
     exclude: list[Any] = field(default_factory=list)
+    #: Whether a fanout's messages may differ by model (its templates read ``model``); if not,
+    #: they are rendered once for all of its calls.
+    per_model: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model as templates see it (``models.llama.weight``, ``model.id``); renders as its alias."""
+
+    alias: str
+    id: str
+    weight: float
+    provider: str
+
+    def __str__(self) -> str:
+        return self.alias
 
 
 @dataclass(frozen=True)
@@ -33,6 +56,10 @@ class Plan:
     order: list[str]
     dependents: dict[str, tuple[str, ...]]
     output: Any
+    #: Every model as templates see it; immutable, so every run shares one table.
+    models: dict[str, ModelInfo]
+    #: Every model alias by weight, highest first.
+    by_weight: tuple[str, ...]
 
 
 def compile_plan(
@@ -41,7 +68,11 @@ def compile_plan(
     nodes = {node_id: _compile_node(node_id, spec.nodes[node_id], env) for node_id in order}
     dependents = {node_id: tuple(graph.successors(node_id)) for node_id in order}
     output = compile_value(env, spec.output) if spec.output is not None else None
-    return Plan(nodes, order, dependents, output)
+    models = {
+        alias: ModelInfo(alias, m.id, m.weight, spec.provider_of(alias))
+        for alias, m in spec.models.items()
+    }
+    return Plan(nodes, order, dependents, output, models, tuple(spec.model_sorted()))
 
 
 def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironment) -> CompiledNode:
@@ -65,5 +96,44 @@ def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironme
     query = node.models
     include = compile_value(env, query.include) if query.include is not None else None
     return CompiledNode(
-        node_id, node, needs, include=include, exclude=compile_value(env, query.exclude), **common
+        node_id,
+        node,
+        needs,
+        include=include,
+        exclude=compile_value(env, query.exclude),
+        per_model=_reads(env, node, "model"),
+        **common,
     )
+
+
+def _reads(env: ImmutableSandboxedEnvironment, node: Prompted, name: str) -> bool:
+    """Whether the node's prompt, system or vars templates may read ``name``.
+
+    True as well when a template includes or imports another: names read there are not seen.
+    """
+    sources = [node.system, *_strings(node.vars)]
+    if node.prompt is None:
+        sources.append(node.template)
+    else:
+        try:
+            assert env.loader is not None
+            sources.append(env.loader.get_source(env, node.prompt)[0])
+        except (AssertionError, TemplateNotFound):
+            return True
+    for source in sources:
+        if source is None or not is_template(source):
+            continue
+        uses, _ = analyse(env, source)
+        if any(use.name == name for use in uses) or included_templates(env, source):
+            return True
+    return False
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []

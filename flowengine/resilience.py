@@ -15,8 +15,7 @@ The pieces compose as::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
 from aiolimiter import AsyncLimiter
@@ -78,29 +77,51 @@ class ProviderLimits:
         self.in_flight = 0
         self.peak = 0
         self.started = 0
+        self._slot = _Slot(self)
 
     @classmethod
     def from_spec(cls, spec: ProviderBase) -> ProviderLimits:
         return cls(spec.rate_limit, spec.max_concurrency)
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> _Slot:
         """Wait for a concurrency slot, then for the rate limit, then run the body."""
+        return self._slot
+
+    async def _enter(self) -> None:
         if self.semaphore is not None:
             await self.semaphore.acquire()
         try:
             if self.limiter is not None:
                 await self.limiter.acquire()
-            self.started += 1
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
-        finally:
+        except BaseException:
             if self.semaphore is not None:
                 self.semaphore.release()
+            raise
+        self.started += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+
+    def _exit(self) -> None:
+        self.in_flight -= 1
+        if self.semaphore is not None:
+            self.semaphore.release()
+
+
+class _Slot:
+    """``async with limits.slot():``. A class rather than ``@asynccontextmanager``: every
+    attempt enters one, and a generator-based context manager costs several times as much.
+    It keeps no state of its own, so one instance serves every concurrent call."""
+
+    __slots__ = ("_limits",)
+
+    def __init__(self, limits: ProviderLimits) -> None:
+        self._limits = limits
+
+    async def __aenter__(self) -> None:
+        await self._limits._enter()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limits._exit()
 
 
 class AuthGate:
@@ -182,10 +203,22 @@ async def call_with_retries(
 
         completion, attempts = await call_with_retries(lambda: provider.complete(req), Retry())
     """
-    attempts = 0
+    # The first attempt runs outside tenacity: almost every call succeeds at once, and building
+    # and driving an AsyncRetrying costs more CPU than a fast HTTP call. Only a failed first
+    # attempt enters tenacity, which replays that failure as its own first attempt, so the
+    # policy (stop, wait, on_retry numbering) is exactly the one declared below.
+    try:
+        return await attempt(), 1
+    except CallError as error:
+        error.attempts = 1
+        first: CallError | None = error
+    attempts = 1
 
     async def once() -> T:
-        nonlocal attempts
+        nonlocal attempts, first
+        if first is not None:
+            replayed, first = first, None
+            raise replayed
         attempts += 1
         try:
             return await attempt()

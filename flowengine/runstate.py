@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowengine.errors import CallError
 from flowengine.events import Event, EventKind, Listener
-from flowengine.providers import ChatRequest
-from flowengine.resilience import AuthGate, call_with_retries
+from flowengine.providers import ChatRequest, Provider
+from flowengine.resilience import AuthGate, ProviderLimits, call_with_retries
 from flowengine.results import CallResult, ErrorInfo
-from flowengine.spec import ModelSpec, NodeSpec, Retry
+from flowengine.spec import ModelSpec, NodeSpec, ProviderBase, Retry
 
 if TYPE_CHECKING:
     from flowengine.engine import Engine
     from flowengine.workflow import Workflow
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """A model as templates see it (``models.llama.weight``, ``model.id``); renders as its alias."""
-
-    alias: str
-    id: str
-    weight: float
-    provider: str
-
-    def __str__(self) -> str:
-        return self.alias
 
 
 class NodeFailure(Exception):
@@ -67,11 +53,8 @@ class Run:
         self.selector_confidence: float | None = None
         self.in_flight = 0
         self.peak = 0
-        spec = self.spec
-        self.models = {
-            alias: ModelInfo(alias, m.id, m.weight, spec.provider_of(alias))
-            for alias, m in spec.models.items()
-        }
+        self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
+        self.models = workflow.plan.models
 
     def emit(self, kind: EventKind, **fields: Any) -> None:
         if not self.listeners:
@@ -93,6 +76,13 @@ class Run:
                 return alias
         return None
 
+    def _provider(self, name: str, spec: ProviderBase) -> tuple[Provider, ProviderLimits]:
+        # The engine keys its providers by the serialised spec; once per run is enough.
+        found = self._providers.get(name)
+        if found is None:
+            found = self._providers[name] = self.engine.provider(name, spec)
+        return found
+
     async def call(
         self,
         node_id: str,
@@ -105,7 +95,7 @@ class Run:
         model: ModelSpec = self.spec.models[alias]
         provider_name = self.spec.provider_of(alias)
         provider_spec = self.spec.providers[provider_name]
-        provider, limits = self.engine.provider(provider_name, provider_spec)
+        provider, limits = self._provider(provider_name, provider_spec)
         retry: Retry = node.retry or self.spec.defaults.retry or provider_spec.retry
         timeout = self.spec.defaults.timeout or provider_spec.timeout
         request = ChatRequest(model.id, messages, params, timeout)

@@ -151,6 +151,8 @@ class CompiledTemplate:
         expr = single_expression(source)
         self._expr = env.compile_expression(expr, undefined_to_none=False) if expr else None
         self._template = None if self._expr else env.from_string(source)
+        self._env = env
+        self._path = _attribute_path(env, expr) if expr else None
 
     @classmethod
     def from_file(cls, env: ImmutableSandboxedEnvironment, name: str) -> CompiledTemplate:
@@ -159,6 +161,8 @@ class CompiledTemplate:
         self.source = ""
         self._expr = None
         self._template = env.get_template(name)
+        self._env = env
+        self._path = None
         return self
 
     @property
@@ -168,6 +172,9 @@ class CompiledTemplate:
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """The native value for ``{{ expr }}``; the rendered string for anything else."""
         if self._expr is not None:
+            value = self._lookup(context)
+            if value is not _MISSING:
+                return value
             value = self._expr(**context)
             if isinstance(value, Undefined):
                 # An expression's value is not printed, so StrictUndefined (and the sandbox,
@@ -178,9 +185,51 @@ class CompiledTemplate:
 
     def render(self, context: Mapping[str, Any]) -> str:
         if self._expr is not None:
-            return str(self._expr(**context))
+            value = self._lookup(context)
+            return str(self._expr(**context) if value is _MISSING else value)
         assert self._template is not None
         return self._template.render(context)
+
+    def _lookup(self, context: Mapping[str, Any]) -> Any:
+        """``{{ name }}`` or ``{{ name.attr }}`` read straight from ``context``, else _MISSING.
+
+        The most common expressions by far; a compiled expression builds a whole Jinja context
+        to read one value. Reads go through the sandbox's ``getattr`` as compiled code's do, and
+        anything unusual (a name not in ``context``, an undefined attribute) returns _MISSING,
+        so that the compiled expression reports it exactly as before.
+        """
+        path = self._path
+        if path is None or path[0] not in context:
+            return _MISSING
+        value = context[path[0]]
+        for attr in path[1:]:
+            if isinstance(value, Undefined):
+                return _MISSING
+            value = self._env.getattr(value, attr)
+        return _MISSING if isinstance(value, Undefined) else value
+
+
+#: What :meth:`CompiledTemplate._lookup` returns when the compiled expression must decide.
+_MISSING: Any = object()
+
+
+def _attribute_path(env: ImmutableSandboxedEnvironment, expr: str) -> tuple[str, ...] | None:
+    """``("select", "model")`` for the expression ``select.model``; None unless the expression
+    is a name followed by zero or more ``.attr`` reads."""
+    try:
+        body = env.parse(f"{{{{ {expr} }}}}").body
+    except TemplateSyntaxError:
+        return None
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        return None
+    node = body[0].nodes[0]
+    attrs: list[str] = []
+    while isinstance(node, nodes.Getattr):
+        attrs.append(node.attr)
+        node = node.node
+    if not isinstance(node, nodes.Name) or node.ctx != "load":
+        return None
+    return (node.name, *reversed(attrs))
 
 
 def compile_value(env: ImmutableSandboxedEnvironment, value: Any) -> Any:

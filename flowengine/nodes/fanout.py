@@ -41,9 +41,13 @@ async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> list[Cal
     aliases = chosen_models(run, node, context)
     gate = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
     done = run.partial.setdefault(node.id, [])
+    shared = None if node.per_model else messages(node, context)
 
     async def one(alias: str) -> CallResult:
-        sent = messages(node, {**context, "model": run.models[alias]})
+        if shared is not None:
+            sent = shared
+        else:
+            sent = messages(node, {**context, "model": run.models[alias]})
         if gate is None:
             result = await run.call(node.id, spec, alias, sent, params(run, spec, alias))
         else:
