@@ -76,6 +76,9 @@ class Engine:
         self._session = session
         self._owns_session = session is None
         self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
+        self._by_identity: dict[
+            tuple[str, int], tuple[ProviderBase, tuple[Provider, ProviderLimits]]
+        ] = {}
 
     async def __aenter__(self) -> Engine:
         return self
@@ -95,6 +98,7 @@ class Engine:
             await self._session.close()
         self._session = None
         self._providers.clear()
+        self._by_identity.clear()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -113,7 +117,15 @@ class Engine:
 
     def provider(self, name: str, spec: ProviderBase) -> tuple[Provider, ProviderLimits]:
         """The provider ``name`` and its shared limits, built once per engine and spec."""
-        spec = self.effective_spec(spec)
+        # Runs of one workflow pass the same spec object: find it without serialising it.
+        seen = self._by_identity.get((name, id(spec)))
+        if seen is not None and seen[0] is spec:
+            return seen[1]
+        found = self._provider(name, self.effective_spec(spec))
+        self._by_identity[(name, id(spec))] = (spec, found)
+        return found
+
+    def _provider(self, name: str, spec: ProviderBase) -> tuple[Provider, ProviderLimits]:
         key = f"{name}\0{spec.model_dump_json()}"
         found = self._providers.get(key)
         if found is None:

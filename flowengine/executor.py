@@ -23,6 +23,7 @@ from flowengine.errors import UsageError
 from flowengine.events import Listener
 from flowengine.nodes import RUNNERS
 from flowengine.plan import CompiledNode, Plan
+from flowengine.records import save_run
 from flowengine.results import (
     ErrorInfo,
     NodeResult,
@@ -33,7 +34,7 @@ from flowengine.results import (
     model_metrics,
 )
 from flowengine.runstate import NodeFailure, Run
-from flowengine.templates import evaluate_value
+from flowengine.templates import Scope, evaluate_value
 
 # What a template can raise at run time: its own errors, and Python's from expressions it evaluates.
 TEMPLATE_ERRORS = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError)
@@ -108,7 +109,11 @@ class Scheduler:
         # Cheaper than asyncio.wait(), which hooks every pending task again on each wake-up.
         self.done: deque[asyncio.Task[NodeResult]] = deque()
         self.wake: asyncio.Future[None] | None = None
-        self.base: dict[str, Any] = {**run.inputs, "inputs": run.inputs, "models": run.models}
+        # One scope per run, shared by its nodes: each reads only its ancestors, which are done
+        # before it starts, so adding outputs as nodes finish never changes what a node sees.
+        self.scope = Scope.of(
+            run.workflow.env, {**run.inputs, "inputs": run.inputs, "models": run.models}
+        )
 
     async def execute(self) -> RunResult:
         run = self.run
@@ -135,6 +140,12 @@ class Scheduler:
         for node_id in self.selected:
             self.results.setdefault(node_id, NodeResult(status="skipped"))
         result = self.result(time.perf_counter() - started, failure)
+        engine = run.engine
+        if engine.record and engine.store is not None:
+            workflow = run.workflow
+            save_run(
+                engine.store, result, workflow.source.file, workflow.content_hash, run.timeline
+            )
         run.emit(
             "run_finished",
             status=result.status,
@@ -157,6 +168,7 @@ class Scheduler:
         """Record a node's result, start what it unblocked; the error if the run must stop."""
         self.results[node_id] = result
         self.outputs[node_id] = result.output
+        self.scope[node_id] = result.output
         node = self.plan.nodes[node_id]
         if result.status == "failed" and node.spec.on_error == "fail":
             return result.error
@@ -185,13 +197,17 @@ class Scheduler:
         run.emit("node_started", node=node.id)
         started_at = datetime.now(UTC)
         clock = time.perf_counter()
-        context = {**self.base, **self.outputs}
+        context = self.scope
         status: Any = "succeeded"
         output: Any = None
         error: ErrorInfo | None = None
+        runner = RUNNERS[node.spec.type]
         try:
-            async with asyncio.timeout(node.spec.timeout):
-                output = await RUNNERS[node.spec.type](run, node, context)
+            if node.spec.timeout is None:
+                output = await runner(run, node, context)
+            else:
+                async with asyncio.timeout(node.spec.timeout):
+                    output = await runner(run, node, context)
         except NodeFailure as exc:
             status, output, error = "failed", exc.output, exc.error
         except TimeoutError:
@@ -217,7 +233,8 @@ class Scheduler:
     def result(self, total: float, failure: ErrorInfo | None) -> RunResult:
         run = self.run
         status: RunStatus = "failed" if failure is not None else self.status()
-        output, output_error = self.output(total, status)
+        metadata = self.metadata(total)
+        output, output_error = self.output(metadata, status)
         if output_error is not None and failure is None:
             status, failure = "failed", output_error
         return RunResult(
@@ -228,7 +245,7 @@ class Scheduler:
             output=output,
             error=failure,
             nodes=self.results,
-            metadata=self.metadata(total),
+            metadata=metadata,
             metrics=RunMetrics(models=model_metrics(run.calls)),
         )
 
@@ -243,23 +260,29 @@ class Scheduler:
         return "succeeded"
 
     def metadata(self, total: float) -> RunMetadata:
+        """Totals of the run; tokens and cost count what was spent, so cache hits count zero."""
         calls = self.run.calls
-        costs = [c.usage.cost for c in calls if c.usage.cost is not None]
+        tokens, costs = 0, []
+        for call in calls:
+            if not call.cached:
+                tokens += call.usage.total_tokens or 0
+                if call.usage.cost is not None:
+                    costs.append(call.usage.cost)
         return RunMetadata(
             total_time=round(total, 6),
             calls=len(calls),
             concurrent_calls=self.run.peak,
-            tokens=sum(c.usage.total_tokens or 0 for c in calls),
+            tokens=tokens,
             cost=round(sum(costs), 10) if costs else None,
             model_selector_confidence=self.run.selector_confidence,
         )
 
-    def output(self, total: float, status: RunStatus) -> tuple[Any, ErrorInfo | None]:
+    def output(self, metadata: RunMetadata, status: RunStatus) -> tuple[Any, ErrorInfo | None]:
         """The output mapping evaluated over every node (absent ones are None)."""
         outputs = {n: self.outputs.get(n) for n in self.plan.order}
         if self.plan.output is None:
             return to_jsonable({n: outputs[n] for n in self.selected}), None
-        context = {**self.base, **outputs, "metadata": to_jsonable(self.metadata(total))}
+        context = self.scope.child(**outputs, metadata=metadata.model_dump())
         try:
             return to_jsonable(evaluate_value(self.plan.output, context)), None
         except ValidationError:

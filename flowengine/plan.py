@@ -9,11 +9,13 @@ import networkx as nx
 from jinja2 import TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.results import CallResult, ErrorInfo, SelectResult, Usage
 from flowengine.spec import FanoutNode, LlmNode, NodeSpec, Prompted, SelectNode, WorkflowSpec
 from flowengine.templates import (
     CompiledTemplate,
     analyse,
     compile_value,
+    expose,
     included_templates,
     is_template,
 )
@@ -48,6 +50,11 @@ class ModelInfo:
 
     def __str__(self) -> str:
         return self.alias
+
+
+for _data in (CallResult, SelectResult, Usage, ErrorInfo):
+    expose(_data, _data.model_fields)
+expose(ModelInfo, ("alias", "id", "weight", "provider"))
 
 
 @dataclass(frozen=True)

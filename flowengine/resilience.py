@@ -190,8 +190,12 @@ async def call_with_retries(
     *,
     on_retry: Callable[[int, CallError, float], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    first: CallError | None = None,
 ) -> tuple[T, int]:
     """Run ``attempt`` until it succeeds; return its result and how many attempts it took.
+
+    ``first`` is the error of a first attempt the caller already made: the policy goes on
+    from there, as if this function had made it.
 
     Only a :class:`CallError` with ``retryable=True`` is retried, at most ``retry.attempts``
     attempts in all, waiting ``initial * 2**n`` plus up to ``initial`` of jitter, capped at
@@ -207,11 +211,12 @@ async def call_with_retries(
     # and driving an AsyncRetrying costs more CPU than a fast HTTP call. Only a failed first
     # attempt enters tenacity, which replays that failure as its own first attempt, so the
     # policy (stop, wait, on_retry numbering) is exactly the one declared below.
-    try:
-        return await attempt(), 1
-    except CallError as error:
-        error.attempts = 1
-        first: CallError | None = error
+    if first is None:
+        try:
+            return await attempt(), 1
+        except CallError as error:
+            first = error
+    first.attempts = 1
     attempts = 1
 
     async def once() -> T:

@@ -130,13 +130,14 @@ def model_metrics(calls: list[CallResult]) -> dict[str, ModelMetrics]:
     for alias, group in by_model.items():
         live = [c for c in group if not c.cached]
         latencies = [c.latency_s for c in live]
-        costs = [c.usage.cost for c in group if c.usage.cost is not None]
+        # What was spent: a cache hit costs no tokens and no money this time.
+        costs = [c.usage.cost for c in live if c.usage.cost is not None]
         out[alias] = ModelMetrics(
             calls=len(group),
             success_rate=sum(c.success for c in group) / len(group),
             latency_p50_s=percentile(latencies, 50),
             latency_p95_s=percentile(latencies, 95),
-            tokens=sum(c.usage.total_tokens or 0 for c in group),
+            tokens=sum(c.usage.total_tokens or 0 for c in live),
             cost=sum(costs) if costs else None,
             cached=len(group) - len(live),
             retries=sum(max(0, c.attempts - 1) for c in group),

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flowengine.cache import cache_key
 from flowengine.errors import CallError
 from flowengine.events import Event, EventKind, Listener
-from flowengine.providers import ChatRequest, Provider
+from flowengine.providers import ChatRequest, Completion, Provider
+from flowengine.records import CallRecord
 from flowengine.resilience import AuthGate, ProviderLimits, call_with_retries
 from flowengine.results import CallResult, ErrorInfo
-from flowengine.spec import ModelSpec, NodeSpec, ProviderBase, Retry
+from flowengine.spec import ModelSpec, NodeSpec, OpenAIProvider, Retry
 
 if TYPE_CHECKING:
     from flowengine.engine import Engine
@@ -53,7 +58,8 @@ class Run:
         self.selector_confidence: float | None = None
         self.in_flight = 0
         self.peak = 0
-        self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
+        self._targets: dict[str, _Target] = {}
+        self.timeline: list[CallRecord] = []
         self.models = workflow.plan.models
 
     def emit(self, kind: EventKind, **fields: Any) -> None:
@@ -76,11 +82,19 @@ class Run:
                 return alias
         return None
 
-    def _provider(self, name: str, spec: ProviderBase) -> tuple[Provider, ProviderLimits]:
-        # The engine keys its providers by the serialised spec; once per run is enough.
-        found = self._providers.get(name)
+    def _target(self, alias: str) -> _Target:
+        found = self._targets.get(alias)
         if found is None:
-            found = self._providers[name] = self.engine.provider(name, spec)
+            model: ModelSpec = self.spec.models[alias]
+            name = self.spec.provider_of(alias)
+            spec = self.spec.providers[name]
+            provider, limits = self.engine.provider(name, spec)
+            live = provider.spec
+            # Offline answers cost nothing and never change: caching them would only add I/O.
+            cache_url = live.base_url if isinstance(live, OpenAIProvider) else None
+            timeout = self.spec.defaults.timeout or spec.timeout
+            found = _Target(model.id, name, provider, limits, timeout, spec.retry, cache_url)
+            self._targets[alias] = found
         return found
 
     async def call(
@@ -92,65 +106,161 @@ class Run:
         params: dict[str, Any],
     ) -> CallResult:
         """One model call with limits and retries; failures come back as ``success: false``."""
-        model: ModelSpec = self.spec.models[alias]
-        provider_name = self.spec.provider_of(alias)
-        provider_spec = self.spec.providers[provider_name]
-        provider, limits = self._provider(provider_name, provider_spec)
-        retry: Retry = node.retry or self.spec.defaults.retry or provider_spec.retry
-        timeout = self.spec.defaults.timeout or provider_spec.timeout
-        request = ChatRequest(model.id, messages, params, timeout)
+        target = self._target(alias)
+        request = ChatRequest(target.model_id, messages, params, target.timeout)
+        wall = time.time()
+        started = time.perf_counter()
+        cache = self.engine.cache if node.cache and target.cache_url else None
+        key = cache_key(target.cache_url or "", request) if cache is not None else None
+        hit = cache.get(key) if cache is not None and key is not None else None
+        if hit is not None:
+            result = self._result(alias, target, hit, started, attempts=0, cached=True)
+        else:
+            result = await self._call(node_id, node, alias, target, request, started)
+            if result.success and cache is not None and key is not None:
+                cache.put(key, target.cache_url or "", target.model_id, _completion(result))
+        self.calls.append(result)
+        if self.engine.record:
+            status = "succeeded" if result.success else "failed"
+            self.timeline.append(
+                CallRecord(
+                    node_id,
+                    alias,
+                    wall,
+                    time.time(),
+                    result.attempts,
+                    status,
+                    result.cached,
+                    messages,
+                )
+            )
+        if self.listeners:
+            self.emit(
+                "call_finished",
+                node=node_id,
+                model=alias,
+                duration_s=result.latency_s,
+                status="succeeded" if result.success else "failed",
+                error=result.error,
+                cached=result.cached,
+            )
+        return result
 
-        async def attempt() -> Any:
-            self.gate.check(provider_name)
-            async with limits.slot():
-                self.in_flight += 1
-                self.peak = max(self.peak, self.in_flight)
-                try:
-                    return await provider.complete(request)
-                except CallError as error:
-                    self.gate.record(provider_name, error)
-                    raise
-                finally:
-                    self.in_flight -= 1
+    async def _call(
+        self,
+        node_id: str,
+        node: NodeSpec,
+        alias: str,
+        target: _Target,
+        request: ChatRequest,
+        started: float,
+    ) -> CallResult:
+        # The first attempt is made here, directly: nearly every call succeeds at once, and the
+        # retry policy's machinery costs more CPU than a fast call. A failure hands over to it.
+        try:
+            completion, attempts = await self._attempt(target, request), 1
+        except CallError as error:
+            retry: Retry = node.retry or self.spec.defaults.retry or target.retry
+            on_retry = self._on_retry(node_id, alias) if self.listeners else None
+            try:
+                completion, attempts = await call_with_retries(
+                    functools.partial(self._attempt, target, request),
+                    retry,
+                    on_retry=on_retry,
+                    first=error,
+                )
+            except CallError as final:
+                return CallResult(
+                    model=alias,
+                    model_id=target.model_id,
+                    provider=target.provider_name,
+                    success=False,
+                    error=ErrorInfo(type=final.type, status=final.status, message=final.message),
+                    latency_s=round(time.perf_counter() - started, 6),
+                    attempts=final.attempts,
+                    confidence=self.scores.get(alias),
+                )
+        if completion.usage.cost is None:
+            completion = await self._priced(target, completion)
+        return self._result(alias, target, completion, started, attempts=attempts, cached=False)
 
+    async def _attempt(self, target: _Target, request: ChatRequest) -> Completion:
+        """One attempt: the auth gate, then the provider's limits, then the request."""
+        name = target.provider_name
+        self.gate.check(name)
+        async with target.limits.slot():
+            self.in_flight += 1
+            if self.in_flight > self.peak:
+                self.peak = self.in_flight
+            try:
+                return await target.provider.complete(request)
+            except CallError as error:
+                self.gate.record(name, error)
+                raise
+            finally:
+                self.in_flight -= 1
+
+    def _on_retry(self, node_id: str, alias: str) -> Callable[[int, CallError, float], None]:
         def on_retry(number: int, error: CallError, delay: float) -> None:
             info = ErrorInfo(type=error.type, status=error.status, message=error.message)
             self.emit(
                 "call_retried", node=node_id, model=alias, attempt=number, delay_s=delay, error=info
             )
 
-        started = time.perf_counter()
-        base = {"model": alias, "model_id": model.id, "provider": provider_name}
-        try:
-            completion, attempts = await call_with_retries(attempt, retry, on_retry=on_retry)
-        except CallError as error:
-            result = CallResult(
-                **base,
-                success=False,
-                error=ErrorInfo(type=error.type, status=error.status, message=error.message),
-                latency_s=round(time.perf_counter() - started, 6),
-                attempts=getattr(error, "attempts", 1),
-                confidence=self.scores.get(alias),
-            )
-        else:
-            result = CallResult(
-                **base,
-                served_model=completion.served_model,
-                content=completion.content,
-                success=True,
-                finish_reason=completion.finish_reason,
-                usage=completion.usage,
-                latency_s=round(time.perf_counter() - started, 6),
-                attempts=attempts,
-                confidence=self.scores.get(alias),
-            )
-        self.calls.append(result)
-        self.emit(
-            "call_finished",
-            node=node_id,
-            model=alias,
-            duration_s=result.latency_s,
-            status="succeeded" if result.success else "failed",
-            error=result.error,
+        return on_retry
+
+    async def _priced(self, target: _Target, completion: Completion) -> Completion:
+        """The completion with its cost from the provider's price list, when it has one."""
+        models = getattr(target.provider, "price_list", None)
+        if models is None or target.cache_url is None:
+            return completion
+        cost = await self.engine.prices.cost(
+            target.cache_url, models, target.model_id, completion.usage
         )
-        return result
+        if cost is None:
+            return completion
+        usage = completion.usage.model_copy(update={"cost": cost})
+        return dataclasses.replace(completion, usage=usage)
+
+    def _result(
+        self,
+        alias: str,
+        target: _Target,
+        completion: Completion,
+        started: float,
+        *,
+        attempts: int,
+        cached: bool,
+    ) -> CallResult:
+        return CallResult(
+            model=alias,
+            model_id=target.model_id,
+            served_model=completion.served_model,
+            provider=target.provider_name,
+            content=completion.content,
+            success=True,
+            error=None,
+            confidence=self.scores.get(alias),
+            finish_reason=completion.finish_reason,
+            usage=completion.usage,
+            latency_s=round(time.perf_counter() - started, 6),
+            attempts=attempts,
+            cached=cached,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where calls for one model alias go, resolved once per run."""
+
+    model_id: str
+    provider_name: str
+    provider: Provider
+    limits: ProviderLimits
+    timeout: float
+    retry: Retry
+    cache_url: str | None  # the provider's base URL, part of cache keys; None: do not cache
+
+
+def _completion(result: CallResult) -> Completion:
+    return Completion(result.content or "", result.served_model, result.finish_reason, result.usage)

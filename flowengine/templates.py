@@ -8,7 +8,7 @@ are never rendered as templates themselves.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +37,51 @@ class PromptPathError(ValueError):
     """A prompt path that is absolute or climbs out of the prompts directory."""
 
 
+#: Types whose listed fields templates may read without the sandbox's per-read checks: plain
+#: data (results, model entries) whose fields are values, never callables or internals.
+DATA_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def expose(cls: type, fields: Iterable[str]) -> None:
+    """Let templates read ``fields`` of ``cls`` directly (they are data, so safe)."""
+    DATA_FIELDS[cls] = frozenset(fields)
+
+
+class PromptSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with a direct path for the fields of exposed data types.
+
+    Every other read goes through the sandbox's checks unchanged.
+    """
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        fields = DATA_FIELDS.get(type(obj))
+        if fields is not None and attribute in fields:
+            return getattr(obj, attribute)
+        return super().getattr(obj, attribute)
+
+
+class Scope(dict[str, Any]):
+    """Template variables that already hold the environment's globals (``range``, ...).
+
+    Rendering a Scope shares it with Jinja instead of copying it twice per render, which is
+    what ``Template.render`` does with a plain dict.
+    """
+
+    @classmethod
+    def of(cls, env: ImmutableSandboxedEnvironment, values: Mapping[str, Any]) -> Scope:
+        scope = cls(env.globals)
+        scope.update(values)
+        return scope
+
+    def child(self, **values: Any) -> Scope:
+        scope = Scope(self)
+        scope.update(values)
+        return scope
+
+
 def make_environment(prompts_dir: Path | None) -> ImmutableSandboxedEnvironment:
     loader = FileSystemLoader(str(prompts_dir)) if prompts_dir is not None else None
-    return ImmutableSandboxedEnvironment(
+    return PromptSandbox(
         loader=loader,
         undefined=StrictUndefined,
         autoescape=False,
@@ -187,8 +229,15 @@ class CompiledTemplate:
         if self._expr is not None:
             value = self._lookup(context)
             return str(self._expr(**context) if value is _MISSING else value)
-        assert self._template is not None
-        return self._template.render(context)
+        template = self._template
+        assert template is not None
+        scope = context if type(context) is Scope else Scope.of(self._env, context)
+        # Template.render would copy the variables twice; a shared context reads the Scope.
+        ctx = template.new_context(scope, shared=True)
+        try:
+            return self._env.concat(template.root_render_func(ctx))
+        except Exception:
+            return self._env.handle_exception()
 
     def _lookup(self, context: Mapping[str, Any]) -> Any:
         """``{{ name }}`` or ``{{ name.attr }}`` read straight from ``context``, else _MISSING.

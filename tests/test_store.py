@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import subprocess
@@ -36,7 +37,7 @@ def test_cache_round_trip(tmp_path: Path) -> None:
 
 def test_cache_key_covers_what_decides_the_answer() -> None:
     base = cache_key("https://a/v1", REQUEST)
-    assert base == cache_key("https://a/v1", ChatRequest(**{**REQUEST.__dict__}))
+    assert base == cache_key("https://a/v1", dataclasses.replace(REQUEST))
     assert base != cache_key("https://b/v1", REQUEST)
     assert base != cache_key("https://a/v1", ChatRequest("other", REQUEST.messages, REQUEST.params))
     changed = ChatRequest(REQUEST.model_id, REQUEST.messages, {"temperature": 0.1})

@@ -8,7 +8,8 @@ from typing import Any
 from flowengine.nodes import fanout, llm, select
 from flowengine.plan import CompiledNode
 from flowengine.runstate import Run
+from flowengine.templates import Scope
 
-NodeRunner = Callable[[Run, CompiledNode, dict[str, Any]], Awaitable[Any]]
+NodeRunner = Callable[[Run, CompiledNode, Scope], Awaitable[Any]]
 
 RUNNERS: dict[str, NodeRunner] = {"select": select.run, "llm": llm.run, "fanout": fanout.run}

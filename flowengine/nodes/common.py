@@ -7,13 +7,13 @@ from typing import Any
 from flowengine.plan import CompiledNode
 from flowengine.runstate import Run
 from flowengine.spec import FanoutNode, LlmNode
-from flowengine.templates import evaluate_value
+from flowengine.templates import Scope, evaluate_value
 
 
-def messages(node: CompiledNode, context: dict[str, Any]) -> list[dict[str, str]]:
+def messages(node: CompiledNode, context: Scope) -> list[dict[str, str]]:
     """The chat messages: the optional system template, then the prompt as the user turn."""
     if node.vars:
-        context = {**context, **evaluate_value(node.vars, context)}
+        context = context.child(**evaluate_value(node.vars, context))
     assert node.prompt is not None
     out = []
     if node.system is not None:

@@ -10,10 +10,10 @@ from flowengine.plan import CompiledNode
 from flowengine.results import CallResult, ErrorInfo
 from flowengine.runstate import NodeFailure, Run
 from flowengine.spec import FanoutNode
-from flowengine.templates import evaluate_value
+from flowengine.templates import Scope, evaluate_value
 
 
-def chosen_models(run: Run, node: CompiledNode, context: dict[str, Any]) -> list[str]:
+def chosen_models(run: Run, node: CompiledNode, context: Scope) -> list[str]:
     """include (default: every model) less exclude, by weight, the top N."""
     spec = node.spec
     assert isinstance(spec, FanoutNode)
@@ -35,7 +35,7 @@ def _flat(values: list[Any]) -> list[Any]:
     return out
 
 
-async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> list[CallResult]:
+async def run(run: Run, node: CompiledNode, context: Scope) -> list[CallResult]:
     spec = node.spec
     assert isinstance(spec, FanoutNode)
     aliases = chosen_models(run, node, context)
@@ -47,7 +47,7 @@ async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> list[Cal
         if shared is not None:
             sent = shared
         else:
-            sent = messages(node, {**context, "model": run.models[alias]})
+            sent = messages(node, context.child(model=run.models[alias]))
         if gate is None:
             result = await run.call(node.id, spec, alias, sent, params(run, spec, alias))
         else:

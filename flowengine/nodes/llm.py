@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flowengine.nodes.common import alias_of, messages, params
 from flowengine.plan import CompiledNode
 from flowengine.results import CallResult, ErrorInfo
 from flowengine.runstate import NodeFailure, Run
 from flowengine.spec import LlmNode
-from flowengine.templates import evaluate_value
+from flowengine.templates import Scope, evaluate_value
 
 
-async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> CallResult:
+async def run(run: Run, node: CompiledNode, context: Scope) -> CallResult:
     spec = node.spec
     assert isinstance(spec, LlmNode)
     first = alias_of(run, evaluate_value(node.model, context), f"nodes.{node.id}.model")
     chain = [first, *(a for a in spec.fallbacks if a != first)]
     chain = [a for a in chain if a in run.allowed] or [first]
-    context = {**context, "model": run.models[first]}
     sent = messages(node, context)
     result: CallResult | None = None
     for alias in chain:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flowengine.errors import CallError
 from flowengine.plan import CompiledNode
 from flowengine.providers import call_selector
 from flowengine.results import ErrorInfo, SelectResult
 from flowengine.runstate import NodeFailure, Run
 from flowengine.spec import SelectNode
+from flowengine.templates import Scope
 
 
-async def run(run: Run, node: CompiledNode, context: dict[str, Any]) -> SelectResult:
+async def run(run: Run, node: CompiledNode, context: Scope) -> SelectResult:
     spec = node.spec
     assert isinstance(spec, SelectNode)
     candidates = run.by_weight(a for a in (spec.candidates or run.allowed) if a in run.allowed)

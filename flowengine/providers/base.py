@@ -12,7 +12,7 @@ from flowengine.results import Usage
 from flowengine.spec import ProviderBase
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One chat completion request, as the engine hands it to a provider."""
 
@@ -22,7 +22,7 @@ class ChatRequest:
     timeout: float = 60.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Completion:
     """A successful answer. Failures are raised as :class:`flowengine.errors.CallError`."""
 

@@ -16,6 +16,7 @@ from flowengine.errors import CallError
 from flowengine.providers.base import ChatRequest, Completion, ProviderContext
 from flowengine.providers.http import (
     HttpReply,
+    get_json,
     is_retryable_status,
     parse_json,
     parse_retry_after,
@@ -47,6 +48,22 @@ class OpenAICompatible:
         self.spec: ProviderBase = spec
         self._spec = spec
         self._ctx = ctx
+        self._url = f"{spec.base_url}/chat/completions"
+        self._what = f"provider '{name}'"
+        self._headers: dict[str, str] | None = None  # built on first use: the key may be missing
+
+    async def price_list(self) -> Any:
+        """The provider's ``GET /models`` reply (prices per token, on OpenRouter)."""
+        reply = await get_json(
+            self._ctx.session,
+            f"{self._spec.base_url}/models",
+            headers=self.headers(),
+            timeout=min(self._spec.timeout, 10.0),
+            what=self._what,
+        )
+        if not 200 <= reply.status <= 299:
+            raise _http_error(reply, self._what)
+        return parse_json(reply, self._what)
 
     @classmethod
     def from_spec(cls, name: str, spec: ProviderBase, ctx: ProviderContext) -> OpenAICompatible:
@@ -61,6 +78,8 @@ class OpenAICompatible:
 
     def headers(self) -> dict[str, str]:
         """Request headers: the spec's, plus the bearer token when ``api_key_env`` is set."""
+        if self._headers is not None:
+            return self._headers
         headers = dict(self._spec.headers)
         var = self._spec.api_key_env
         if var is not None:
@@ -72,6 +91,7 @@ class OpenAICompatible:
                     f"{var}, or pass --offline to run without network",
                 )
             headers["Authorization"] = f"Bearer {key}"
+        self._headers = headers
         return headers
 
     async def complete(self, request: ChatRequest) -> Completion:
@@ -79,11 +99,11 @@ class OpenAICompatible:
         # model and messages win over params, so a stray param cannot redirect the call.
         payload = {**request.params, "model": request.model_id, "messages": request.messages}
         headers = self.headers()
-        what = f"provider '{self.name}'"
+        what = self._what
         try:
             reply = await post_json(
                 self._ctx.session,
-                f"{self._spec.base_url}/chat/completions",
+                self._url,
                 payload,
                 headers=headers,
                 timeout=request.timeout,
