@@ -21,8 +21,7 @@ from typing import Any
 
 from flowengine.engine import Engine
 from flowengine.errors import UsageError
-from flowengine.executor import to_jsonable
-from flowengine.results import RunResult, percentile
+from flowengine.results import RunResult, percentile, to_jsonable
 from flowengine.workflow import Workflow
 
 SAMPLE = 10_000  # latencies kept per model for percentiles: bounded, whatever the row count

@@ -6,6 +6,7 @@ Errors are never cached. A hit costs no request, no tokens and no money; it is m
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -56,7 +57,7 @@ class ResponseCache:
                 content=data["content"],
                 served_model=data.get("served_model"),
                 finish_reason=data.get("finish_reason"),
-                usage=Usage.model_validate(data.get("usage") or {}),
+                usage=Usage(**(data.get("usage") or {})),
             )
         except (ValueError, KeyError, TypeError):
             return None  # an entry this version cannot read is a miss, not a failure
@@ -67,7 +68,7 @@ class ResponseCache:
                 "content": completion.content,
                 "served_model": completion.served_model,
                 "finish_reason": completion.finish_reason,
-                "usage": completion.usage.model_dump(),
+                "usage": dataclasses.asdict(completion.usage),
             },
             ensure_ascii=False,
         )

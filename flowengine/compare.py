@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowengine.results import CallResult, RunResult
+from flowengine.results import CallResult, RunResult, call_from, to_jsonable
 
 
 def _calls(output: Any) -> list[CallResult]:
     if isinstance(output, CallResult):
         return [output]
     if isinstance(output, dict) and {"model", "content", "success"} <= output.keys():
-        return [CallResult.model_validate(output)]
+        return [call_from(output)]
     if isinstance(output, list):
         return [c for item in output for c in _calls(item)]
     return []
@@ -33,7 +33,7 @@ def _card(stage: int, node: str, call: CallResult) -> dict[str, Any]:
         "confidence": call.confidence,
         "cached": call.cached,
         "content": content,
-        "error": call.error.model_dump() if call.error else None,
+        "error": to_jsonable(call.error),
     }
 
 

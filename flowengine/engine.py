@@ -76,9 +76,19 @@ class Engine:
         self._session = session
         self._owns_session = session is None
         self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
+        self._checked: set[tuple[int, tuple[str, ...]]] = set()
+        self._tables: dict[int, tuple[object, dict[str, Any]]] = {}
         self._by_identity: dict[
             tuple[str, int], tuple[ProviderBase, tuple[Provider, ProviderLimits]]
         ] = {}
+
+    def table(self, owner: object) -> dict[str, Any]:
+        """A dict kept for as long as this engine, for facts about ``owner`` that never change
+        between runs (where each model's calls go, for a workflow's spec)."""
+        found = self._tables.get(id(owner))
+        if found is None or found[0] is not owner:
+            found = self._tables[id(owner)] = (owner, {})
+        return found[1]
 
     async def __aenter__(self) -> Engine:
         return self
@@ -99,6 +109,7 @@ class Engine:
         self._session = None
         self._providers.clear()
         self._by_identity.clear()
+        self._tables.clear()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -138,6 +149,14 @@ class Engine:
         """Raise ConfigError naming the variable to set when a used provider has no key."""
         if self.offline:
             return
+        # A service runs one workflow thousands of times: check each model set once.
+        key = (id(workflow), tuple(aliases))
+        if key in self._checked:
+            return
+        self._check_credentials(workflow, key[1])
+        self._checked.add(key)
+
+    def _check_credentials(self, workflow: Workflow, aliases: tuple[str, ...]) -> None:
         spec = workflow.spec
         for provider_name in dict.fromkeys(spec.provider_of(a) for a in aliases):
             provider = spec.providers[provider_name]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 import networkx as nx
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from flowengine.errors import UsageError
 from flowengine.events import Listener
@@ -32,6 +32,7 @@ from flowengine.results import (
     RunResult,
     RunStatus,
     model_metrics,
+    to_jsonable,
 )
 from flowengine.runstate import NodeFailure, Run
 from flowengine.templates import Scope, evaluate_value
@@ -102,6 +103,7 @@ class Scheduler:
         self.plan = plan
         self.selected = selected
         self.waiting = {n: {d for d in plan.nodes[n].needs if d in selected} for n in selected}
+        self.ready = deque(n for n in selected if not self.waiting[n])
         self.results: dict[str, NodeResult] = {}
         self.outputs: dict[str, Any] = {}
         self.tasks: dict[asyncio.Task[NodeResult], str] = {}
@@ -121,16 +123,11 @@ class Scheduler:
         run.emit("run_started")
         failure: ErrorInfo | None = None
         try:
-            for node_id in self.selected:
-                if not self.waiting[node_id]:
-                    self.start(node_id)
-            while self.tasks:
-                if not self.done:
-                    self.wake = asyncio.get_running_loop().create_future()
-                    await self.wake
-                while self.done:
-                    task = self.done.popleft()
-                    failure = self.finish(self.tasks.pop(task), task.result()) or failure
+            while self.ready or self.tasks:
+                if len(self.ready) == 1 and not self.tasks:
+                    failure = await self.run_inline(self.ready.popleft())
+                else:
+                    failure = await self.run_concurrently()
                 if failure is not None:
                     await self.cancel_all()
                     break
@@ -153,6 +150,34 @@ class Scheduler:
             error=result.error,
         )
         return result
+
+    async def run_inline(self, node_id: str) -> ErrorInfo | None:
+        """Run the one node there is to run in this coroutine: nothing else can become ready
+        until it finishes, so a task of its own would only cost time (a chain of nodes, the
+        common shape, then runs with no task per node)."""
+        try:
+            result = await self.run_node(self.plan.nodes[node_id])
+        except asyncio.CancelledError:
+            self.results[node_id] = self.cancelled(node_id)
+            raise
+        return self.finish(node_id, result)
+
+    async def run_concurrently(self) -> ErrorInfo | None:
+        """Start every ready node as a task; wait for at least one to finish."""
+        while self.ready:
+            self.start(self.ready.popleft())
+        if not self.done:
+            self.wake = asyncio.get_running_loop().create_future()
+            await self.wake
+        failure = None
+        while self.done:
+            task = self.done.popleft()
+            failure = self.finish(self.tasks.pop(task), task.result()) or failure
+        return failure
+
+    def cancelled(self, node_id: str) -> NodeResult:
+        partial = self.run.partial.get(node_id)
+        return NodeResult(status="cancelled", output=list(partial) if partial else None)
 
     def start(self, node_id: str) -> None:
         task = asyncio.create_task(self.run_node(self.plan.nodes[node_id]), name=f"node:{node_id}")
@@ -177,7 +202,7 @@ class Scheduler:
             if waiting is not None and node_id in waiting:
                 waiting.discard(node_id)
                 if not waiting:
-                    self.start(dependent)
+                    self.ready.append(dependent)
         return None
 
     async def cancel_all(self) -> None:
@@ -185,10 +210,7 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         for node_id in self.tasks.values():
-            partial = self.run.partial.get(node_id)
-            self.results[node_id] = NodeResult(
-                status="cancelled", output=list(partial) if partial else None
-            )
+            self.results[node_id] = self.cancelled(node_id)
         self.tasks.clear()
         self.done.clear()
 
@@ -291,16 +313,3 @@ class Scheduler:
             if status == "failed":
                 return None, None
             return None, ErrorInfo(type="template", message=f"output: {exc}")
-
-
-def to_jsonable(value: Any) -> Any:
-    """Results and models as plain JSON data."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    if hasattr(value, "__slots__") and hasattr(value, "alias"):  # ModelInfo
-        return str(value)
-    return value

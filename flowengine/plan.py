@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +54,7 @@ class ModelInfo:
 
 
 for _data in (CallResult, SelectResult, Usage, ErrorInfo):
-    expose(_data, _data.model_fields)
+    expose(_data, (f.name for f in dataclasses.fields(_data)))
 expose(ModelInfo, ("alias", "id", "weight", "provider"))
 
 
@@ -67,6 +68,8 @@ class Plan:
     models: dict[str, ModelInfo]
     #: Every model alias by weight, highest first.
     by_weight: tuple[str, ...]
+    #: Merged call params by (node spec id, alias), filled as runs need them.
+    params: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
 
 
 def compile_plan(

@@ -99,7 +99,8 @@ class ProviderLimits:
             raise
         self.started += 1
         self.in_flight += 1
-        self.peak = max(self.peak, self.in_flight)
+        if self.in_flight > self.peak:
+            self.peak = self.in_flight
 
     def _exit(self) -> None:
         self.in_flight -= 1

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 
 class _Result(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Usage(_Result):
+# A run makes many of the records below and keeps them until it ends, so they are slotted
+# dataclasses: a pydantic model costs three tracked objects and a validation each, which adds
+# up to garbage-collector work across thousands of runs in flight. The engine builds them from
+# data it has already checked; pydantic still validates and serialises them inside RunResult.
+
+
+@dataclass(slots=True, kw_only=True)
+class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
     cost: float | None = None
 
 
-class ErrorInfo(_Result):
+@dataclass(slots=True, kw_only=True)
+class ErrorInfo:
     """What went wrong: ``{type, status, message}``."""
 
     type: str
@@ -27,7 +36,8 @@ class ErrorInfo(_Result):
     message: str
 
 
-class CallResult(_Result):
+@dataclass(slots=True, kw_only=True)
+class CallResult:
     """One model call. In a template it renders as its ``content``."""
 
     model: str
@@ -39,22 +49,22 @@ class CallResult(_Result):
     error: ErrorInfo | None = None
     confidence: float | None = None
     finish_reason: str | None = None
-    usage: Usage = Field(default_factory=Usage)
+    usage: Usage = field(default_factory=Usage)
     latency_s: float = 0.0
     attempts: int = 0
     cached: bool = False
-    started_at: float | None = Field(default=None, exclude=True)
 
     def __str__(self) -> str:
         return self.content or ""
 
 
-class SelectResult(_Result):
+@dataclass(slots=True, kw_only=True)
+class SelectResult:
     """A select node's choice. In a template it renders as the chosen model alias."""
 
     model: str
     confidence: float | None = None
-    scores: dict[str, float] = {}
+    scores: dict[str, float] = field(default_factory=dict)
     source: Literal["selector", "weight", "fallback"]
     reason: str | None = None
 
@@ -66,7 +76,8 @@ NodeStatus = Literal["succeeded", "failed", "skipped", "cancelled"]
 RunStatus = Literal["succeeded", "partial", "failed"]
 
 
-class NodeResult(_Result):
+@dataclass(slots=True, kw_only=True)
+class NodeResult:
     status: NodeStatus
     started_at: datetime | None = None
     duration_s: float | None = None
@@ -74,7 +85,8 @@ class NodeResult(_Result):
     error: ErrorInfo | None = None
 
 
-class ModelMetrics(_Result):
+@dataclass(slots=True, kw_only=True)
+class ModelMetrics:
     calls: int = 0
     success_rate: float | None = None
     latency_p50_s: float | None = None
@@ -83,6 +95,22 @@ class ModelMetrics(_Result):
     cost: float | None = None
     cached: int = 0
     retries: int = 0
+
+
+_JSON: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Results, models and containers of them as plain JSON data."""
+    return _JSON.dump_python(value, mode="json")
+
+
+def call_from(data: Any) -> CallResult:
+    """A CallResult from its JSON form (as stored in a run record)."""
+    return _CALL.validate_python(data)
+
+
+_CALL: TypeAdapter[CallResult] = TypeAdapter(CallResult)
 
 
 class RunMetadata(_Result):
@@ -114,8 +142,8 @@ class RunResult(_Result):
 
 def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile of ``values`` (``q`` in 0..100); None for no values."""
-    if not values:
-        return None
+    if len(values) < 2:
+        return values[0] if values else None
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
     return ordered[rank - 1]
@@ -126,20 +154,31 @@ def model_metrics(calls: list[CallResult]) -> dict[str, ModelMetrics]:
     by_model: dict[str, list[CallResult]] = {}
     for call in calls:
         by_model.setdefault(call.model, []).append(call)
-    out: dict[str, ModelMetrics] = {}
-    for alias, group in by_model.items():
-        live = [c for c in group if not c.cached]
-        latencies = [c.latency_s for c in live]
-        # What was spent: a cache hit costs no tokens and no money this time.
-        costs = [c.usage.cost for c in live if c.usage.cost is not None]
-        out[alias] = ModelMetrics(
-            calls=len(group),
-            success_rate=sum(c.success for c in group) / len(group),
-            latency_p50_s=percentile(latencies, 50),
-            latency_p95_s=percentile(latencies, 95),
-            tokens=sum(c.usage.total_tokens or 0 for c in live),
-            cost=sum(costs) if costs else None,
-            cached=len(group) - len(live),
-            retries=sum(max(0, c.attempts - 1) for c in group),
-        )
-    return out
+    return {alias: _metrics(group) for alias, group in by_model.items()}
+
+
+def _metrics(group: list[CallResult]) -> ModelMetrics:
+    latencies: list[float] = []
+    succeeded = retries = tokens = 0
+    cost: float | None = None
+    for call in group:
+        succeeded += call.success
+        if call.attempts > 1:
+            retries += call.attempts - 1
+        if call.cached:  # what was spent: a cache hit costs no tokens and no money this time
+            continue
+        latencies.append(call.latency_s)
+        usage = call.usage
+        tokens += usage.total_tokens or 0
+        if usage.cost is not None:
+            cost = (cost or 0.0) + usage.cost
+    return ModelMetrics(
+        calls=len(group),
+        success_rate=succeeded / len(group),
+        latency_p50_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+        tokens=tokens,
+        cost=cost,
+        cached=len(group) - len(latencies),
+        retries=retries,
+    )

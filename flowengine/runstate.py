@@ -58,7 +58,7 @@ class Run:
         self.selector_confidence: float | None = None
         self.in_flight = 0
         self.peak = 0
-        self._targets: dict[str, _Target] = {}
+        self._targets: dict[str, _Target] = engine.table(workflow.spec)
         self.timeline: list[CallRecord] = []
         self.models = workflow.plan.models
 
@@ -219,7 +219,7 @@ class Run:
         )
         if cost is None:
             return completion
-        usage = completion.usage.model_copy(update={"cost": cost})
+        usage = dataclasses.replace(completion.usage, cost=cost)
         return dataclasses.replace(completion, usage=usage)
 
     def _result(

@@ -23,8 +23,17 @@ def messages(node: CompiledNode, context: Scope) -> list[dict[str, str]]:
 
 
 def params(run: Run, node: LlmNode | FanoutNode, alias: str) -> dict[str, Any]:
-    """Defaults, then the model's params, then the node's: the most specific wins."""
-    return {**run.spec.defaults.params, **run.spec.models[alias].params, **node.params}
+    """Defaults, then the model's params, then the node's: the most specific wins.
+
+    The merge is the same for every run of a workflow, so it is made once; callers only read it.
+    """
+    table = run.workflow.plan.params
+    key = (id(node), alias)
+    merged = table.get(key)
+    if merged is None:
+        spec = run.spec
+        merged = table[key] = {**spec.defaults.params, **spec.models[alias].params, **node.params}
+    return merged
 
 
 def alias_of(run: Run, value: Any, where: str) -> str:

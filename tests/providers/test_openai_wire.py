@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -46,7 +47,7 @@ async def test_success_reads_content_model_usage_and_cost(
     assert result.content == "Hello"
     assert result.served_model == "openai/gpt-oss-120b:free"
     assert result.finish_reason == "stop"
-    assert result.usage.model_dump() == usage
+    assert dataclasses.asdict(result.usage) == usage
 
 
 async def test_request_body_and_headers(mocked: aioresponses, provider: OpenAICompatible) -> None:
