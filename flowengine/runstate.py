@@ -104,8 +104,13 @@ class Run:
         alias: str,
         messages: list[dict[str, str]],
         params: dict[str, Any],
+        into: list[CallResult] | None = None,
     ) -> CallResult:
-        """One model call with limits and retries; failures come back as ``success: false``."""
+        """One model call with limits and retries; failures come back as ``success: false``.
+
+        ``into`` collects the result as soon as it exists, so that a node cancelled midway
+        still reports the calls it completed (and paid for).
+        """
         target = self._target(alias)
         request = ChatRequest(target.model_id, messages, params, target.timeout)
         wall = time.time()
@@ -120,6 +125,8 @@ class Run:
             if result.success and cache is not None and key is not None:
                 cache.put(key, target.cache_url or "", target.model_id, _completion(result))
         self.calls.append(result)
+        if into is not None:
+            into.append(result)
         if self.engine.record:
             status = "succeeded" if result.success else "failed"
             self.timeline.append(

@@ -43,20 +43,21 @@ async def run(run: Run, node: CompiledNode, context: Scope) -> list[CallResult]:
     done = run.partial.setdefault(node.id, [])
     shared = None if node.per_model else messages(node, context)
 
-    async def one(alias: str) -> CallResult:
-        if shared is not None:
-            sent = shared
-        else:
-            sent = messages(node, context.child(model=run.models[alias]))
-        if gate is None:
-            result = await run.call(node.id, spec, alias, sent, params(run, spec, alias))
-        else:
-            async with gate:
-                result = await run.call(node.id, spec, alias, sent, params(run, spec, alias))
-        done.append(result)
-        return result
+    async def capped(alias: str, sent: list[dict[str, str]]) -> CallResult:
+        assert gate is not None
+        async with gate:
+            return await run.call(node.id, spec, alias, sent, params(run, spec, alias), into=done)
 
-    results = list(await asyncio.gather(*(one(a) for a in aliases)))
+    # Every prompt is rendered before any call starts: a template error then fails the node
+    # before anything is paid for, and leaves no call half-made.
+    prompts = [shared or messages(node, context.child(model=run.models[a])) for a in aliases]
+    calls = [
+        capped(alias, sent)
+        if gate is not None
+        else run.call(node.id, spec, alias, sent, params(run, spec, alias), into=done)
+        for alias, sent in zip(aliases, prompts, strict=True)
+    ]
+    results = list(await asyncio.gather(*calls))
     succeeded = sum(r.success for r in results)
     if succeeded < spec.min_success:
         errors = "; ".join(f"{r.model}: {r.error.message}" for r in results if r.error)
