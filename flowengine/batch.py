@@ -72,6 +72,15 @@ def _csv_rows(path: Path) -> Iterator[Row]:
             yield Row(number, reader.line_num, dict(record))
 
 
+def count_rows(path: Path) -> int:
+    """How many rows a file has, read as a stream (for progress and ETA)."""
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            return sum(1 for _ in csv.DictReader(handle))
+    with path.open(encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def inputs_for(workflow: Workflow, row: Row, mapping: Mapping[str, str]) -> dict[str, Any]:
     """The row's values for the workflow's inputs (``mapping``: input -> column)."""
     assert row.values is not None
@@ -220,15 +229,19 @@ class Batch:
     totals: Totals = field(default_factory=Totals)
     started: float = field(default_factory=time.perf_counter)
 
-    async def run(self, engine: Engine) -> Totals:
-        """Run every row not already done; return the totals."""
-        if not self.input.exists():
+    def check(self) -> None:
+        """Raise UsageError for files that cannot work, before anything runs."""
+        if not self.input.is_file():
             raise UsageError(f"{self.input}: no such file", "give a .jsonl or .csv file of rows")
         if self.output.exists() and not self.resume and self.output.stat().st_size:
             raise UsageError(
                 f"{self.output} already has results",
                 "pass --resume to continue it, or choose another --output",
             )
+
+    async def run(self, engine: Engine) -> Totals:
+        """Run every row not already done; return the totals."""
+        self.check()
         skip = done_rows(self.output) if self.resume else set()
         self.totals.skipped = len(skip)
         out = Output(self.output)

@@ -8,8 +8,8 @@ not started; every completed output stays in the result, so nothing paid for is 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -59,7 +59,7 @@ async def execute(
     allowed = _allowed_models(workflow, models)
     selected = _selected_nodes(workflow, only)
     engine.check_credentials(workflow, allowed)
-    run = Run(engine, workflow, uuid.uuid4().hex[:16], values, listeners or [], allowed)
+    run = Run(engine, workflow, os.urandom(8).hex(), values, listeners or [], allowed)
     return await Scheduler(run, workflow.plan, selected).execute()
 
 

@@ -70,7 +70,9 @@ class Run:
             listener(event)
 
     def by_weight(self, aliases: Iterable[str]) -> list[str]:
-        return self.spec.model_sorted(list(dict.fromkeys(aliases)))
+        """``aliases`` (known ones, once each) in the workflow's priority order."""
+        wanted = set(aliases)
+        return [alias for alias in self.workflow.plan.by_weight if alias in wanted]
 
     def resolve_alias(self, name: str) -> str | None:
         """An alias for a name that is an alias or a provider model id (exact, then any case)."""

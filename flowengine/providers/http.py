@@ -146,7 +146,7 @@ async def _request(
             method,
             url,
             json=payload,
-            headers=headers,
+            headers=headers or None,  # aiohttp does less work for no headers than for {}
             timeout=_client_timeout(timeout),
         ) as response:
             raw = await response.read()

@@ -90,7 +90,7 @@ async def test_no_key_variable_sends_no_authorization(mocked: aioresponses) -> N
     async with aiohttp.ClientSession() as session:
         await OpenAICompatible("local", spec, ProviderContext(session, {})).complete(REQUEST)
     call = next(iter(mocked.requests.values()))[0]
-    assert "Authorization" not in call.kwargs["headers"]
+    assert "Authorization" not in (call.kwargs["headers"] or {})
 
 
 @pytest.mark.parametrize(
