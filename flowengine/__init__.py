@@ -1,5 +1,6 @@
 """flowengine: declarative workflows for multi-model LLM pipelines."""
 
+from flowengine.compare import compare
 from flowengine.engine import Engine
 from flowengine.errors import (
     CallError,
@@ -11,6 +12,7 @@ from flowengine.errors import (
     WorkflowError,
 )
 from flowengine.events import Event
+from flowengine.providers import register_provider
 from flowengine.results import CallResult, NodeResult, RunResult, SelectResult
 from flowengine.workflow import Workflow
 
@@ -29,5 +31,7 @@ __all__ = [
     "UsageError",
     "Workflow",
     "WorkflowError",
+    "compare",
+    "register_provider",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # keep in step with pyproject.toml

@@ -1,0 +1,42 @@
+"""The public API is exactly what ``flowengine.__all__`` names, and each name works."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import flowengine
+
+PUBLIC = {
+    "CallError",
+    "CallResult",
+    "ConfigError",
+    "Engine",
+    "Event",
+    "FlowEngineError",
+    "NodeResult",
+    "Problem",
+    "RunError",
+    "RunResult",
+    "SelectResult",
+    "UsageError",
+    "Workflow",
+    "WorkflowError",
+    "compare",
+    "register_provider",
+}
+
+
+def test_all_is_the_public_api() -> None:
+    assert set(flowengine.__all__) == PUBLIC
+    for name in flowengine.__all__:
+        assert getattr(flowengine, name) is not None
+
+
+def test_errors_form_one_tree() -> None:
+    for name in ("CallError", "ConfigError", "RunError", "UsageError", "WorkflowError"):
+        assert issubclass(getattr(flowengine, name), flowengine.FlowEngineError)
+    assert issubclass(flowengine.WorkflowError, ValueError)
+
+
+def test_version_matches_the_package() -> None:
+    assert flowengine.__version__ == importlib.metadata.version("flowengine")
