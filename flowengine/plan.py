@@ -11,7 +11,16 @@ from jinja2 import TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.results import CallResult, ErrorInfo, SelectResult, Usage
-from flowengine.spec import FanoutNode, LlmNode, NodeSpec, Prompted, SelectNode, WorkflowSpec
+from flowengine.spec import (
+    ROUTER_TEMPLATE,
+    FanoutNode,
+    LlmNode,
+    LlmSelector,
+    NodeSpec,
+    Prompted,
+    SelectNode,
+    WorkflowSpec,
+)
 from flowengine.templates import (
     CompiledTemplate,
     analyse,
@@ -68,6 +77,8 @@ class Plan:
     models: dict[str, ModelInfo]
     #: Every model alias by weight, highest first.
     by_weight: tuple[str, ...]
+    #: The prompt of each `llm` selector (a router model).
+    routers: dict[str, CompiledTemplate] = field(default_factory=dict)
     #: Merged call params by (node spec id, alias), filled as runs need them.
     params: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
 
@@ -82,7 +93,20 @@ def compile_plan(
         alias: ModelInfo(alias, m.id, m.weight, spec.provider_of(alias))
         for alias, m in spec.models.items()
     }
-    return Plan(nodes, order, dependents, output, models, tuple(spec.model_sorted()))
+    routers = {
+        name: _router_template(selector, env)
+        for name, selector in spec.selectors.items()
+        if isinstance(selector, LlmSelector)
+    }
+    return Plan(
+        nodes, order, dependents, output, models, tuple(spec.model_sorted()), routers=routers
+    )
+
+
+def _router_template(selector: LlmSelector, env: ImmutableSandboxedEnvironment) -> CompiledTemplate:
+    if selector.prompt is not None:
+        return CompiledTemplate.from_file(env, selector.prompt)
+    return CompiledTemplate(env, selector.template or ROUTER_TEMPLATE, "router")
 
 
 def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironment) -> CompiledNode:

@@ -27,7 +27,7 @@ _ENTITY = {
     "inputs": "input",
 }
 _KIND = {"nodes": "node", "providers": "provider", "selectors": "selector"}
-_TAGS = {"nodes": NODE_TYPES, "providers": ("openai", "offline"), "selectors": ("http",)}
+_TAGS = {"nodes": NODE_TYPES, "providers": ("openai", "offline"), "selectors": ("http", "llm")}
 
 
 def translate(source: Source, error: ErrorDetails) -> Problem:

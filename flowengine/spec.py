@@ -181,7 +181,45 @@ class HttpSelector(Strict):
         return value
 
 
-SelectorSpec = Annotated[Annotated[HttpSelector, Tag("http")], Discriminator(_type_or("http"))]
+ROUTER_TEMPLATE = """\
+You route a user's question to the model best suited to answer it.
+
+Question:
+{{ prompt }}
+
+Candidates (alias: model id):
+{% for m in candidates %}
+- {{ m.alias }}: {{ m.id }}
+{% endfor %}
+
+Reply with JSON only, naming one alias from the list:
+{"model": "<alias>", "confidence": <your confidence from 0 to 1>}"""
+
+
+class LlmSelector(Strict):
+    """A router model chooses: it sees the question and the candidates, and names one."""
+
+    type: Literal["llm"]
+    model: str = Field(min_length=1, description="The router model's alias.")
+    prompt: str | None = Field(default=None, description="A router template under prompts/.")
+    template: str | None = Field(
+        default=None,
+        description="An inline router template; it sees the inputs, `models` and `candidates`. "
+        "Default: a built-in prompt asking for JSON {model, confidence}.",
+    )
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> LlmSelector:
+        if self.prompt is not None and self.template is not None:
+            raise ValueError("give at most one of `prompt:` or `template:`")
+        return self
+
+
+SelectorSpec = Annotated[
+    Annotated[HttpSelector, Tag("http")] | Annotated[LlmSelector, Tag("llm")],
+    Discriminator(_type_or("http")),
+]
 
 
 class ModelSpec(Strict):

@@ -20,7 +20,7 @@ from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 from flowengine import graph as dag
 from flowengine.errors import Location, Problem, did_you_mean
 from flowengine.loader import Source, YamlPath
-from flowengine.spec import FanoutNode, LlmNode, SelectNode, WorkflowSpec
+from flowengine.spec import FanoutNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
 from flowengine.templates import (
     PromptPathError,
     analyse,
@@ -115,6 +115,7 @@ class Checker:
             for node_id in self.spec.nodes:
                 self.check_node_templates(node_id)
             self.check_output()
+        self.check_routers()
         return self.problems
 
     def problems_of(self, word: str) -> list[Problem]:
@@ -270,6 +271,20 @@ class Checker:
             for i, alias in enumerate(node.models.exclude):
                 if is_template(alias):
                     self.check_inline((*base, "models", "exclude", i), alias, model_scope)
+
+    def check_routers(self) -> None:
+        """An `llm` selector names a known model, and its template reads only what it gets."""
+        allowed = set(self.spec.inputs) | {"inputs", "models", "candidates"}
+        scope = Scope(frozenset(allowed), frozenset(), None)  # a router sees no node outputs
+        for name, selector in self.spec.selectors.items():
+            if not isinstance(selector, LlmSelector):
+                continue
+            base: YamlPath = ("selectors", name)
+            self.check_ref((*base, "model"), selector.model, self.spec.models, "model")
+            if selector.template is not None:
+                self.check_inline((*base, "template"), selector.template, scope)
+            if selector.prompt is not None:
+                self.check_prompt_file((*base, "prompt"), selector.prompt, scope)
 
     def check_output(self) -> None:
         if self.spec.output is None:

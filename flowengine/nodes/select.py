@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from flowengine.errors import CallError
+from flowengine.nodes.router import route
 from flowengine.plan import CompiledNode
 from flowengine.providers import call_selector
 from flowengine.results import ErrorInfo, SelectResult
 from flowengine.runstate import NodeFailure, Run
-from flowengine.spec import SelectNode
+from flowengine.spec import LlmSelector, SelectNode
 from flowengine.templates import Scope
 
 
@@ -20,10 +21,13 @@ async def run(run: Run, node: CompiledNode, context: Scope) -> SelectResult:
     if spec.selector is None:
         return _record(run, SelectResult(model=candidates[0], source="weight"))
     if run.engine.offline:
-        return _fallback(run, spec, candidates, "offline run: the selector service is not called")
+        return _fallback(run, spec, candidates, "offline run: the selector is not asked")
     selector = run.spec.selectors[spec.selector]
     try:
-        name, raw_scores = await call_selector(selector, run.engine.session, _query(run))
+        if isinstance(selector, LlmSelector):
+            name, raw_scores = await route(run, node, spec.selector, selector, candidates, context)
+        else:
+            name, raw_scores = await call_selector(selector, run.engine.session, _query(run))
     except CallError as error:
         return _fallback(
             run, spec, candidates, f"selector '{spec.selector}' failed: {error.message}"
