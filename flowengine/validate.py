@@ -1,81 +1,28 @@
 """Checks that relate parts of a workflow to each other, all run before the first paid call.
 
-References (models, providers, selectors, needs), cycles, and every template: its syntax, that
-its file exists inside prompts/, and that each name it reads is an input, an ancestor node,
-``models`` or, in a fanout, ``model``.
+References (models, providers, selectors, needs), names and cycles here; the templates of each
+node, router and the output mapping through :mod:`flowengine.template_checks`, each with the
+names it may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from jinja2 import TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from flowengine import graph as dag
-from flowengine.errors import Location, Problem, did_you_mean
+from flowengine.errors import Problem, did_you_mean
 from flowengine.loader import Source, YamlPath
 from flowengine.spec import FanoutNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
-from flowengine.templates import (
-    PromptPathError,
-    analyse,
-    included_templates,
-    is_template,
-    prompt_file,
-)
+from flowengine.template_checks import Scope, TemplateChecks
+from flowengine.templates import is_template
 
-# Where a problem is, from the template's 1-based line and the word to point at (if any).
-Where = Callable[[int, str | None], Location]
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
-@dataclass(frozen=True)
-class Scope:
-    """The names a template may read, and what to say about the ones it may not."""
-
-    allowed: frozenset[str]
-    nodes: frozenset[str]
-    owner: str | None  # the node the template belongs to; None for the output mapping
-    needs: tuple[str, ...] = ()  # the owner's needs, to write the fix
-    unknown_ok: bool = False  # part of the file could not be read: unknown names may be there
-
-    def problem(self, name: str) -> tuple[str, str | None] | None:
-        if name in self.allowed:
-            return None
-        if name == self.owner:
-            return (
-                f"template uses '{name}', the output of its own node",
-                "read an upstream node instead",
-            )
-        if name in self.nodes:
-            needs = ", ".join([*self.needs, name])
-            return (
-                f"template uses node '{name}', which is not among the needs of node '{self.owner}'",
-                f"add '{name}' to the needs of '{self.owner}': `needs: [{needs}]`",
-            )
-        if name == "model":
-            return (
-                "template uses 'model', which exists only in fanout nodes",
-                "use the node's `model:` value instead",
-            )
-        if self.unknown_ok:
-            return None
-        fix = did_you_mean(name, self.allowed) or (
-            f"names known here: {', '.join(sorted(self.allowed))}; declare an input under `inputs:`"
-        )
-        return f"template uses undefined name '{name}'", fix
-
-    def with_names(self, names: Iterable[str], *, drop: Iterable[str] = ()) -> Scope:
-        allowed = (self.allowed | set(names)) - set(drop)
-        return Scope(allowed, self.nodes, self.owner, self.needs, self.unknown_ok)
-
-
-class Checker:
+class Checker(TemplateChecks):
     """Collects every problem of one workflow."""
 
     def __init__(
@@ -101,11 +48,6 @@ class Checker:
     def readable(self, section: str, name: str) -> bool:
         names = self.unreadable.get(section, set())
         return name not in names and "*" not in names
-
-    def add(
-        self, path: YamlPath, message: str, fix: str | None = None, *, key: bool = False
-    ) -> None:
-        self.problems.append(Problem(self.source.locate(path, key=key), message, fix))
 
     def run(self) -> list[Problem]:
         self.check_names()
@@ -297,107 +239,6 @@ class Checker:
             if is_template(text):
                 self.check_inline(path, text, scope)
 
-    def check_inline(self, path: YamlPath, text: str, scope: Scope) -> None:
-        base = self.source.locate(path)
-        raw = _value_at(self.source.root, path)
-        block = isinstance(raw, LiteralScalarString | FoldedScalarString)
-
-        def where(line: int, word: str | None) -> Location:
-            if base.line is None:
-                return base
-            if block:
-                # A block scalar's text starts on the line after its `|` or `>` indicator.
-                file_line = base.line + line
-                text_line = self.source.at(file_line).source_line or ""
-                start = len(text_line) - len(text_line.lstrip()) + 1
-            elif line == 1:
-                file_line, start = base.line, base.column or 1
-            else:
-                # A quoted string folded over several lines: the template's lines do not map
-                # to the file's, so point at the start of the string.
-                return base
-            column = _column_of(self.source.at(file_line).source_line, word, start)
-            return self.source.at(file_line, column or start)
-
-        self.check_template(text, scope, where)
-
-    def check_prompt_file(self, path: YamlPath, name: str, scope: Scope) -> None:
-        if self.partial:
-            return
-        if self.prompts_dir is None:
-            self.add(
-                path,
-                f"prompt file '{name}': there is no prompts/ folder beside the workflow "
-                "or above it",
-                "create prompts/ next to the workflow, or write the prompt inline with `template:`",
-            )
-            return
-        self.check_prompt(path, name, scope, seen=set())
-
-    def check_prompt(self, path: YamlPath, name: str, scope: Scope, seen: set[str]) -> None:
-        assert self.prompts_dir is not None
-        try:
-            file = prompt_file(self.prompts_dir, name)
-        except PromptPathError as exc:
-            self.add(path, str(exc), "name a file inside prompts/, such as critique.j2")
-            return
-        if name in seen:
-            return
-        seen.add(name)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (FileNotFoundError, IsADirectoryError):
-            existing = sorted(
-                str(p.relative_to(self.prompts_dir)) for p in self.prompts_dir.rglob("*.j2")
-            )
-            fix = (
-                did_you_mean(name, existing)
-                or f"files in prompts/: {', '.join(existing) or 'none'}"
-            )
-            self.add(path, f"prompt file '{name}' not found in {_display(self.prompts_dir)}/", fix)
-            return
-        except (OSError, UnicodeDecodeError) as exc:
-            self.add(path, f"cannot read prompt file '{name}': {exc}")
-            return
-        display = _display(file)
-        file_source = Source(display, text)
-
-        def where(line: int, word: str | None) -> Location:
-            return file_source.at(line, _column_of(file_source.at(line).source_line, word, 1))
-
-        self.check_template(text, scope, where)
-        for child in included_templates(self.env, text):
-            self.check_prompt(path, child, scope, seen)
-
-    def check_template(self, text: str, scope: Scope, where: Where) -> None:
-        try:
-            uses, issues = analyse(self.env, text)
-        except TemplateNotFound as exc:  # pragma: no cover - analyse does not load files
-            self.problems.append(Problem(where(1, None), f"template not found: {exc}"))
-            return
-        for issue in issues:
-            self.problems.append(Problem(where(issue.line, issue.word), issue.message, issue.fix))
-        for use in uses:
-            found = scope.problem(use.name)
-            if found:
-                message, fix = found
-                self.problems.append(Problem(where(use.line, use.name), message, fix))
-
-
-_TAG = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)")
-
-
-def _column_of(line: str | None, word: str | None, start: int) -> int | None:
-    """The 1-based column of ``word`` inside a {{ }} or {% %} tag of ``line``, from ``start``."""
-    if not line or not word:
-        return None
-    name = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)")
-    for tag in _TAG.finditer(line, start - 1):
-        found = name.search(line, tag.start(), tag.end())
-        if found:
-            return found.start() + 1
-    return None
-
 
 def _strings(value: object, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:
     if isinstance(value, str):
@@ -408,23 +249,6 @@ def _strings(value: object, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _strings(v, (*path, i))
-
-
-def _value_at(root: object, path: YamlPath) -> object:
-    node = root
-    for part in path:
-        try:
-            node = node[part]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
-
-
-def _display(path: Path) -> str:
-    try:
-        return os.path.relpath(path)
-    except ValueError:
-        return str(path)
 
 
 def check(
