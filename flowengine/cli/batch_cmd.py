@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from flowengine.batch import Batch, Row, Totals, count_rows
 from flowengine.cli.base import EXIT_FAILED, cli, err, handle_errors, overrides_from, set_option
@@ -56,7 +57,6 @@ class Reporter:
                 console=self.console,
             )
             self.progress.start()
-            self.task = self.progress.add_task(self.batch.workflow.name, total=self.total, stats="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,34 +66,56 @@ class Reporter:
 
     def row_done(self, row: Row, status: str, error: str | None) -> None:
         if status == "invalid":
-            self.console.print(f"[yellow]skipped row {row.number}[/] {error}", highlight=False)
+            notice = Text(f"{self.batch.input}: skipped row {row.number}, {error}", "yellow")
+            self.console.print(notice, soft_wrap=True)  # soft: a log line is never re-wrapped
         self.update()
 
     def stats(self) -> str:
         t = self.batch.totals
-        elapsed = max(time.perf_counter() - self.batch.started, 1e-9)
         cost = f"${t.cost:.4f}" if t.cost is not None else "cost n/a"
         return (
-            f"{t.failed} failed · {t.invalid} invalid · {t.calls / elapsed:.1f} calls/s · "
+            f"{t.failed} failed · {t.invalid} invalid · {t.calls / self.elapsed():.1f} calls/s · "
             f"{t.tokens} tokens · {cost}"
         )
 
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.batch.started, 1e-9)
+
+    def eta(self) -> str:
+        t = self.batch.totals
+        left = self.total - t.done - t.skipped
+        if left <= 0:
+            return "ETA 0s"
+        if not t.done:
+            return "ETA -"
+        return f"ETA {left * self.elapsed() / t.done:.0f}s"  # at this session's pace
+
     def update(self) -> None:
         done = self.batch.totals.done + self.batch.totals.skipped
-        if self.progress is not None and self.task is not None:
+        if self.progress is not None:
+            if self.task is None:
+                # Created at the first row, starting from the rows already done, so that the
+                # ETA measures this session's pace, not a jump over the skipped rows.
+                self.task = self.progress.add_task(
+                    self.batch.workflow.name,
+                    total=self.total,
+                    completed=self.batch.totals.skipped,
+                    stats="",
+                )
             self.progress.update(self.task, completed=done, stats=self.stats())
             return
         now = time.perf_counter()
         if now - self.last_line >= PLAIN_EVERY_S or done == self.total:
             self.last_line = now
-            err(f"{self.batch.workflow.name}: {done}/{self.total} rows · {self.stats()}")
+            counts = f"{done}/{self.total} rows"
+            err(f"{self.batch.workflow.name}: {counts} · {self.stats()} · {self.eta()}")
 
 
 def summary(totals: Totals, wall: float, output: Path, interrupted: bool) -> str:
     cost = f"${totals.cost:.6f}" if totals.cost is not None else "unknown"
     lines = [
         ("interrupted: " if interrupted else "")
-        + f"{totals.done} rows this time ({totals.skipped} already done) -> {output}",
+        + f"{totals.done} rows this time ({_earlier(totals)}) -> {output}",
         f"  succeeded {totals.succeeded} · partial {totals.partial} · failed {totals.failed} · "
         f"invalid {totals.invalid}",
         f"  calls {totals.calls} · retries {totals.retries} · tokens {totals.tokens} · cost {cost} "
@@ -101,18 +123,31 @@ def summary(totals: Totals, wall: float, output: Path, interrupted: bool) -> str
     ]
     models = totals.model_rows()
     if models:
-        lines.append("  model            calls  ok%   retries  cached  p50     p95     tokens")
-        for alias, m in models.items():
-            rate = f"{m['success_rate'] * 100:.0f}" if m["success_rate"] is not None else "-"
-            p50 = f"{m['latency_p50_s']:.2f}s" if m["latency_p50_s"] is not None else "-"
-            p95 = f"{m['latency_p95_s']:.2f}s" if m["latency_p95_s"] is not None else "-"
-            lines.append(
-                f"  {alias:<16} {m['calls']:>5}  {rate:>3}  {m['retries']:>7}  {m['cached']:>6}  "
-                f"{p50:<7} {p95:<7} {m['tokens']}"
-            )
+        lines.append(
+            "  model            calls  ok%   retries  cached  p50     p95     tokens    cost"
+        )
+        lines.extend(_model_line(alias, m) for alias, m in models.items())
     if interrupted:
         lines.append("  resume with the same command and --resume")
     return "\n".join(lines)
+
+
+def _earlier(totals: Totals) -> str:
+    text = f"{totals.skipped} already done"
+    if totals.skipped_not_ok:
+        text += f", {totals.skipped_not_ok} of them failed or invalid"
+    return text
+
+
+def _model_line(alias: str, m: dict[str, Any]) -> str:
+    rate = f"{m['success_rate'] * 100:.0f}" if m["success_rate"] is not None else "-"
+    p50 = f"{m['latency_p50_s']:.2f}s" if m["latency_p50_s"] is not None else "-"
+    p95 = f"{m['latency_p95_s']:.2f}s" if m["latency_p95_s"] is not None else "-"
+    cost = f"${m['cost']:.6f}" if m["cost"] is not None else "-"
+    return (
+        f"  {alias:<16} {m['calls']:>5}  {rate:>3}  {m['retries']:>7}  {m['cached']:>6}  "
+        f"{p50:<7} {p95:<7} {m['tokens']:<9} {cost}"
+    )
 
 
 @cli.command()
@@ -178,7 +213,7 @@ def batch(
     err(summary(totals, time.perf_counter() - job.started, job.output, interrupted))
     if interrupted:
         sys.exit(130)
-    if totals.failed or totals.invalid:
+    if not totals.all_ok:
         sys.exit(EXIT_FAILED)
 
 

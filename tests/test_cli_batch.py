@@ -1,0 +1,317 @@
+"""`flowengine batch`: exit codes, progress and summary on stderr, and real interruptions."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from flowengine.cli import batch_cmd, cli
+from tests.fakeserver import Reply, ThreadedServer, run_in_thread
+
+WORKFLOW = """
+version: 1
+name: rows
+inputs:
+  prompt: {type: string}
+providers:
+  local: {type: offline, latency: 0ms, retry: {attempts: 2, initial: 1ms, max: 2ms}}
+  served: {base_url: "http://127.0.0.1:9/v1", retry: {attempts: 3, initial: 1ms, max: 2ms}}
+models:
+  m: {id: m/model, provider: local}
+nodes:
+  answer: {type: llm, model: m, template: "{{ prompt }}"}
+output:
+  answer: "{{ answer }}"
+"""
+SERVED = ["--set", "models.m.provider=served"]
+# `python -m flowengine`, with Python's own Ctrl-C handling even where the test runner was
+# started with SIGINT ignored (which a child would otherwise inherit).
+LAUNCH = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('flowengine', run_name='__main__', alter_sys=True)"
+)
+PLAIN_LINE = re.compile(
+    r"^rows: \d+/\d+ rows · \d+ failed · \d+ invalid · [\d.]+ calls/s · \d+ tokens · "
+    r"(\$[\d.]+|cost n/a) · ETA (\d+s|-)$"
+)
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A workflow and three rows in ``tmp_path``, which is the working directory."""
+    monkeypatch.chdir(tmp_path)
+    Path("wf.yaml").write_text(WORKFLOW)
+    write_rows(Path("rows.jsonl"), 3)
+    return tmp_path
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadedServer]:
+    handle = run_in_thread()
+    yield handle
+    handle.stop()
+
+
+def write_rows(path: Path, n: int) -> None:
+    path.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(n)))
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, ["batch", *args], catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def batch(*extra: str) -> tuple[int, str, str]:
+    return invoke("wf.yaml", "--input", "rows.jsonl", "--output", "out.jsonl", *extra)
+
+
+def rows_in(path: Path) -> Counter[int]:
+    """How many times each row is in an output file whose every line is complete JSON."""
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), "the last line is torn"
+    return Counter(json.loads(line)["row"] for line in data.decode().splitlines())
+
+
+def against(srv: ThreadedServer) -> list[str]:
+    return [*SERVED, "--set", f"providers.served.base_url={srv.base_url}"]
+
+
+# -- exit codes and the summary ------------------------------------------------------------------
+
+
+def test_all_rows_ok_exits_0_with_a_summary_on_stderr(files: Path) -> None:
+    code, out, err = batch()
+    assert code == 0, err
+    assert out == ""  # results go to --output; stdout stays empty
+    assert rows_in(files / "out.jsonl") == {1: 1, 2: 1, 3: 1}
+    summary = err[err.index("3 rows this time") :].splitlines()
+    assert summary[0] == "3 rows this time (0 already done) -> out.jsonl"
+    assert summary[1] == "  succeeded 3 · partial 0 · failed 0 · invalid 0"
+    assert re.fullmatch(
+        r"  calls 3 · retries 0 · tokens \d+ · cost \$0\.000000 · wall \d+\.\ds", summary[2]
+    )
+    assert summary[3] == (
+        "  model            calls  ok%   retries  cached  p50     p95     tokens    cost"
+    )
+    model = summary[4].split()
+    assert model[:5] == ["m", "3", "100", "0", "0"] and model[-1] == "$0.000000"
+    assert all(re.fullmatch(r"\d+\.\d\ds", p) for p in model[5:7]) and int(model[7]) > 0
+    assert len(summary) == 5
+
+
+def test_summary_counts_retries_tokens_and_cost(files: Path, server: ThreadedServer) -> None:
+    server.server.script(Reply.error(429, "slow down", headers={"Retry-After": "0"}))
+    code, _, err = batch(*against(server), "--concurrency", "1")
+    assert code == 0, err
+    # Each answer is 12 prompt and 7 completion tokens at $0.000001 a token.
+    assert "  calls 3 · retries 1 · tokens 57 · cost $0.000057 · wall " in err
+    model = err.splitlines()[-1].split()
+    assert model[:5] == ["m", "3", "100", "1", "0"] and model[-2:] == ["57", "$0.000057"]
+
+
+def test_failed_rows_exit_1_and_the_batch_goes_on(files: Path) -> None:
+    code, _, err = batch("--set", "providers.local.failure_rate=1")
+    assert code == 1
+    assert "  succeeded 0 · partial 0 · failed 3 · invalid 0" in err
+    assert "retries 3" in err  # two attempts per row
+    records = [json.loads(line) for line in (files / "out.jsonl").read_text().splitlines()]
+    assert {r["status"] for r in records} == {"failed"} and len(records) == 3
+    assert "simulated failure" in records[0]["error"]["message"]
+    assert "Traceback" not in err
+
+
+def test_invalid_rows_are_reported_with_their_line_and_exit_1(files: Path) -> None:
+    Path("rows.jsonl").write_text('{"prompt": "a"}\nnot json\n{"question": "b"}\n{"prompt": "c"}\n')
+    code, _, err = batch()
+    assert code == 1
+    assert "rows.jsonl: skipped row 2, line 2: not JSON (Expecting value)\n" in err
+    assert "rows.jsonl: skipped row 3, line 3: missing column 'prompt' (input 'prompt')\n" in err
+    assert "  succeeded 2 · partial 0 · failed 0 · invalid 2" in err
+    assert rows_in(files / "out.jsonl") == {1: 1, 2: 1, 3: 1, 4: 1}
+
+
+def test_map_reads_an_input_from_another_column(files: Path) -> None:
+    Path("rows.csv").write_text("id,question\n1,What is 2+2?\n2,Why?\n")
+    code, _, err = invoke(
+        "wf.yaml", "--input", "rows.csv", "--output", "out.jsonl", "--map", "prompt=question"
+    )
+    assert code == 0, err
+    records = [json.loads(line) for line in (files / "out.jsonl").read_text().splitlines()]
+    assert sorted(r["inputs"]["prompt"] for r in records) == ["What is 2+2?", "Why?"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--input", "nope.jsonl"],
+            "nope.jsonl: no such file; give a .jsonl or .csv file of rows",
+        ),
+        (
+            ["--output", "taken.jsonl"],
+            "taken.jsonl already has results; pass --resume to continue it, "
+            "or choose another --output",
+        ),
+        (
+            ["--map", "prompt"],
+            "--map prompt: expected INPUT=COLUMN; for example --map prompt=question",
+        ),
+        (
+            ["--map", "promt=question"],
+            "--map promt=...: unknown input 'promt'; did you mean 'prompt'?",
+        ),
+        (["--concurrency", "0"], "--concurrency must be at least 1"),
+    ],
+)
+def test_usage_errors_exit_2_before_anything_runs(
+    files: Path, args: list[str], message: str
+) -> None:
+    Path("taken.jsonl").write_text('{"row": 1, "status": "succeeded"}\n')
+    options = {"--input": "rows.jsonl", "--output": "out.jsonl"}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        options[flag] = value
+    code, out, err = invoke("wf.yaml", *[part for pair in options.items() for part in pair])
+    assert (code, out, err) == (2, "", f"flowengine: error: {message}\n")
+    assert not (files / "out.jsonl").exists()
+
+
+def test_an_unreadable_csv_file_is_a_usage_error(files: Path) -> None:
+    Path("rows.csv").write_bytes(b"prompt\n\xff\xfe\n")
+    code, _, err = invoke("wf.yaml", "--input", "rows.csv", "--output", "out.jsonl")
+    assert code == 2
+    assert err == "flowengine: error: rows.csv: not UTF-8 text (invalid start byte at byte 7)\n"
+    Path("rows.csv").write_text("prompt\nfine\n" + "x" * 200_000 + "\n")
+    code, _, err = invoke("wf.yaml", "--input", "rows.csv", "--output", "out.jsonl")
+    assert (code, err) == (
+        2,
+        "flowengine: error: rows.csv:3: cannot read the CSV file "
+        "(field larger than field limit (131072))\n",
+    )
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_cmd, "PLAIN_EVERY_S", 0.0)  # a line per row instead of every 5 s
+    write_rows(Path("rows.jsonl"), 4)
+    code, _, err = batch("--concurrency", "1")
+    assert code == 0, err
+    progress = [line for line in err.splitlines() if line.startswith("rows: ")]
+    assert [line.split(" · ")[0] for line in progress] == [
+        f"rows: {n}/4 rows" for n in (1, 2, 3, 4)
+    ]
+    assert all(PLAIN_LINE.match(line) for line in progress), progress
+    assert progress[-1].endswith(" · ETA 0s")
+    assert "\x1b" not in err  # no terminal codes in a log
+
+
+def test_plain_progress_is_periodic(files: Path) -> None:
+    write_rows(Path("rows.jsonl"), 5)
+    code, _, err = batch("--concurrency", "1")
+    assert code == 0, err
+    progress = [line for line in err.splitlines() if line.startswith("rows: ")]
+    # The first row and the last, and nothing between within the five-second period.
+    assert [line.split(" · ")[0] for line in progress] == ["rows: 1/5 rows", "rows: 5/5 rows"]
+
+
+def test_a_progress_bar_on_a_terminal(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # rich then draws as it would on a terminal
+    code, _, err = batch()
+    assert code == 0, err
+    assert "\x1b[" in err and "3/3 rows" in err and "0 failed · 0 invalid" in err
+    assert not any(line.startswith("rows: ") for line in err.splitlines())
+    assert "3 rows this time (0 already done)" in err
+
+
+# -- resume -------------------------------------------------------------------------------------
+
+
+def test_resume_runs_only_what_is_left_and_remembers_failures(files: Path) -> None:
+    assert batch()[0] == 0
+    lines = (files / "out.jsonl").read_text().splitlines(keepends=True)
+    failed = {**json.loads(lines[0]), "status": "failed"}
+    (files / "out.jsonl").write_text(json.dumps(failed) + "\n" + lines[1])
+    code, _, err = batch("--resume")
+    assert code == 1  # the output still holds a failed row
+    assert "1 rows this time (2 already done, 1 of them failed or invalid) -> out.jsonl" in err
+    assert rows_in(files / "out.jsonl") == {1: 1, 2: 1, 3: 1}
+    code, _, err = batch("--resume", "--set", "providers.local.failure_rate=1")
+    assert code == 1
+    assert "0 rows this time (3 already done, 1 of them failed or invalid)" in err
+
+
+# -- real interruptions ---------------------------------------------------------------------------
+
+
+def start_batch(tmp: Path, srv: ThreadedServer) -> subprocess.Popen[str]:
+    command = [
+        sys.executable,
+        "-c",
+        LAUNCH,
+        "batch",
+        "wf.yaml",
+        "--input",
+        "rows.jsonl",
+        "--output",
+        "out.jsonl",
+        "--concurrency",
+        "4",
+        *against(srv),
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=tmp,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_lines(path: Path, n: int, process: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.read_bytes().count(b"\n") >= n):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the batch wrote nothing"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_an_interrupted_batch_resumed_writes_every_row_exactly_once(
+    files: Path, server: ThreadedServer, sig: signal.Signals
+) -> None:
+    rows = 40
+    write_rows(Path("rows.jsonl"), rows)
+    server.server.latency = 0.2  # 40 rows, 4 at a time: about two seconds in all
+    process = start_batch(files, server)
+    wait_for_lines(files / "out.jsonl", 5, process)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=30)
+    if sig == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode == 130, err
+        assert "\ninterrupted: " in err and "resume with the same command and --resume" in err
+        assert "Traceback" not in err
+    first = rows_in(files / "out.jsonl")  # valid JSONL, with no row twice
+    assert set(first.values()) == {1} and 5 <= len(first) < rows
+    server.server.latency = 0.0
+    code, _, err = batch("--resume", "--concurrency", "8", *against(server))
+    assert code == 0, err
+    assert f"{rows - len(first)} rows this time ({len(first)} already done)" in err
+    assert rows_in(files / "out.jsonl") == dict.fromkeys(range(1, rows + 1), 1)
