@@ -6,9 +6,11 @@ Errors are never cached. A hit costs no request, no tokens and no money; it is m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -100,11 +102,11 @@ class ResponseCache:
         if not self.store.path.exists():
             return 0
 
-        def wipe(db: Any) -> int:
-            count = int(db.execute("SELECT COUNT(*) FROM cache").fetchone()[0])
-            db.execute("DELETE FROM cache")
+        def wipe(db: sqlite3.Connection) -> int:
+            count = int(db.execute("DELETE FROM cache").rowcount)
+            # Give the space back; a process reading the file at this moment may prevent it.
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute("VACUUM")
             return count
 
-        removed = self.store.use(wipe) or 0
-        self.store.use(lambda db: db.execute("VACUUM"))
-        return removed
+        return self.store.use(wipe) or 0

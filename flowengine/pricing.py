@@ -2,7 +2,8 @@
 
 The list (``GET {base_url}/models``, OpenRouter's shape: ``pricing.prompt`` and
 ``pricing.completion`` in USD per token) is fetched once per engine and kept in the store for a
-day. When it cannot be had, the cost stays null: never a made-up number.
+day. When it cannot be had, the cost stays null: never a made-up number; a long-lived engine asks
+again after a few minutes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from flowengine.store import Store
 Prices = dict[str, tuple[float, float]]
 Fetch = Callable[[], Awaitable[Any]]
 MAX_AGE_S = 24 * 3600
+# After a failed fetch, calls go unpriced for this long before the list is asked for again.
+RETRY_FAILED_S = 300.0
 
 
 def parse_prices(body: Any) -> Prices:
@@ -51,6 +54,7 @@ class PriceBook:
     def __init__(self, store: Store | None) -> None:
         self.store = store
         self._lists: dict[str, Prices | None] = {}
+        self._failed: dict[str, float] = {}  # base URL -> when its list could not be had
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def cost(self, base_url: str, fetch: Fetch, model_id: str, usage: Usage) -> float | None:
@@ -59,12 +63,21 @@ class PriceBook:
         return cost_of(usage, price) if price else None
 
     async def _prices(self, base_url: str, fetch: Fetch) -> Prices | None:
-        if base_url in self._lists:
+        if base_url in self._lists and not self._retry_due(base_url):
             return self._lists[base_url]
         async with self._locks.setdefault(base_url, asyncio.Lock()):
-            if base_url not in self._lists:
-                self._lists[base_url] = self._stored(base_url) or await self._fetch(base_url, fetch)
+            if base_url not in self._lists or self._retry_due(base_url):
+                found = self._stored(base_url) or await self._fetch(base_url, fetch)
+                self._lists[base_url] = found
+                if found is None:
+                    self._failed[base_url] = time.monotonic()
+                else:
+                    self._failed.pop(base_url, None)
         return self._lists[base_url]
+
+    def _retry_due(self, base_url: str) -> bool:
+        failed = self._failed.get(base_url)
+        return failed is not None and time.monotonic() - failed > RETRY_FAILED_S
 
     def _stored(self, base_url: str) -> Prices | None:
         if self.store is None:
@@ -76,7 +89,10 @@ class PriceBook:
         )
         if row is None or time.time() - row[0] > MAX_AGE_S:
             return None
-        return {k: (v[0], v[1]) for k, v in json.loads(row[1]).items()}
+        try:
+            return {str(k): (float(v[0]), float(v[1])) for k, v in json.loads(row[1]).items()}
+        except (ValueError, TypeError, LookupError, AttributeError):
+            return None  # a row this version cannot read: fetch the list again
 
     async def _fetch(self, base_url: str, fetch: Fetch) -> Prices | None:
         try:

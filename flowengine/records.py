@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowengine.errors import UsageError, did_you_mean
@@ -41,16 +42,17 @@ def save_run(
     store: Store, result: RunResult, file: str, content_hash: str, timeline: list[CallRecord]
 ) -> None:
     """Store a run (succeeded, partial or failed) with everything needed to inspect it later."""
-    started_at = next(
-        (n.started_at.isoformat() for n in result.nodes.values() if n.started_at), None
-    )
+    # Nodes are listed in the order they finished: the run began when its first node started.
+    first = min((n.started_at for n in result.nodes.values() if n.started_at), default=None)
+    if first is None:
+        first = datetime.now(UTC) - timedelta(seconds=result.metadata.total_time)
     row = (
         result.run_id,
         result.workflow,
         file,
         content_hash,
         result.status,
-        started_at or "",
+        first.isoformat(),
         result.metadata.total_time,
         result.metadata.calls,
         result.metadata.cost,
@@ -110,8 +112,9 @@ def load_run(store: Store, run_id: str) -> RunRecord:
 
     def read(db: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
         rows = db.execute(
-            "SELECT run_id, file, content_hash, result FROM runs WHERE run_id LIKE ? LIMIT 2",
-            (run_id + "%",),
+            "SELECT run_id, file, content_hash, result FROM runs "
+            "WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2",
+            (_like_prefix(run_id),),
         ).fetchall()
         if len(rows) != 1:
             return (len(rows), []) if rows else None
@@ -136,3 +139,9 @@ def load_run(store: Store, run_id: str) -> RunRecord:
         for n, m, s, e, a, st, c, msgs in calls
     ]
     return RunRecord(RunResult.model_validate_json(result), file, content_hash, timeline)
+
+
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching ``text`` literally, as a prefix."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"

@@ -74,13 +74,18 @@ def resolve_path(path: str | Path | None = None) -> Path:
 
 
 class Store:
-    """A lazily opened SQLite connection that turns itself off instead of failing a run."""
+    """A lazily opened SQLite connection that turns itself off instead of failing a run.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    ``warn=False`` leaves the warnings out, for a caller that reports ``error`` itself.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, warn: bool = True) -> None:
         self.path = resolve_path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self.disabled_reason: str | None = None
+        self.error: str | None = None  # why the last skipped read or write was skipped
+        self.warn = warn
         self._warned_busy = False
 
     @property
@@ -89,8 +94,9 @@ class Store:
 
     def disable(self, reason: str) -> None:
         if self.disabled_reason is None:
-            self.disabled_reason = reason
-            log.warning("%s: %s; going on without cache and run records", self.path, reason)
+            self.disabled_reason = self.error = reason
+            if self.warn:
+                log.warning("%s: %s; going on without cache and run records", self.path, reason)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,11 +125,13 @@ class Store:
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     self.disable(_describe(exc))
-                elif not self._warned_busy:
-                    # Another process holds the lock: skip this read or write, keep the store.
+                    return None
+                # Another process holds the lock: skip this read or write, keep the store.
+                self.error = _describe(exc)
+                if self.warn and not self._warned_busy:
                     self._warned_busy = True
                     log.warning(
-                        "%s: %s; skipping some cache reads and writes", self.path, _describe(exc)
+                        "%s: %s; skipping some cache reads and writes", self.path, self.error
                     )
             except sqlite3.DatabaseError as exc:
                 self.disable(_describe(exc))

@@ -14,7 +14,9 @@ From a script or a benchmark: ``python -m tests.fakeserver --port 8080 --latency
 ``handle = run_in_thread(latency=0.1)`` ... ``handle.stop()``.
 
 Without a script, a chat request gets a plausible answer that names the model and echoes the
-question, with usage and cost; ``/predict`` selects ``srv.selected_model``.
+question, with usage and cost; ``/predict`` selects ``srv.selected_model``. ``/v1/models`` lists
+``srv.models`` with OpenRouter's ``pricing`` for those in ``srv.prices``; with
+``report_cost=False`` replies leave ``usage.cost`` out, as most OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -45,10 +47,21 @@ class Reply:
     content_type: str = "application/json"
 
     @classmethod
-    def ok(cls, content: str | None = "ok", *, model: str | None = None, **kw: Any) -> Reply:
-        """A success; ``model`` overrides the served model (default: the requested one)."""
+    def ok(
+        cls,
+        content: str | None = "ok",
+        *,
+        model: str | None = None,
+        usage: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> Reply:
+        """A success; ``model`` overrides the served model (default: the requested one),
+        ``usage`` the usage object (default: 12 prompt tokens, one per 4 characters, a cost)."""
         finish = kw.pop("finish_reason", "stop")
-        return cls(body=_completion(model, content, finish), **kw)
+        body = _completion(model, content, finish)
+        if usage is not None:
+            body["usage"] = usage
+        return cls(body=body, **kw)
 
     @classmethod
     def error(cls, status: int, message: str = "error", **kw: Any) -> Reply:
@@ -111,16 +124,22 @@ class FakeServer:
         latency: float = 0.0,
         models: list[str] | None = None,
         selected_model: str = "gpt-oss",
+        prices: dict[str, tuple[float, float]] | None = None,
+        report_cost: bool = True,
     ) -> None:
         self.port = port
         self.latency = latency
         self.models = models or ["openai/gpt-oss-120b", "z-ai/glm-4.5", "moonshotai/kimi-k2"]
         self.selected_model = selected_model
         self.scores: dict[str, float] = {}
+        # USD per (prompt token, completion token), served by /v1/models as OpenRouter does.
+        self.prices: dict[str, tuple[float, float]] = dict(prices or {})
+        self.report_cost = report_cost
         self._queue: deque[Reply] = deque()
         self._by_model: dict[str, deque[Reply]] = defaultdict(deque)
         self._always: dict[str, Reply] = {}
         self._selector: deque[Reply] = deque()
+        self._models_replies: deque[Reply] = deque()
         self._runner: web.AppRunner | None = None
         self.reset_counters()
 
@@ -145,8 +164,13 @@ class FakeServer:
         """Queue replies for the next ``/predict`` requests."""
         self._selector.extend(replies)
 
+    def script_models(self, *replies: Reply) -> None:
+        """Queue replies for the next ``GET /v1/models`` requests (say, ``Reply.error(503)``)."""
+        self._models_replies.extend(replies)
+
     def reset_counters(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.models_requests = 0
         self.headers: list[dict[str, str]] = []
         self.starts: list[float] = []
         self.selector_requests: list[dict[str, Any]] = []
@@ -227,8 +251,18 @@ class FakeServer:
             return self._queue.popleft()
         return Reply(body=None)
 
-    async def _models(self, request: web.Request) -> web.Response:
-        data = [{"id": m, "object": "model"} for m in self.models]
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        self.models_requests += 1
+        if self._models_replies:
+            return await self._send(request, self._models_replies.popleft(), {})
+        data: list[dict[str, Any]] = []
+        for model in dict.fromkeys([*self.models, *self.prices]):
+            item: dict[str, Any] = {"id": model, "object": "model"}
+            if model in self.prices:
+                prompt, completion = self.prices[model]
+                # OpenRouter sends prices as decimal strings, in USD per token.
+                item["pricing"] = {"prompt": f"{prompt:.12f}", "completion": f"{completion:.12f}"}
+            data.append(item)
         return web.json_response({"object": "list", "data": data})
 
     async def _predict(self, request: web.Request) -> web.StreamResponse:
@@ -250,7 +284,7 @@ class FakeServer:
             request.transport.close()
             # The handler's result goes nowhere once the socket is closed.
             return web.Response(status=204)
-        payload = _payload(reply.body, asked)
+        payload = _payload(reply.body, asked, report_cost=self.report_cost)
         if reply.truncate:
             return await _truncated(request, payload)
         return web.Response(
@@ -261,12 +295,14 @@ class FakeServer:
         )
 
 
-def _payload(body: Any, asked: dict[str, Any]) -> bytes:
+def _payload(body: Any, asked: dict[str, Any], *, report_cost: bool = True) -> bytes:
     """Bytes to send; the default answer and a missing served model come from the request."""
     if body is None:
         body = _completion(None, _default_answer(asked), "stop")
     if isinstance(body, dict) and "choices" in body and body.get("model", 1) is None:
         body = {**body, "model": asked.get("model")}
+    if not report_cost and isinstance(body, dict) and isinstance(body.get("usage"), dict):
+        body = {**body, "usage": {k: v for k, v in body["usage"].items() if k != "cost"}}
     if isinstance(body, bytes):
         return body
     return body.encode() if isinstance(body, str) else json.dumps(body).encode()

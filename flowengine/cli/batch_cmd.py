@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -207,7 +209,7 @@ def batch(
         job.on_row = reporter.row_done
         try:
             asyncio.run(_run(job, engine))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM below
             interrupted = True
     totals = job.totals
     err(summary(totals, time.perf_counter() - job.started, job.output, interrupted))
@@ -218,5 +220,13 @@ def batch(
 
 
 async def _run(job: Batch, engine: Engine) -> Any:
+    # SIGTERM (a scheduler, `kill`, a container stopping) stops the batch as Ctrl-C does:
+    # rows in flight are dropped, every finished row is already in the output, and the
+    # summary still says how to resume.
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None and hasattr(signal, "SIGTERM"):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
     async with engine:
         return await job.run(engine)

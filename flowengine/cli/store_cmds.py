@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import TypeVar
 
 import click
 
@@ -11,15 +13,45 @@ from flowengine.cache import ResponseCache
 from flowengine.cli.base import cli, err, handle_errors
 from flowengine.compare import compare as compare_run
 from flowengine.compare import render_comparison
+from flowengine.errors import ConfigError, UsageError
 from flowengine.records import list_runs, load_run
 from flowengine.render import render_text
 from flowengine.store import Store
+
+T = TypeVar("T")
 
 db_option = click.option(
     "--db",
     type=click.Path(dir_okay=False),
     help="The database file (default: $FLOWENGINE_DB, else .flowengine/flowengine.db).",
 )
+
+
+def checked(db: str | None, read: Callable[[Store], T]) -> T:
+    """``read(store)``; ConfigError naming the file and the fix when the database is unusable,
+    so that a command never reports a bad file as an empty one."""
+    store = Store(db, warn=False)
+    try:
+        value = read(store)
+    except UsageError:
+        _fail_if_unusable(store)  # "no stored run" is not the news when the file is unreadable
+        raise
+    finally:
+        store.close()
+    _fail_if_unusable(store)
+    return value
+
+
+def _fail_if_unusable(store: Store) -> None:
+    if store.error is None:
+        return
+    if "corrupt" in store.error:
+        fix = "delete it (its cache and run records are lost), or pass --db with another file"
+    elif "locked" in store.error:
+        fix = "try again when the other process is done with it"
+    else:
+        fix = "check the file and its directory, or pass --db with another file"
+    raise ConfigError(f"{store.path}: {store.error}", fix)
 
 
 @cli.group()
@@ -32,8 +64,8 @@ def cache() -> None:
 @handle_errors
 def cache_stats(db: str | None) -> None:
     """How many responses are cached, for which models, and the file's size."""
-    stats = ResponseCache(Store(db)).stats()
-    click.echo(f"cache: {stats.path}{'' if stats.enabled else ' (unusable)'}")
+    stats = checked(db, lambda store: ResponseCache(store).stats())
+    click.echo(f"cache: {stats.path}")
     click.echo(f"entries: {stats.entries}")
     click.echo(f"size: {stats.size_bytes / 1024:.1f} KiB")
     for model, count in sorted(stats.by_model.items(), key=lambda kv: -kv[1]):
@@ -45,7 +77,7 @@ def cache_stats(db: str | None) -> None:
 @handle_errors
 def cache_clear(db: str | None) -> None:
     """Delete every cached response (run records are kept)."""
-    removed = ResponseCache(Store(db)).clear()
+    removed = checked(db, lambda store: ResponseCache(store).clear())
     err(f"removed {removed} cached response{'s' if removed != 1 else ''}")
 
 
@@ -61,7 +93,7 @@ def runs() -> None:
 @handle_errors
 def runs_list(db: str | None, limit: int, workflow: str | None) -> None:
     """The most recent runs."""
-    found = list_runs(Store(db), limit=limit, workflow=workflow)
+    found = checked(db, lambda store: list_runs(store, limit=limit, workflow=workflow))
     if not found:
         err("no stored runs")
         return
@@ -81,7 +113,7 @@ def runs_list(db: str | None, limit: int, workflow: str | None) -> None:
 @handle_errors
 def runs_show(run_id: str, db: str | None, fmt: str) -> None:
     """One stored run: its result, and with --format json its prompts and call timeline."""
-    record = load_run(Store(db), run_id)
+    record = checked(db, lambda store: load_run(store, run_id))
     if fmt == "text":
         click.echo(render_text(record.result), nl=False)
         click.echo(f"file: {record.file}  sha256: {record.content_hash}")
@@ -107,7 +139,7 @@ def runs_show(run_id: str, db: str | None, fmt: str) -> None:
 @handle_errors
 def compare(run_id: str, db: str | None, fmt: str) -> None:
     """A stored run's responses side by side, and the one recommended, saying why."""
-    data = compare_run(load_run(Store(db), run_id).result)
+    data = compare_run(checked(db, lambda store: load_run(store, run_id)).result)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
     else:
