@@ -46,8 +46,14 @@ class ResponseCache:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Answers put but not yet written by the store's writer: a call made meanwhile must
+        # still find them.
+        self._pending: dict[str, Completion] = {}
 
     def get(self, key: str) -> Completion | None:
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending
         row = self.store.use(
             lambda db: db.execute("SELECT value FROM cache WHERE key = ?", (key,)).fetchone()
         )
@@ -74,13 +80,22 @@ class ResponseCache:
             },
             ensure_ascii=False,
         )
-        self.store.use(
-            lambda db: db.execute(
-                "INSERT OR REPLACE INTO cache (key, provider, model_id, created, value) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (key, provider_url, model_id, time.time(), value),
-            )
-        )
+        if not self.store.enabled:
+            return
+        row = (key, provider_url, model_id, time.time(), value)
+        self._pending[key] = completion
+
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    "INSERT OR REPLACE INTO cache (key, provider, model_id, created, value) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    row,
+                )
+            finally:
+                self._pending.pop(key, None)
+
+        self.store.write(insert)
 
     def stats(self) -> CacheStats:
         def read(db: Any) -> tuple[int, dict[str, int]]:

@@ -67,7 +67,7 @@ class Engine:
         db: str | Path | None = None,
     ) -> None:
         self.offline = offline
-        self.store = Store(db) if cache or record else None
+        self.store = Store(db, background=True) if cache or record else None
         self.cache = ResponseCache(self.store) if cache and self.store else None
         self.record = record
         self.prices = PriceBook(self.store)

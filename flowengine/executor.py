@@ -131,9 +131,20 @@ class Scheduler:
                 if failure is not None:
                     await self.cancel_all()
                     break
+        except asyncio.CancelledError:
+            # Cancelled from outside (Ctrl-C, a service's timeout): what was done, and paid
+            # for, is still recorded before the cancellation goes on.
+            await self.cancel_all()
+            self.finish_run(started, ErrorInfo(type="cancelled", message="the run was cancelled"))
+            raise
         finally:
-            if self.tasks:  # cancelled from outside (Ctrl-C, a service's timeout)
+            if self.tasks:
                 await self.cancel_all()
+        return self.finish_run(started, failure)
+
+    def finish_run(self, started: float, failure: ErrorInfo | None) -> RunResult:
+        """Build the result, record it, and say the run is over."""
+        run = self.run
         for node_id in self.selected:
             self.results.setdefault(node_id, NodeResult(status="skipped"))
         result = self.result(time.perf_counter() - started, failure)
@@ -284,18 +295,19 @@ class Scheduler:
     def metadata(self, total: float) -> RunMetadata:
         """Totals of the run; tokens and cost count what was spent, so cache hits count zero."""
         calls = self.run.calls
-        tokens, costs = 0, []
+        tokens, spent, priced = 0, 0.0, False
         for call in calls:
+            # A cache hit with a known price cost nothing this time: 0, not unknown.
+            priced = priced or call.usage.cost is not None
             if not call.cached:
                 tokens += call.usage.total_tokens or 0
-                if call.usage.cost is not None:
-                    costs.append(call.usage.cost)
+                spent += call.usage.cost or 0.0
         return RunMetadata(
             total_time=round(total, 6),
             calls=len(calls),
             concurrent_calls=self.run.peak,
             tokens=tokens,
-            cost=round(sum(costs), 10) if costs else None,
+            cost=round(spent, 10) if priced else None,
             model_selector_confidence=self.run.selector_confidence,
         )
 

@@ -101,7 +101,7 @@ class PriceBook:
             return None
         if prices and self.store is not None:
             value = json.dumps(prices)
-            self.store.use(
+            self.store.write(
                 lambda db: db.execute(
                     "INSERT OR REPLACE INTO prices VALUES (?, ?, ?)", (base_url, time.time(), value)
                 )

@@ -82,7 +82,7 @@ def save_run(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", calls
             )
 
-    store.use(write)
+    store.write(write)
 
 
 def list_runs(store: Store, limit: int = 20, workflow: str | None = None) -> list[RunSummary]:

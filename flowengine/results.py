@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, is_dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -188,7 +189,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if len(values) < 2:
         return values[0] if values else None
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q * len(ordered) / 100)))
     return ordered[rank - 1]
 
 
@@ -208,10 +209,12 @@ def _metrics(group: list[CallResult]) -> ModelMetrics:
         succeeded += call.success
         if call.attempts > 1:
             retries += call.attempts - 1
+        usage = call.usage
+        if usage.cost is not None and cost is None:
+            cost = 0.0  # priced: a cache hit then counts as 0, not as unknown
         if call.cached:  # what was spent: a cache hit costs no tokens and no money this time
             continue
         latencies.append(call.latency_s)
-        usage = call.usage
         tokens += usage.total_tokens or 0
         if usage.cost is not None:
             cost = (cost or 0.0) + usage.cost

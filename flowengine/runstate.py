@@ -121,7 +121,8 @@ class Run:
         key = cache_key(target.cache_url or "", request) if cache is not None else None
         hit = cache.get(key) if cache is not None and key is not None else None
         if hit is not None:
-            result = self._result(alias, target, hit, started, attempts=0, cached=True)
+            latency = time.perf_counter() - started
+            result = self._result(alias, target, hit, latency, attempts=0, cached=True)
         else:
             result = await self._call(node_id, node, alias, target, request, started)
             if result.success and cache is not None and key is not None:
@@ -189,9 +190,10 @@ class Run:
                     attempts=final.attempts,
                     confidence=self.scores.get(alias),
                 )
+        latency = time.perf_counter() - started  # the call's own time, before any pricing
         if completion.usage.cost is None:
             completion = await self._priced(target, completion)
-        return self._result(alias, target, completion, started, attempts=attempts, cached=False)
+        return self._result(alias, target, completion, latency, attempts=attempts, cached=False)
 
     async def _attempt(self, target: _Target, request: ChatRequest) -> Completion:
         """One attempt: the auth gate, then the provider's limits, then the request."""
@@ -236,7 +238,7 @@ class Run:
         alias: str,
         target: _Target,
         completion: Completion,
-        started: float,
+        latency: float,
         *,
         attempts: int,
         cached: bool,
@@ -252,7 +254,7 @@ class Run:
             confidence=self.scores.get(alias),
             finish_reason=completion.finish_reason,
             usage=completion.usage,
-            latency_s=round(time.perf_counter() - started, 6),
+            latency_s=round(latency, 6),
             attempts=attempts,
             cached=cached,
         )

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -22,6 +24,12 @@ DEFAULT_PATH = Path(".flowengine") / "flowengine.db"
 ENV_PATH = "FLOWENGINE_DB"
 # Short, so that a database held by another process stalls the event loop for at most this long.
 BUSY_TIMEOUT_MS = 200
+# Writes are made off the event loop (by the writer thread of an Engine's store, or by a command
+# that has no loop), so they can afford to wait longer for a busy database; after one still
+# finds it busy, writes are skipped for BUSY_BACKOFF_S, so that a
+# database locked for long delays neither the runs nor the engine's close by more than that.
+WRITE_TIMEOUT_MS = 2_000
+BUSY_BACKOFF_S = 5.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -74,19 +82,32 @@ def resolve_path(path: str | Path | None = None) -> Path:
 
 
 class Store:
-    """A lazily opened SQLite connection that turns itself off instead of failing a run.
+    """A lazily opened SQLite database that turns itself off instead of failing a run.
 
+    Reads run on the caller's thread and wait at most ``BUSY_TIMEOUT_MS`` for another process's
+    lock (they run on the event loop). Writes go through :meth:`write`: with
+    ``background=True`` (as an Engine uses it) a writer thread makes them, waiting up to
+    ``WRITE_TIMEOUT_MS`` for a lock, so a busy database neither stalls runs nor loses records.
+    :meth:`flush` waits for queued writes; :meth:`close` flushes first.
     ``warn=False`` leaves the warnings out, for a caller that reports ``error`` itself.
     """
 
-    def __init__(self, path: str | Path | None = None, *, warn: bool = True) -> None:
+    def __init__(
+        self, path: str | Path | None = None, *, warn: bool = True, background: bool = False
+    ) -> None:
         self.path = resolve_path(path)
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self.warn = warn
+        self.background = background
         self.disabled_reason: str | None = None
         self.error: str | None = None  # why the last skipped read or write was skipped
-        self.warn = warn
         self._warned_busy = False
+        self._busy_until = 0.0
+        self._conn: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._queue: queue.Queue[Callable[[sqlite3.Connection], object] | None] | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def enabled(self) -> bool:
@@ -98,13 +119,13 @@ class Store:
             if self.warn:
                 log.warning("%s: %s; going on without cache and run records", self.path, reason)
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, busy_ms: int) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            self.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
         )
         try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(SCHEMA)
@@ -118,32 +139,87 @@ class Store:
         if not self.enabled:
             return None
         with self._lock:
-            try:
-                if self._conn is None:
-                    self._conn = self._open()
-                return work(self._conn)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    self.disable(_describe(exc))
+            if self._conn is None:
+                conn = self._guard(lambda: self._open(BUSY_TIMEOUT_MS))
+                if conn is None:
                     return None
-                # Another process holds the lock: skip this read or write, keep the store.
-                self.error = _describe(exc)
-                if self.warn and not self._warned_busy:
-                    self._warned_busy = True
-                    log.warning(
-                        "%s: %s; skipping some cache reads and writes", self.path, self.error
-                    )
-            except sqlite3.DatabaseError as exc:
+                self._conn = conn
+            found = self._conn
+            return self._guard(lambda: work(found))
+
+    def write(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        """Make a write that must not be lost: queued when ``background``, else made now."""
+        if not self.enabled:
+            return
+        if not self.background:
+            self._write_now(work)
+            return
+        if self._queue is None:
+            self._queue = queue.Queue()
+            self._thread = threading.Thread(
+                target=self._write_loop, name="flowengine-store", daemon=True
+            )
+            self._thread.start()
+        self._queue.put(work)
+
+    def flush(self) -> None:
+        """Wait until every queued write is made."""
+        if self._queue is not None:
+            self._queue.join()
+
+    def _write_loop(self) -> None:
+        assert self._queue is not None
+        while True:
+            work = self._queue.get()
+            try:
+                if work is None:
+                    return
+                if self.enabled:
+                    self._write_now(work)
+            finally:
+                self._queue.task_done()
+
+    def _write_now(self, work: Callable[[sqlite3.Connection], object]) -> None:
+        if time.monotonic() < self._busy_until:
+            return
+        with self._write_lock:
+            if self._writer is None:
+                self._writer = self._guard(lambda: self._open(WRITE_TIMEOUT_MS))
+            writer = self._writer
+            if writer is not None:
+                self._guard(lambda: work(writer))
+
+    def _guard(self, work: Callable[[], T]) -> T | None:
+        """``work()``, with database errors turned into a warning and a skipped operation."""
+        try:
+            return work()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
                 self.disable(_describe(exc))
-            except OSError as exc:
-                self.disable(f"cannot open: {exc.strerror or exc}")
+                return None
+            # Another process holds the lock: skip this read or write, keep the store.
+            self.error = _describe(exc)
+            self._busy_until = time.monotonic() + BUSY_BACKOFF_S
+            if self.warn and not self._warned_busy:
+                self._warned_busy = True
+                log.warning("%s: %s; skipping some cache reads and writes", self.path, self.error)
+        except sqlite3.DatabaseError as exc:
+            self.disable(_describe(exc))
+        except OSError as exc:
+            self.disable(f"cannot open: {exc.strerror or exc}")
         return None
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        """Make the queued writes, stop the writer, close the connections."""
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = self._thread = None
+        with self._lock, self._write_lock:
+            for conn in (self._conn, self._writer):
+                if conn is not None:
+                    conn.close()
+            self._conn = self._writer = None
 
 
 def _is_busy(exc: sqlite3.DatabaseError) -> bool:

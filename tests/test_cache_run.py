@@ -94,9 +94,9 @@ async def test_second_identical_run_makes_no_http_call(server: FakeServer, tmp_p
     assert second.output["answer"]["cached"] is True  # the JSON result says so too
     # Nothing was spent: hits are counted apart, with no tokens, cost or latency.
     assert second.metadata.calls == 3 and second.metadata.tokens == 0
-    assert second.metadata.cost is None
+    assert second.metadata.cost == 0.0  # known prices, nothing spent: 0, not unknown
     a = second.metrics.models["a"]
-    assert (a.calls, a.cached, a.tokens, a.cost, a.success_rate) == (2, 2, 0, None, 1.0)
+    assert (a.calls, a.cached, a.tokens, a.cost, a.success_rate) == (2, 2, 0, 0.0, 1.0)
     assert (a.latency_p50_s, a.latency_p95_s) == (None, None)
     # The run's record says the same.
     timeline = load_run(Store(), second.run_id).timeline

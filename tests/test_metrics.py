@@ -242,10 +242,6 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.0  # sorts first
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="percentile() rounds half to even: round(q/100*n + 0.5) is not ceil(q/100*n)",
-)
 @pytest.mark.parametrize(
     ("n", "q", "rank"),
     [(2, 50, 1), (6, 50, 3), (10, 50, 5), (20, 95, 19), (100, 95, 95)],
@@ -285,11 +281,6 @@ async def test_an_unreadable_stored_price_list_is_fetched_again(tmp_path: Path) 
         assert result.nodes["one"].output.usage.cost is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runstate.Run._call measures latency after fetching the price list, so the first "
-    "call of an engine includes the GET /models round trip",
-)
 async def test_latency_does_not_include_fetching_the_price_list(tmp_path: Path) -> None:
     async with FakeServer(report_cost=False, prices=PRICES) as server:
         listing = {"data": [{"id": "model-a", "pricing": {"prompt": "1e-6", "completion": "1e-6"}}]}

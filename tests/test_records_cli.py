@@ -425,11 +425,6 @@ def test_run_id_prefixes_are_taken_literally() -> None:
         assert code == 2 and f"no stored run '{pattern}'" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor.Scheduler.execute records a run only when it returns: a run cancelled "
-    "from outside (Ctrl-C, a service's timeout) is not stored, paid-for calls included",
-)
 async def test_a_run_cancelled_from_outside_is_still_recorded(tmp_path: Path) -> None:
     async with FakeServer() as srv:
         srv.always_for("model-c", Reply.ok("late", delay=3))
