@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import gc
 import itertools
 import json
@@ -51,7 +52,7 @@ from typing import Any
 import aiohttp
 
 from flowengine import Engine, Workflow
-from flowengine.batch import Batch, Row
+from flowengine.batch import Batch, Row, batch_gc
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "workflows" / "full.yaml"
@@ -453,7 +454,10 @@ class Measure:
 
 
 class SidesA:
-    def __init__(self, server: Server, workdir: Path, concurrency: int) -> None:
+    def __init__(
+        self, server: Server, workdir: Path, concurrency: int, batch_gc: bool = True
+    ) -> None:
+        self.batch_gc = batch_gc
         self.server = server
         self.workdir = workdir
         self.concurrency = concurrency
@@ -472,7 +476,9 @@ class SidesA:
         cpu_before, wall_before = time.process_time(), time.perf_counter()
         if side == "engine":
             batch = Batch(self.workflow, input_path, output, concurrency=self.concurrency)
-            await batch.run(self.engine)
+            # As `flowengine batch` runs it (its collector settings), unless --gc default.
+            with batch_gc() if self.batch_gc else contextlib.nullcontext():
+                await batch.run(self.engine)
         else:
             await hand_written_batch(self.pipeline, input_path, output, self.concurrency)
         cpu, wall = time.process_time() - cpu_before, time.perf_counter() - wall_before
@@ -493,7 +499,7 @@ async def scenario_a(args: argparse.Namespace, workdir: Path) -> bool:
     warm_path = workdir / "warm-a.jsonl"
     write_rows(warm_path, args.warmup)
     async with running(Server(latency=0.0)) as server:
-        sides = SidesA(server, workdir, args.concurrency)
+        sides = SidesA(server, workdir, args.concurrency, batch_gc=args.gc == "batch")
         try:
             for side in ("engine", "baseline"):
                 await sides.measure(side, warm_path, args.warmup)
@@ -509,6 +515,8 @@ async def scenario_a(args: argparse.Namespace, workdir: Path) -> bool:
         f"{args.concurrency} rows in flight, {CALLS_PER_ROW} HTTP calls per row "
         f"(1 selector + {MODEL_CALLS_PER_ROW} model), order alternating"
     )
+    setting = "as `flowengine batch` sets them" if args.gc == "batch" else "Python's defaults"
+    print(f"  collector settings of the engine side: {setting}; hand-written: Python's defaults")
     print(
         f"  {'':10} {'rows/s':>8} {'calls/s':>8} {'CPU us/call':>12} {'CPU ms/row':>11} "
         f"{'wall s':>7}   per round (rows/s)"
@@ -805,6 +813,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.add_argument("--concurrency", type=int, default=100, help="rows in flight (A and D)")
     a.add_argument("--rounds", type=int, default=5, help="rounds; medians shown")
     a.add_argument("--warmup", type=int, default=200, help="unmeasured rows per side first")
+    a.add_argument(
+        "--gc",
+        choices=["batch", "default"],
+        default="batch",
+        help="collector settings of the flowengine side: as `flowengine batch` sets them "
+        "(default), or Python's defaults, like the hand-written side",
+    )
     b = parser.add_argument_group("B: rate limit")
     b.add_argument("--rate", type=int, default=50, help="the limit, requests per second")
     b.add_argument("--rate-calls", type=int, default=1000, help="model calls to make")

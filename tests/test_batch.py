@@ -458,3 +458,16 @@ async def wait_until(condition: Any, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+def test_batch_gc_settings_are_restored() -> None:
+    import gc
+
+    from flowengine.batch import batch_gc
+
+    before = gc.get_threshold()
+    with batch_gc():
+        assert gc.get_threshold()[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from flowengine.batch import Batch, Row, Totals, count_rows
+from flowengine.batch import Batch, Row, Totals, batch_gc, count_rows
 from flowengine.cli.base import EXIT_FAILED, cli, err, handle_errors, overrides_from, set_option
 from flowengine.engine import Engine
 from flowengine.errors import UsageError
@@ -228,5 +228,6 @@ async def _run(job: Batch, engine: Engine) -> Any:
     if task is not None and hasattr(signal, "SIGTERM"):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    async with engine:
-        return await job.run(engine)
+    with batch_gc():
+        async with engine:
+            return await job.run(engine)
