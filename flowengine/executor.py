@@ -102,10 +102,12 @@ class Scheduler:
         self.run = run
         self.plan = plan
         self.selected = selected
-        self.waiting = {n: {d for d in plan.nodes[n].needs if d in selected} for n in selected}
+        # How many needs of each selected node are not done yet (a count, not a set: a run
+        # keeps this for its whole life, and thousands of runs may be in flight).
+        chosen = set(selected)
+        self.waiting = {n: sum(d in chosen for d in plan.nodes[n].needs) for n in selected}
         self.ready = deque(n for n in selected if not self.waiting[n])
         self.results: dict[str, NodeResult] = {}
-        self.outputs: dict[str, Any] = {}
         self.tasks: dict[asyncio.Task[NodeResult], str] = {}
         # Finished tasks, in the order they finished, and the future that wakes execute().
         # Cheaper than asyncio.wait(), which hooks every pending task again on each wake-up.
@@ -203,16 +205,14 @@ class Scheduler:
     def finish(self, node_id: str, result: NodeResult) -> ErrorInfo | None:
         """Record a node's result, start what it unblocked; the error if the run must stop."""
         self.results[node_id] = result
-        self.outputs[node_id] = result.output
         self.scope[node_id] = result.output
         node = self.plan.nodes[node_id]
         if result.status == "failed" and node.spec.on_error == "fail":
             return result.error
         for dependent in self.plan.dependents[node_id]:
-            waiting = self.waiting.get(dependent)
-            if waiting is not None and node_id in waiting:
-                waiting.discard(node_id)
-                if not waiting:
+            if dependent in self.waiting:
+                self.waiting[dependent] -= 1
+                if not self.waiting[dependent]:
                     self.ready.append(dependent)
         return None
 
@@ -313,7 +313,7 @@ class Scheduler:
 
     def output(self, metadata: RunMetadata, status: RunStatus) -> tuple[Any, ErrorInfo | None]:
         """The output mapping evaluated over every node (absent ones are None)."""
-        outputs = {n: self.outputs.get(n) for n in self.plan.order}
+        outputs = {n: self.scope.get(n) for n in self.plan.order}
         if self.plan.output is None:
             return to_jsonable({n: outputs[n] for n in self.selected}), None
         context = self.scope.child(**outputs, metadata=metadata.model_dump())

@@ -30,6 +30,7 @@ BUSY_TIMEOUT_MS = 200
 # database locked for long delays neither the runs nor the engine's close by more than that.
 WRITE_TIMEOUT_MS = 2_000
 BUSY_BACKOFF_S = 5.0
+OPEN_ATTEMPTS = 20
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -126,9 +127,18 @@ class Store:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(SCHEMA)
+            # Switching to WAL can report "locked" at once, without waiting, while another
+            # process opens the same new file: try again for a moment.
+            for attempt in range(OPEN_ATTEMPTS):
+                try:
+                    conn.execute("PRAGMA journal_mode = WAL")
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                    conn.executescript(SCHEMA)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or attempt == OPEN_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.05)
         except BaseException:
             conn.close()
             raise
