@@ -98,6 +98,19 @@ def _selected_nodes(workflow: Workflow, only: Iterable[str] | None) -> list[str]
 class Scheduler:
     """Starts ready nodes, collects their results, and stops early on a failure."""
 
+    __slots__ = (
+        "done",
+        "plan",
+        "ready",
+        "results",
+        "run",
+        "scope",
+        "selected",
+        "tasks",
+        "waiting",
+        "wake",
+    )
+
     def __init__(self, run: Run, plan: Plan, selected: list[str]) -> None:
         self.run = run
         self.plan = plan

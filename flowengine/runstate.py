@@ -35,6 +35,26 @@ class NodeFailure(Exception):
 class Run:
     """The state of one run, shared by its nodes."""
 
+    __slots__ = (
+        "_targets",
+        "allowed",
+        "calls",
+        "engine",
+        "gate",
+        "in_flight",
+        "inputs",
+        "listeners",
+        "models",
+        "partial",
+        "peak",
+        "run_id",
+        "scores",
+        "selector_confidence",
+        "spec",
+        "timeline",
+        "workflow",
+    )
+
     def __init__(
         self,
         engine: Engine,
@@ -51,7 +71,7 @@ class Run:
         self.inputs = inputs
         self.listeners = listeners
         self.allowed = allowed  # model aliases this run may use, by weight
-        self.gate = AuthGate()
+        self.gate: AuthGate | None = None  # made at the first authentication failure
         self.calls: list[CallResult] = []
         self.partial: dict[str, list[CallResult]] = {}
         self.scores: dict[str, float] = {}
@@ -198,7 +218,8 @@ class Run:
     async def _attempt(self, target: _Target, request: ChatRequest) -> Completion:
         """One attempt: the auth gate, then the provider's limits, then the request."""
         name = target.provider_name
-        self.gate.check(name)
+        if self.gate is not None:
+            self.gate.check(name)
         async with target.limits.slot():
             self.in_flight += 1
             if self.in_flight > self.peak:
@@ -206,7 +227,9 @@ class Run:
             try:
                 return await target.provider.complete(request)
             except CallError as error:
-                self.gate.record(name, error)
+                if error.status == 401 or error.type == "auth":
+                    self.gate = self.gate or AuthGate()
+                    self.gate.record(name, error)
                 raise
             finally:
                 self.in_flight -= 1
