@@ -138,20 +138,86 @@ class Run:
         wall = time.time()
         started = time.perf_counter()
         cache = self.engine.cache if node.cache and target.cache_url else None
-        key = cache_key(target.cache_url or "", request) if cache is not None else None
-        hit = cache.get(key) if cache is not None and key is not None else None
+        key = cache_key(target.cache_url or "", request) if cache is not None else ""
+        hit = cache.get(key) if cache is not None else None
         if hit is not None:
             latency = time.perf_counter() - started
             result = self._result(alias, target, hit, latency, attempts=0, cached=True)
         else:
-            result = await self._call(node_id, node, alias, target, request, started)
-            if result.success and cache is not None and key is not None:
+            # The first attempt is made here, directly: nearly every call succeeds at once,
+            # and the retry policy's machinery costs more CPU than a fast call.
+            outcome: Completion | CallError
+            try:
+                outcome, attempts = await self._attempt(target, request), 1
+            except CallError as error:
+                try:
+                    outcome, attempts = await self._retry(
+                        node_id, node, alias, target, request, error
+                    )
+                except CallError as final:
+                    outcome, attempts = final, final.attempts
+            result = await self._finished(alias, target, outcome, attempts, started)
+            if result.success and cache is not None:
                 cache.put(key, target.cache_url or "", target.model_id, _completion(result))
+        self._record(node_id, alias, result, messages, wall, into)
+        return result
+
+    async def _retry(
+        self,
+        node_id: str,
+        node: NodeSpec,
+        alias: str,
+        target: _Target,
+        request: ChatRequest,
+        first: CallError,
+    ) -> tuple[Completion, int]:
+        """The retry policy, from a failed first attempt; raises the last CallError."""
+        retry: Retry = node.retry or self.spec.defaults.retry or target.retry
+        on_retry = self._on_retry(node_id, alias) if self.listeners else None
+        return await call_with_retries(
+            functools.partial(self._attempt, target, request), retry, on_retry=on_retry, first=first
+        )
+
+    async def _finished(
+        self,
+        alias: str,
+        target: _Target,
+        outcome: Completion | CallError,
+        attempts: int,
+        started: float,
+    ) -> CallResult:
+        """The call's result from its completion (priced if need be) or its last error."""
+        latency = time.perf_counter() - started  # the call's own time, before any pricing
+        if isinstance(outcome, CallError):
+            return CallResult(
+                model=alias,
+                model_id=target.model_id,
+                provider=target.provider_name,
+                success=False,
+                error=ErrorInfo(type=outcome.type, status=outcome.status, message=outcome.message),
+                latency_s=round(latency, 6),
+                attempts=attempts,
+                confidence=self.scores.get(alias),
+            )
+        if outcome.usage.cost is None:
+            outcome = await self._priced(target, outcome)
+        return self._result(alias, target, outcome, latency, attempts=attempts, cached=False)
+
+    def _record(
+        self,
+        node_id: str,
+        alias: str,
+        result: CallResult,
+        messages: list[dict[str, str]],
+        wall: float,
+        into: list[CallResult] | None,
+    ) -> None:
+        """Keep the result: in the run, in ``into``, on the timeline; tell the listeners."""
         self.calls.append(result)
         if into is not None:
             into.append(result)
+        status = "succeeded" if result.success else "failed"
         if self.engine.record:
-            status = "succeeded" if result.success else "failed"
             self.timeline.append(
                 CallRecord(
                     node_id,
@@ -170,50 +236,10 @@ class Run:
                 node=node_id,
                 model=alias,
                 duration_s=result.latency_s,
-                status="succeeded" if result.success else "failed",
+                status=status,
                 error=result.error,
                 cached=result.cached,
             )
-        return result
-
-    async def _call(
-        self,
-        node_id: str,
-        node: NodeSpec,
-        alias: str,
-        target: _Target,
-        request: ChatRequest,
-        started: float,
-    ) -> CallResult:
-        # The first attempt is made here, directly: nearly every call succeeds at once, and the
-        # retry policy's machinery costs more CPU than a fast call. A failure hands over to it.
-        try:
-            completion, attempts = await self._attempt(target, request), 1
-        except CallError as error:
-            retry: Retry = node.retry or self.spec.defaults.retry or target.retry
-            on_retry = self._on_retry(node_id, alias) if self.listeners else None
-            try:
-                completion, attempts = await call_with_retries(
-                    functools.partial(self._attempt, target, request),
-                    retry,
-                    on_retry=on_retry,
-                    first=error,
-                )
-            except CallError as final:
-                return CallResult(
-                    model=alias,
-                    model_id=target.model_id,
-                    provider=target.provider_name,
-                    success=False,
-                    error=ErrorInfo(type=final.type, status=final.status, message=final.message),
-                    latency_s=round(time.perf_counter() - started, 6),
-                    attempts=final.attempts,
-                    confidence=self.scores.get(alias),
-                )
-        latency = time.perf_counter() - started  # the call's own time, before any pricing
-        if completion.usage.cost is None:
-            completion = await self._priced(target, completion)
-        return self._result(alias, target, completion, latency, attempts=attempts, cached=False)
 
     async def _attempt(self, target: _Target, request: ChatRequest) -> Completion:
         """One attempt: the auth gate, then the provider's limits, then the request."""

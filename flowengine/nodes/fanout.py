@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from flowengine.nodes.common import alias_of, messages, params
@@ -35,6 +36,11 @@ def _flat(values: list[Any]) -> list[Any]:
     return out
 
 
+async def _capped(gate: asyncio.Semaphore, call: Awaitable[CallResult]) -> CallResult:
+    async with gate:
+        return await call
+
+
 async def run(run: Run, node: CompiledNode, context: Scope) -> list[CallResult]:
     spec = node.spec
     assert isinstance(spec, FanoutNode)
@@ -43,20 +49,15 @@ async def run(run: Run, node: CompiledNode, context: Scope) -> list[CallResult]:
     done = run.partial.setdefault(node.id, [])
     shared = None if node.per_model else messages(node, context)
 
-    async def capped(alias: str, sent: list[dict[str, str]]) -> CallResult:
-        assert gate is not None
-        async with gate:
-            return await run.call(node.id, spec, alias, sent, params(run, spec, alias), into=done)
-
     # Every prompt is rendered before any call starts: a template error then fails the node
     # before anything is paid for, and leaves no call half-made.
     prompts = [shared or messages(node, context.child(model=run.models[a])) for a in aliases]
     calls = [
-        capped(alias, sent)
-        if gate is not None
-        else run.call(node.id, spec, alias, sent, params(run, spec, alias), into=done)
-        for alias, sent in zip(aliases, prompts, strict=True)
+        run.call(node.id, spec, a, sent, params(run, spec, a), into=done)
+        for a, sent in zip(aliases, prompts, strict=True)
     ]
+    if gate is not None:
+        calls = [_capped(gate, call) for call in calls]
     results = list(await asyncio.gather(*calls))
     succeeded = sum(r.success for r in results)
     if succeeded < spec.min_success:
