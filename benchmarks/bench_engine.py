@@ -456,7 +456,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-concurrency", type=int, default=100, help="scenario B runs in flight"
     )
-    parser.add_argument("--rounds", type=int, default=5, help="rounds per side; medians shown")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds per side; medians shown")
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured runs per side first")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few runs, one round")
     args = parser.parse_args(argv)

@@ -277,24 +277,28 @@ def parse_usage(usage: Any) -> Usage:
     """Token counts and ``cost`` when present; anything malformed is left out."""
     if not isinstance(usage, dict):
         return Usage()
-
-    def number(key: str) -> float | None:
-        value = usage.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return None
-        return float(value)
-
-    def count(key: str) -> int | None:
-        value = number(key)
-        return None if value is None else int(value)
-
-    prompt, completion = count("prompt_tokens"), count("completion_tokens")
-    total = count("total_tokens")
+    prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+    total = _count(usage, "total_tokens")
     if total is None and prompt is not None and completion is not None:
         total = prompt + completion
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=total,
-        cost=number("cost"),
+        cost=_number(usage, "cost"),
     )
+
+
+def _number(usage: dict[str, Any], key: str) -> float | None:
+    value = usage.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _count(usage: dict[str, Any], key: str) -> int | None:
+    value = usage.get(key)
+    if type(value) is int:  # the common case, checked first: it needs no conversion
+        return value
+    number = _number(usage, key)
+    return None if number is None else int(number)
