@@ -32,11 +32,16 @@ SNIPPET = 200
 
 @dataclass(frozen=True, slots=True)
 class HttpReply:
-    """A response read in full: status, headers and body text."""
+    """A response read in full: status, headers and body."""
 
     status: int
     headers: Mapping[str, str]
-    text: str
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        """The body as text, for messages; only read when something went wrong."""
+        return self.body.decode("utf-8", "replace")
 
 
 def is_retryable_status(status: int) -> bool:
@@ -86,7 +91,7 @@ def _clamp(seconds: float) -> float | None:
 def parse_json(reply: HttpReply, what: str) -> Any:
     """The body as JSON, or a retryable ``malformed`` error quoting the start of the body."""
     try:
-        return json.loads(reply.text)
+        return json.loads(reply.body)  # bytes: no decoded copy of the body first
     except ValueError:
         raise CallError(
             "malformed",
@@ -150,7 +155,7 @@ async def _request(
             timeout=_client_timeout(timeout),
         ) as response:
             raw = await response.read()
-            return HttpReply(response.status, response.headers, raw.decode("utf-8", "replace"))
+            return HttpReply(response.status, response.headers, raw)
     except Exception as exc:
         error = translate(exc, what=what, url=url, timeout=timeout)
         # ClientResponseError carries request_info, whose headers include Authorization.
