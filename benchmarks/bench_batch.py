@@ -51,6 +51,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.handwritten import BY_WEIGHT, MODELS, PARAMS, chat
 from flowengine import Engine, Workflow
 from flowengine.batch import Batch, Row, batch_gc
 
@@ -187,19 +188,8 @@ def verdict(ok: bool) -> str:
 
 # -- the hand-written baseline: the same batch in plain asyncio + aiohttp -----------------------
 
-# The models and weights of workflows/full.yaml, highest weight first (ties in file order).
-MODELS = {
-    "gpt-oss": ("openai/gpt-oss-120b", 3),
-    "glm-4.5": ("z-ai/glm-4.5", 2),
-    "qwen3": ("qwen/qwen3-235b-a22b-2507", 2),
-    "kimi-k2": ("moonshotai/kimi-k2", 1),
-    "deepseek": ("deepseek/deepseek-chat-v3.1", 1),
-    "llama": ("meta-llama/llama-3.3-70b-instruct", 1),
-}
-BY_WEIGHT = sorted(MODELS, key=lambda alias: -MODELS[alias][1])
-PARAMS = {"temperature": 0.7, "max_tokens": 1024}
+# The models and weights of workflows/full.yaml are those of benchmarks/handwritten.py.
 ANALYSIS_PARAMS = {"temperature": 0.3, "max_tokens": 1024}
-RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
 HEADERS = {
     "Authorization": f"Bearer {ENVIRON['OPENROUTER_API_KEY']}",
     "HTTP-Referer": "https://github.com/flowengine/flowengine",
@@ -357,46 +347,18 @@ class HandWritten:
             return BY_WEIGHT[0], None
         return selected, body.get("confidence_scores", {}).get(selected)
 
-    async def chat(
-        self, alias: str, content: str, params: Mapping[str, Any], attempts: int = 5
-    ) -> dict[str, Any]:
-        model_id = MODELS[alias][0]
-        payload = {**params, "model": model_id, "messages": [{"role": "user", "content": content}]}
-        started = time.perf_counter()
-        error = ""
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(0.01 * 2**attempt)
-            try:
-                async with self.session.post(
-                    self.chat_url, json=payload, headers=HEADERS, timeout=self.timeout
-                ) as response:
-                    if response.status != 200:
-                        error = f"HTTP {response.status}: {(await response.text())[:200]}"
-                        if response.status in RETRYABLE:
-                            continue
-                        break
-                    body = await response.json()
-                message = body["choices"][0]["message"]["content"]
-                if not message:
-                    error = "empty answer"
-                    continue
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                continue
-            except (ValueError, LookupError, TypeError) as exc:
-                error = f"malformed reply: {exc!r}"
-                continue
-            return {
-                "model": alias,
-                "model_id": model_id,
-                "content": message,
-                "success": True,
-                "usage": body.get("usage") or {},
-                "latency_s": time.perf_counter() - started,
-                "attempts": attempt + 1,
-            }
-        return {"model": alias, "model_id": model_id, "success": False, "error": error}
+    async def chat(self, alias: str, content: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return await chat(
+            self.session,
+            self.chat_url,
+            alias,
+            content,
+            params,
+            timeout=self.timeout,
+            headers=HEADERS,
+            attempts=5,
+            backoff=0.01,
+        )
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, int, dict[str, Any]]]:

@@ -33,6 +33,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.handwritten import BY_WEIGHT, MODELS, PARAMS, chat
 from flowengine import Engine, Workflow
 
 HERE = Path(__file__).resolve().parent
@@ -96,18 +97,8 @@ class ServerProcess:
 
 # -- the hand-written baseline ------------------------------------------------------------------
 
-# The same models, weights and prompts as workflow.yaml, the way one would write them by hand.
-MODELS = {
-    "gpt-oss": ("openai/gpt-oss-120b", 3),
-    "glm-4.5": ("z-ai/glm-4.5", 2),
-    "qwen3": ("qwen/qwen3-235b-a22b-2507", 2),
-    "kimi-k2": ("moonshotai/kimi-k2", 1),
-    "deepseek": ("deepseek/deepseek-chat-v3.1", 1),
-    "llama": ("meta-llama/llama-3.3-70b-instruct", 1),
-}
-BY_WEIGHT = sorted(MODELS, key=lambda alias: -MODELS[alias][1])
-PARAMS = {"temperature": 0.7, "max_tokens": 1024}
-RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
+# The same models, weights and prompts as workflow.yaml, the way one would write them by hand
+# (benchmarks/handwritten.py).
 
 
 def primary_prompt(prompt: str) -> str:
@@ -190,45 +181,8 @@ class Baseline:
             return BY_WEIGHT[0], None
         return selected, body.get("confidence_scores", {}).get(selected)
 
-    async def chat(self, alias: str, content: str, attempts: int = 3) -> dict[str, Any]:
-        """One model call; a failure after the last attempt comes back as success: False."""
-        model_id = MODELS[alias][0]
-        payload = {**PARAMS, "model": model_id, "messages": [{"role": "user", "content": content}]}
-        started = time.perf_counter()
-        error = ""
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(0.1 * 2**attempt)
-            try:
-                async with self.session.post(
-                    self.chat_url, json=payload, timeout=self.timeout
-                ) as response:
-                    if response.status != 200:
-                        error = f"HTTP {response.status}: {(await response.text())[:200]}"
-                        if response.status in RETRYABLE:
-                            continue
-                        break
-                    body = await response.json()
-                message = body["choices"][0]["message"]["content"]
-                if not message:
-                    error = "empty answer"
-                    continue
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                continue
-            except (ValueError, LookupError, TypeError) as exc:
-                error = f"malformed reply: {exc!r}"
-                continue
-            return {
-                "model": alias,
-                "model_id": model_id,
-                "content": message,
-                "success": True,
-                "usage": body.get("usage") or {},
-                "latency_s": time.perf_counter() - started,
-                "attempts": attempt + 1,
-            }
-        return {"model": alias, "model_id": model_id, "success": False, "error": error}
+    async def chat(self, alias: str, content: str) -> dict[str, Any]:
+        return await chat(self.session, self.chat_url, alias, content, PARAMS, timeout=self.timeout)
 
 
 # -- measuring ----------------------------------------------------------------------------------
