@@ -33,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.handwritten import BY_WEIGHT, MODELS, PARAMS, chat
+from benchmarks.handwritten import BY_WEIGHT, PARAMS, chat, select
 from flowengine import Engine, Workflow
 
 HERE = Path(__file__).resolve().parent
@@ -166,20 +166,7 @@ class Baseline:
         }
 
     async def select(self, prompt: str) -> tuple[str, float | None]:
-        """The selector's model, or the top-weight one if it is down or names an unknown model."""
-        try:
-            async with self.session.post(
-                self.selector_url, json={"prompt": prompt}, timeout=self.selector_timeout
-            ) as response:
-                if response.status != 200:
-                    return BY_WEIGHT[0], None
-                body = await response.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return BY_WEIGHT[0], None
-        selected = body.get("selected_model")
-        if selected not in MODELS:
-            return BY_WEIGHT[0], None
-        return selected, body.get("confidence_scores", {}).get(selected)
+        return await select(self.session, self.selector_url, prompt, self.selector_timeout)
 
     async def chat(self, alias: str, content: str) -> dict[str, Any]:
         return await chat(self.session, self.chat_url, alias, content, PARAMS, timeout=self.timeout)

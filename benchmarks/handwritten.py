@@ -73,3 +73,20 @@ async def chat(
             "attempts": attempt + 1,
         }
     return {"model": alias, "model_id": model_id, "success": False, "error": error}
+
+
+async def select(
+    session: aiohttp.ClientSession, url: str, prompt: str, timeout: aiohttp.ClientTimeout
+) -> tuple[str, float | None]:
+    """The selector's model, or the top-weight one if it is down or names an unknown model."""
+    try:
+        async with session.post(url, json={"prompt": prompt}, timeout=timeout) as reply:
+            if reply.status != 200:
+                return BY_WEIGHT[0], None
+            body = await reply.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return BY_WEIGHT[0], None
+    selected = body.get("selected_model")
+    if selected not in MODELS:
+        return BY_WEIGHT[0], None
+    return selected, body.get("confidence_scores", {}).get(selected)

@@ -331,14 +331,6 @@ def check_version(source: Source) -> None:
     )
 
 
-def load_spec(
-    path: str | Path, overrides: Mapping[str, Any] | None = None
-) -> tuple[WorkflowSpec, Source]:
-    """Read, override and validate the structure of a workflow file."""
-    source = read_source(path)
-    return spec_from_source(source, overrides), source
-
-
 def spec_from_source(source: Source, overrides: Mapping[str, Any] | None = None) -> WorkflowSpec:
     if overrides:
         apply_overrides(source, overrides)
