@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from flowengine.workflow import Workflow
 
 
-async def execute(
+def execute(
     engine: Engine,
     workflow: Workflow,
     inputs: Mapping[str, Any],
@@ -53,14 +53,18 @@ async def execute(
     only: Iterable[str] | None = None,
     models: Iterable[str] | None = None,
     listeners: list[Listener] | None = None,
-) -> RunResult:
-    """Run a checked workflow once and return its result; raise only for bad arguments."""
+) -> Coroutine[Any, Any, RunResult]:
+    """The run of a checked workflow, to await; bad arguments raise here, before it starts.
+
+    A plain function: the caller awaits the scheduler's coroutine itself, one frame fewer
+    between the event loop and every call of the run.
+    """
     values = workflow.bind_inputs(inputs)
     allowed = _allowed_models(workflow, models)
     selected = _selected_nodes(workflow, only)
     engine.check_credentials(workflow, allowed)
     run = Run(engine, workflow, os.urandom(8).hex(), values, listeners or [], allowed)
-    return await Scheduler(run, workflow.plan, selected).execute()
+    return Scheduler(run, workflow.plan, selected).execute()
 
 
 def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> list[str]:
@@ -140,7 +144,16 @@ class Scheduler:
         try:
             while self.ready or self.tasks:
                 if len(self.ready) == 1 and not self.tasks:
-                    failure = await self.run_inline(self.ready.popleft())
+                    # The one node there is to run runs in this coroutine: nothing else can
+                    # become ready until it finishes, so a task of its own would only cost
+                    # time (a chain of nodes, the common shape, then runs with no task at all).
+                    node_id = self.ready.popleft()
+                    try:
+                        result = await self.run_node(self.plan.nodes[node_id])
+                    except asyncio.CancelledError:
+                        self.results[node_id] = self.cancelled(node_id)
+                        raise
+                    failure = self.finish(node_id, result)
                 else:
                     failure = await self.run_concurrently()
                 if failure is not None:
@@ -176,17 +189,6 @@ class Scheduler:
             error=result.error,
         )
         return result
-
-    async def run_inline(self, node_id: str) -> ErrorInfo | None:
-        """Run the one node there is to run in this coroutine: nothing else can become ready
-        until it finishes, so a task of its own would only cost time (a chain of nodes, the
-        common shape, then runs with no task per node)."""
-        try:
-            result = await self.run_node(self.plan.nodes[node_id])
-        except asyncio.CancelledError:
-            self.results[node_id] = self.cancelled(node_id)
-            raise
-        return self.finish(node_id, result)
 
     async def run_concurrently(self) -> ErrorInfo | None:
         """Start every ready node as a task; wait for at least one to finish."""
@@ -326,12 +328,15 @@ class Scheduler:
 
     def output(self, metadata: RunMetadata, status: RunStatus) -> tuple[Any, ErrorInfo | None]:
         """The output mapping evaluated over every node (absent ones are None)."""
-        outputs = {n: self.scope.get(n) for n in self.plan.order}
-        if self.plan.output is None:
-            return to_jsonable({n: outputs[n] for n in self.selected}), None
-        context = self.scope.child(**outputs, metadata=metadata.model_dump())
+        plan, scope = self.plan, self.scope
+        if plan.output is None:
+            return to_jsonable({n: scope.get(n) for n in self.selected}), None
+        context = scope
+        if plan.output_reads_metadata or any(n not in scope for n in plan.order):
+            outputs = {n: scope.get(n) for n in plan.order}
+            context = scope.child(**outputs, metadata=metadata.model_dump())
         try:
-            return to_jsonable(evaluate_value(self.plan.output, context)), None
+            return to_jsonable(evaluate_value(plan.output, context)), None
         except ValidationError:
             raise
         except TEMPLATE_ERRORS as exc:

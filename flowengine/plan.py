@@ -81,6 +81,8 @@ class Plan:
     routers: dict[str, CompiledTemplate] = field(default_factory=dict)
     #: Merged call params by (node spec id, alias), filled as runs need them.
     params: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    #: Whether ``output:`` reads ``metadata``, which is then built for it.
+    output_reads_metadata: bool = True
 
 
 def compile_plan(
@@ -99,7 +101,14 @@ def compile_plan(
         if isinstance(selector, LlmSelector)
     }
     return Plan(
-        nodes, order, dependents, output, models, tuple(spec.model_sorted()), routers=routers
+        nodes,
+        order,
+        dependents,
+        output,
+        models,
+        tuple(spec.model_sorted()),
+        routers=routers,
+        output_reads_metadata=_output_reads(env, spec.output, "metadata"),
     )
 
 
@@ -160,6 +169,16 @@ def _reads(env: ImmutableSandboxedEnvironment, node: Prompted, name: str) -> boo
         uses, _ = analyse(env, source)
         if any(use.name == name for use in uses) or included_templates(env, source):
             return True
+    return False
+
+
+def _output_reads(env: ImmutableSandboxedEnvironment, output: Any, name: str) -> bool:
+    """Whether a template of ``output:`` may read ``name`` (see :func:`_reads`)."""
+    for source in _strings(output):
+        if is_template(source):
+            uses, _ = analyse(env, source)
+            if any(use.name == name for use in uses) or included_templates(env, source):
+                return True
     return False
 
 

@@ -13,7 +13,7 @@ from flowengine.results import RunResult
 from flowengine.store import Store
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallRecord:
     """One call on a run's timeline; times are seconds since the epoch."""
 

@@ -78,6 +78,8 @@ class ProviderLimits:
         self.peak = 0
         self.started = 0
         self._slot = _Slot(self)
+        #: Nothing to wait for: a caller may count itself in with :meth:`enter_now` instead.
+        self.free = self.limiter is None and self.semaphore is None
 
     @classmethod
     def from_spec(cls, spec: ProviderBase) -> ProviderLimits:
@@ -97,12 +99,17 @@ class ProviderLimits:
             if self.semaphore is not None:
                 self.semaphore.release()
             raise
+        self.enter_now()
+
+    def enter_now(self) -> None:
+        """Count an attempt in without waiting; only for limits that are :attr:`free`."""
         self.started += 1
         self.in_flight += 1
         if self.in_flight > self.peak:
             self.peak = self.in_flight
 
-    def _exit(self) -> None:
+    def exit(self) -> None:
+        """Count an attempt out (after :meth:`enter_now`, or at the end of a :meth:`slot`)."""
         self.in_flight -= 1
         if self.semaphore is not None:
             self.semaphore.release()
@@ -122,7 +129,7 @@ class _Slot:
         await self._limits._enter()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._limits._exit()
+        self._limits.exit()
 
 
 class AuthGate:

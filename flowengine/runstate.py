@@ -145,10 +145,23 @@ class Run:
             result = self._result(alias, target, hit, latency, attempts=0, cached=True)
         else:
             # The first attempt is made here, directly: nearly every call succeeds at once,
-            # and the retry policy's machinery costs more CPU than a fast call.
+            # and the retry policy's machinery costs more CPU than a fast call. With no limit
+            # to wait for and no provider blocked, the attempt runs in this very coroutine.
             outcome: Completion | CallError
+            attempts = 1
+            limits = target.limits
             try:
-                outcome, attempts = await self._attempt(target, request), 1
+                if limits.free and self.gate is None:
+                    self._opened(limits)
+                    try:
+                        outcome = await target.provider.complete(request)
+                    except CallError as error:
+                        self._failed(target, error)
+                        raise
+                    finally:
+                        self._closed(limits)
+                else:
+                    outcome = await self._attempt(target, request)
             except CallError as error:
                 try:
                     outcome, attempts = await self._retry(
@@ -156,7 +169,10 @@ class Run:
                     )
                 except CallError as final:
                     outcome, attempts = final, final.attempts
-            result = await self._finished(alias, target, outcome, attempts, started)
+            latency = time.perf_counter() - started  # the call's own time, before any pricing
+            if type(outcome) is Completion and outcome.usage.cost is None:
+                outcome = await self._priced(target, outcome)
+            result = self._finished(alias, target, outcome, attempts, latency)
             if result.success and cache is not None:
                 cache.put(key, target.cache_url or "", target.model_id, _completion(result))
         self._record(node_id, alias, result, messages, wall, into)
@@ -178,16 +194,15 @@ class Run:
             functools.partial(self._attempt, target, request), retry, on_retry=on_retry, first=first
         )
 
-    async def _finished(
+    def _finished(
         self,
         alias: str,
         target: _Target,
         outcome: Completion | CallError,
         attempts: int,
-        started: float,
+        latency: float,
     ) -> CallResult:
-        """The call's result from its completion (priced if need be) or its last error."""
-        latency = time.perf_counter() - started  # the call's own time, before any pricing
+        """The call's result from its completion or its last error."""
         if isinstance(outcome, CallError):
             return CallResult(
                 model=alias,
@@ -199,8 +214,6 @@ class Run:
                 attempts=attempts,
                 confidence=self.scores.get(alias),
             )
-        if outcome.usage.cost is None:
-            outcome = await self._priced(target, outcome)
         return self._result(alias, target, outcome, latency, attempts=attempts, cached=False)
 
     def _record(
@@ -243,22 +256,36 @@ class Run:
 
     async def _attempt(self, target: _Target, request: ChatRequest) -> Completion:
         """One attempt: the auth gate, then the provider's limits, then the request."""
-        name = target.provider_name
         if self.gate is not None:
-            self.gate.check(name)
+            self.gate.check(target.provider_name)
         async with target.limits.slot():
-            self.in_flight += 1
-            if self.in_flight > self.peak:
-                self.peak = self.in_flight
+            self._opened(None)
             try:
                 return await target.provider.complete(request)
             except CallError as error:
-                if error.status == 401 or error.type == "auth":
-                    self.gate = self.gate or AuthGate()
-                    self.gate.record(name, error)
+                self._failed(target, error)
                 raise
             finally:
-                self.in_flight -= 1
+                self._closed(None)
+
+    def _opened(self, limits: ProviderLimits | None) -> None:
+        """Count an attempt in: in the run and, when not done by a slot, in ``limits``."""
+        if limits is not None:
+            limits.enter_now()
+        self.in_flight += 1
+        if self.in_flight > self.peak:
+            self.peak = self.in_flight
+
+    def _closed(self, limits: ProviderLimits | None) -> None:
+        if limits is not None:
+            limits.exit()
+        self.in_flight -= 1
+
+    def _failed(self, target: _Target, error: CallError) -> None:
+        """After a 401 (or no key), no further call goes to that provider in this run."""
+        if error.status == 401 or error.type == "auth":
+            self.gate = self.gate or AuthGate()
+            self.gate.record(target.provider_name, error)
 
     def _on_retry(self, node_id: str, alias: str) -> Callable[[int, CallError, float], None]:
         def on_retry(number: int, error: CallError, delay: float) -> None:

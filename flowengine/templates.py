@@ -192,26 +192,35 @@ def included_templates(env: ImmutableSandboxedEnvironment, source: str) -> list[
 
 
 class CompiledTemplate:
-    """A template ready to render: either one native expression or a text template."""
+    """A template ready to render: one native expression, or a text template.
+
+    The commonest templates take a direct path that gives exactly what Jinja gives: a single
+    ``{{ name }}`` or ``{{ name.attr }}`` is read straight from the variables, and a text made
+    only of literal text and such reads is joined from its parts. Anything else, and anything
+    unusual on the way (an undefined name, an unsafe attribute), goes to compiled Jinja, which
+    renders it or raises its own error.
+    """
 
     def __init__(self, env: ImmutableSandboxedEnvironment, source: str, name: str = "<template>"):
         self.source = source
         self.name = name
+        self._env = env
         expr = single_expression(source)
         self._expr = env.compile_expression(expr, undefined_to_none=False) if expr else None
         self._template = None if self._expr else _flat_globals(env.from_string(source))
-        self._env = env
         self._path = _attribute_path(env, expr) if expr else None
+        self._parts = None if self._expr else _text_parts(env.parse(source))
 
     @classmethod
     def from_file(cls, env: ImmutableSandboxedEnvironment, name: str) -> CompiledTemplate:
         self = cls.__new__(cls)
         self.name = name
         self.source = ""
+        self._env = env
         self._expr = None
         self._template = _flat_globals(env.get_template(name))
-        self._env = env
         self._path = None
+        self._parts = None
         return self
 
     @property
@@ -221,7 +230,7 @@ class CompiledTemplate:
     def evaluate(self, context: Mapping[str, Any]) -> Any:
         """The native value for ``{{ expr }}``; the rendered string for anything else."""
         if self._expr is not None:
-            value = self._lookup(context)
+            value = self._read(self._path, context)
             if value is not _MISSING:
                 return value
             value = self._expr(**context)
@@ -234,8 +243,12 @@ class CompiledTemplate:
 
     def render(self, context: Mapping[str, Any]) -> str:
         if self._expr is not None:
-            value = self._lookup(context)
+            value = self._read(self._path, context)
             return str(self._expr(**context) if value is _MISSING else value)
+        if self._parts is not None:
+            text = self._join(context)
+            if text is not None:
+                return text
         template = self._template
         assert template is not None
         scope = context if type(context) is Scope else Scope.of(self._env, context)
@@ -246,15 +259,32 @@ class CompiledTemplate:
         except Exception:
             return self._env.handle_exception()
 
-    def _lookup(self, context: Mapping[str, Any]) -> Any:
-        """``{{ name }}`` or ``{{ name.attr }}`` read straight from ``context``, else _MISSING.
+    def _join(self, context: Mapping[str, Any]) -> str | None:
+        """The text from its parts as Jinja prints them (``str`` of each value), or None
+        when a read is unusual and compiled Jinja must decide."""
+        assert self._parts is not None
+        out: list[str] = []
+        for part in self._parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = self._read(part, context)
+            if value is _MISSING:
+                return None
+            try:
+                out.append(value if type(value) is str else str(value))
+            except Exception:
+                return None  # Jinja raises it again, with the template's line
+        return "".join(out)
 
-        The most common expressions by far; a compiled expression builds a whole Jinja context
-        to read one value. Reads go through the sandbox's ``getattr`` as compiled code's do, and
-        anything unusual (a name not in ``context``, an undefined attribute) returns _MISSING,
-        so that the compiled expression reports it exactly as before.
+    def _read(self, path: tuple[str, ...] | None, context: Mapping[str, Any]) -> Any:
+        """``name`` or ``name.attr...`` read straight from ``context``, else _MISSING.
+
+        A compiled template builds a whole Jinja context to read a value. Reads go through
+        the sandbox's ``getattr`` as compiled code's do, and anything unusual (a name not in
+        ``context``, an undefined attribute) returns _MISSING, so that Jinja reports it
+        exactly as it always does.
         """
-        path = self._path
         if path is None or path[0] not in context:
             return _MISSING
         value = context[path[0]]
@@ -272,20 +302,32 @@ def _flat_globals(template: Template) -> Template:
     return template
 
 
-#: What :meth:`CompiledTemplate._lookup` returns when the compiled expression must decide.
+#: What :meth:`CompiledTemplate._read` returns when compiled Jinja must decide.
 _MISSING: Any = object()
 
 
-def _attribute_path(env: ImmutableSandboxedEnvironment, expr: str) -> tuple[str, ...] | None:
-    """``("select", "model")`` for the expression ``select.model``; None unless the expression
-    is a name followed by zero or more ``.attr`` reads."""
-    try:
-        body = env.parse(f"{{{{ {expr} }}}}").body
-    except TemplateSyntaxError:
+def _text_parts(ast: nodes.Template) -> tuple[str | tuple[str, ...], ...] | None:
+    """The literal texts and ``name.attr`` paths of a template made only of those, in order;
+    None for any other template (blocks, filters, calls, ...)."""
+    if not ast.body:
+        return ()
+    if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
         return None
-    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
-        return None
-    node = body[0].nodes[0]
+    parts: list[str | tuple[str, ...]] = []
+    for node in ast.body[0].nodes:
+        if isinstance(node, nodes.TemplateData):
+            parts.append(node.data)
+            continue
+        path = _path_of(node)
+        if path is None:
+            return None
+        parts.append(path)
+    return tuple(parts)
+
+
+def _path_of(node: nodes.Node) -> tuple[str, ...] | None:
+    """``("select", "model")`` for the node of ``select.model``; None for anything but a name
+    followed by zero or more ``.attr`` reads."""
     attrs: list[str] = []
     while isinstance(node, nodes.Getattr):
         attrs.append(node.attr)
@@ -293,6 +335,17 @@ def _attribute_path(env: ImmutableSandboxedEnvironment, expr: str) -> tuple[str,
     if not isinstance(node, nodes.Name) or node.ctx != "load":
         return None
     return (node.name, *reversed(attrs))
+
+
+def _attribute_path(env: ImmutableSandboxedEnvironment, expr: str) -> tuple[str, ...] | None:
+    """The path of the expression ``expr`` (see :func:`_path_of`), or None."""
+    try:
+        body = env.parse(f"{{{{ {expr} }}}}").body
+    except TemplateSyntaxError:
+        return None
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        return None
+    return _path_of(body[0].nodes[0])
 
 
 def compile_value(env: ImmutableSandboxedEnvironment, value: Any) -> Any:

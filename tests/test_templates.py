@@ -6,10 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from jinja2 import UndefinedError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jinja2 import Template, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.results import CallResult, SelectResult
 from flowengine.templates import (
     CompiledTemplate,
     PromptPathError,
@@ -174,3 +177,85 @@ def test_prompt_file_loads_through_the_environment(tmp_path: Path) -> None:
     (prompts / "hello.j2").write_text("Hello {{ name }}\n")
     env = make_environment(prompts)
     assert CompiledTemplate.from_file(env, "hello.j2").render({"name": "Ada"}) == "Hello Ada"
+
+
+# -- plain text templates render without Jinja, exactly as Jinja would --------------------------
+
+_CALL = CallResult(
+    model="glm", model_id="z-ai/glm", provider="p", content="An answer.\n", success=True
+)
+_VALUES: dict[str, object] = {
+    "prompt": "Explain {{ 7*7 }} {% raw %}\n",  # data, never a template
+    "n": 3,
+    "nothing": None,
+    "primary": _CALL,
+    "select": SelectResult(model="glm", confidence=0.5, source="selector"),
+    "data": {"model": "kimi", "n": 1},
+    "flag": False,
+}
+_READS = [
+    "prompt",
+    "n",
+    "nothing",
+    "primary",
+    "primary.model",
+    "primary.content",
+    "primary.usage.total_tokens",
+    "select.model",
+    "select.confidence",
+    "data.model",
+    "data.absent",
+    "flag",
+    "absent",
+    "primary.absent",
+    "primary.__class__",
+]
+_TEXT = st.text(
+    alphabet=st.sampled_from(list("ab \n\t.:-<>{}%#")), max_size=12
+).filter(lambda t: not any(m in t for m in ("{{", "{%", "{#", "}}", "%}", "#}")) and "{" not in t[-1:])
+
+
+def _jinja(env: ImmutableSandboxedEnvironment, source: str, context: dict[str, object]) -> object:
+    """What Jinja alone makes of ``source``: its text, or its exception's type and message."""
+    try:
+        return env.from_string(source).render(context)
+    except Exception as exc:
+        return (type(exc), str(exc))
+
+
+@given(parts=st.lists(st.one_of(_TEXT, st.sampled_from(_READS)), max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_plain_text_templates_render_as_jinja_does(parts: list[str]) -> None:
+    env = make_environment(None)
+    source = "".join(p if p not in _READS else f"{{{{ {p} }}}}" for p in parts)
+    if not source.strip() or single_expression(source) is not None:
+        return
+    try:
+        ours: object = CompiledTemplate(env, source).render(dict(_VALUES))
+    except Exception as exc:
+        ours = (type(exc), str(exc))
+    assert ours == _jinja(env, source, dict(_VALUES))
+
+
+def test_plain_text_templates_do_not_go_through_jinja(
+    env: ImmutableSandboxedEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = CompiledTemplate(env, "Q: {{ prompt }}\nBy {{ primary.model }}:\n{{ primary }}\n")
+    looped = CompiledTemplate(env, "{% for c in [primary] %}{{ c }}{% endfor %}")
+
+    def jinja_context(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rendered by Jinja")
+
+    monkeypatch.setattr(Template, "new_context", jinja_context)
+    assert plain.render(_VALUES) == "Q: Explain {{ 7*7 }} {% raw %}\n\nBy glm:\nAn answer.\n"
+    with pytest.raises(AssertionError, match="rendered by Jinja"):
+        looped.render(_VALUES)
+
+
+def test_plain_text_template_errors_are_jinja_errors(env: ImmutableSandboxedEnvironment) -> None:
+    with pytest.raises(UndefinedError, match="'absent' is undefined"):
+        CompiledTemplate(env, "a {{ absent }} b").render(_VALUES)
+    with pytest.raises(UndefinedError, match="has no attribute 'absent'"):
+        CompiledTemplate(env, "a {{ primary.absent }} b").render(_VALUES)
+    with pytest.raises((SecurityError, UndefinedError)):
+        CompiledTemplate(env, "a {{ primary.__class__ }} b").render(_VALUES)

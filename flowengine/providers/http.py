@@ -11,14 +11,16 @@ import email.utils
 import functools
 import json
 import re
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
 from flowengine.errors import CallError
+
+T = TypeVar("T")
 
 #: Statuses worth another try besides 5xx: timeout, conflict, too early, rate limited.
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
@@ -30,7 +32,7 @@ RETRY_AFTER_CAP = 300.0
 SNIPPET = 200
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HttpReply:
     """A response read in full: status, headers and body."""
 
@@ -116,8 +118,27 @@ def post_json(
     ``what`` names the remote side in messages ("openrouter", "model selector"). The
     request headers, which may hold an API key, never appear in a message or a cause.
     """
-    # A plain function returning the coroutine: one frame fewer on every resumption of a call.
-    return _request(session, "POST", url, payload, headers, timeout, what)
+    return _request(session, "POST", url, payload, headers, timeout, what, _as_is)
+
+
+def post_parsed(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    what: str,
+    parse: Callable[[HttpReply], T],
+) -> Coroutine[Any, Any, T]:
+    """:func:`post_json`, then ``parse(reply)``, in one coroutine.
+
+    A plain function returning the coroutine, so that a caller can return it in turn: every
+    suspension of a call resumes each coroutine frame between the event loop and the socket,
+    and each frame a call does not need is work saved on every one. A ``CallError`` that
+    ``parse`` raises has the API key masked like any other.
+    """
+    return _request(session, "POST", url, payload, headers, timeout, what, parse)
 
 
 def get_json(
@@ -129,7 +150,11 @@ def get_json(
     what: str,
 ) -> Coroutine[Any, Any, HttpReply]:
     """GET ``url`` and read the whole reply; every failure is a :class:`CallError`."""
-    return _request(session, "GET", url, None, headers, timeout, what)
+    return _request(session, "GET", url, None, headers, timeout, what, _as_is)
+
+
+def _as_is(reply: HttpReply) -> HttpReply:
+    return reply
 
 
 @functools.lru_cache(maxsize=64)
@@ -145,7 +170,8 @@ async def _request(
     headers: Mapping[str, str],
     timeout: float,
     what: str,
-) -> HttpReply:
+    parse: Callable[[HttpReply], T],
+) -> T:
     try:
         async with session.request(
             method,
@@ -155,12 +181,37 @@ async def _request(
             timeout=_client_timeout(timeout),
         ) as response:
             raw = await response.read()
-            return HttpReply(response.status, response.headers, raw)
+            reply = HttpReply(response.status, response.headers, raw)
+        return parse(reply)
+    except CallError as raised:
+        clean = redacted(raised, headers)
+        if clean is raised:
+            raise
+        cause = raised.__cause__
     except Exception as exc:
-        error = translate(exc, what=what, url=url, timeout=timeout)
+        translated = translate(exc, what=what, url=url, timeout=timeout)
         # ClientResponseError carries request_info, whose headers include Authorization.
         cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
-        raise error from cause
+        clean = redacted(translated, headers)
+    # Raised outside the handlers, so that an unmasked error is not kept as __context__.
+    raise clean from cause
+
+
+def redacted(error: CallError, headers: Mapping[str, str]) -> CallError:
+    """``error`` with the API key masked, should a server have echoed it back."""
+    authorization = headers.get("Authorization") if headers else None
+    if not authorization:
+        return error
+    key = authorization.removeprefix("Bearer ").strip()
+    if len(key) < 4 or key not in error.message:
+        return error
+    return CallError(
+        error.type,
+        error.message.replace(key, "***"),
+        status=error.status,
+        retryable=error.retryable,
+        retry_after=error.retry_after,
+    )
 
 
 def translate(exc: BaseException, *, what: str, url: str, timeout: float) -> CallError:

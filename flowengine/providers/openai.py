@@ -7,9 +7,10 @@ details under ``error.metadata.raw``, ``finish_reason: "error"`` and ``usage.cos
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from flowengine.errors import CallError
@@ -20,7 +21,7 @@ from flowengine.providers.http import (
     is_retryable_status,
     parse_json,
     parse_retry_after,
-    post_json,
+    post_parsed,
     snippet,
 )
 from flowengine.results import Usage
@@ -50,6 +51,7 @@ class OpenAICompatible:
         self._ctx = ctx
         self._url = f"{spec.base_url}/chat/completions"
         self._what = f"provider '{name}'"
+        self._parse = functools.partial(parse_reply, what=self._what)
         self._headers: dict[str, str] | None = None  # built on first use: the key may be missing
 
     async def price_list(self) -> Any:
@@ -94,44 +96,30 @@ class OpenAICompatible:
         self._headers = headers
         return headers
 
-    async def complete(self, request: ChatRequest) -> Completion:
-        """Make one attempt; any failure is raised as :class:`CallError`."""
+    def complete(self, request: ChatRequest) -> Coroutine[Any, Any, Completion]:
+        """Make one attempt; any failure is raised as :class:`CallError`.
+
+        Returns the request's own coroutine rather than awaiting it in one more.
+        """
+        try:
+            headers = self.headers()
+        except CallError as error:
+            return _failed(error)
         # model and messages win over params, so a stray param cannot redirect the call.
         payload = {**request.params, "model": request.model_id, "messages": request.messages}
-        headers = self.headers()
-        what = self._what
-        try:
-            reply = await post_json(
-                self._ctx.session,
-                self._url,
-                payload,
-                headers=headers,
-                timeout=request.timeout,
-                what=what,
-            )
-            return parse_reply(reply, what=what)
-        except CallError as error:
-            clean = _redacted(error, headers.get("Authorization", ""))
-            if clean is error:
-                raise
-            cause = error.__cause__
-        # Raised outside the handler, so the unmasked error is not kept as __context__.
-        raise clean from cause
+        return post_parsed(
+            self._ctx.session,
+            self._url,
+            payload,
+            headers=headers,
+            timeout=request.timeout,
+            what=self._what,
+            parse=self._parse,
+        )
 
 
-def _redacted(error: CallError, authorization: str) -> CallError:
-    """The error with the API key masked, should a server have echoed it back."""
-    key = authorization.removeprefix("Bearer ").strip()
-    if len(key) < 4 or key not in error.message:
-        return error
-    clean = CallError(
-        error.type,
-        error.message.replace(key, "***"),
-        status=error.status,
-        retryable=error.retryable,
-        retry_after=error.retry_after,
-    )
-    return clean
+async def _failed(error: CallError) -> Completion:
+    raise error
 
 
 def parse_reply(reply: HttpReply, *, what: str) -> Completion:
