@@ -15,6 +15,7 @@ import aiohttp
 from flowengine.cache import ResponseCache
 from flowengine.errors import ConfigError
 from flowengine.events import Listener
+from flowengine.executor import execute
 from flowengine.pricing import PriceBook
 from flowengine.providers import Provider, ProviderContext, create_provider
 from flowengine.resilience import ProviderLimits
@@ -180,13 +181,11 @@ class Engine:
         **named_inputs: Any,
     ) -> RunResult:
         """Run ``workflow`` once; inputs by mapping or by keyword (``prompt=...``)."""
-        from flowengine.executor import execute
-
         return await execute(
             self,
             workflow,
-            {**(inputs or {}), **named_inputs},
+            {**inputs, **named_inputs} if inputs else named_inputs,
             only=only,
             models=models,
-            listeners=[*self.listeners, *listeners],
+            listeners=[*self.listeners, *listeners] if self.listeners or listeners else None,
         )

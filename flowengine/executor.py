@@ -8,10 +8,10 @@ not started; every completed output stays in the result, so nothing paid for is 
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -63,14 +63,23 @@ def execute(
     allowed = _allowed_models(workflow, models)
     selected = _selected_nodes(workflow, only)
     engine.check_credentials(workflow, allowed)
-    run = Run(engine, workflow, os.urandom(8).hex(), values, listeners or [], allowed)
+    run = Run(engine, workflow, new_run_id(), values, listeners or (), allowed)
     return Scheduler(run, workflow.plan, selected).execute()
 
 
-def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> list[str]:
+def new_run_id() -> str:
+    """16 hex digits, unique in practice: ids name records, they guard nothing.
+
+    ``random`` rather than ``os.urandom``, a system call on every run; each process's
+    generator is seeded from the system's randomness, and again in a forked child.
+    """
+    return f"{random.getrandbits(64):016x}"
+
+
+def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> Sequence[str]:
     spec = workflow.spec
     if models is None:
-        return list(workflow.plan.by_weight)
+        return workflow.plan.by_weight
     chosen = []
     for name in models:
         if name not in spec.models:
@@ -82,9 +91,9 @@ def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> list[st
     return spec.model_sorted(chosen)
 
 
-def _selected_nodes(workflow: Workflow, only: Iterable[str] | None) -> list[str]:
+def _selected_nodes(workflow: Workflow, only: Iterable[str] | None) -> Sequence[str]:
     if only is None:
-        return list(workflow.order)
+        return workflow.order
     keep: set[str] = set()
     for node_id in only:
         if node_id not in workflow.spec.nodes:
@@ -115,14 +124,17 @@ class Scheduler:
         "wake",
     )
 
-    def __init__(self, run: Run, plan: Plan, selected: list[str]) -> None:
+    def __init__(self, run: Run, plan: Plan, selected: Sequence[str]) -> None:
         self.run = run
         self.plan = plan
         self.selected = selected
         # How many needs of each selected node are not done yet (a count, not a set: a run
         # keeps this for its whole life, and thousands of runs may be in flight).
-        chosen = set(selected)
-        self.waiting = {n: sum(d in chosen for d in plan.nodes[n].needs) for n in selected}
+        if selected is plan.order:
+            self.waiting = dict(plan.needs_count)
+        else:
+            chosen = set(selected)
+            self.waiting = {n: sum(d in chosen for d in plan.nodes[n].needs) for n in selected}
         self.ready = deque(n for n in selected if not self.waiting[n])
         self.results: dict[str, NodeResult] = {}
         self.tasks: dict[asyncio.Task[NodeResult], str] = {}
@@ -182,12 +194,13 @@ class Scheduler:
             save_run(
                 engine.store, result, workflow.source.file, workflow.content_hash, run.timeline
             )
-        run.emit(
-            "run_finished",
-            status=result.status,
-            duration_s=result.metadata.total_time,
-            error=result.error,
-        )
+        if run.listeners:
+            run.emit(
+                "run_finished",
+                status=result.status,
+                duration_s=result.metadata.total_time,
+                error=result.error,
+            )
         return result
 
     async def run_concurrently(self) -> ErrorInfo | None:
@@ -242,7 +255,8 @@ class Scheduler:
 
     async def run_node(self, node: CompiledNode) -> NodeResult:
         run = self.run
-        run.emit("node_started", node=node.id)
+        if run.listeners:
+            run.emit("node_started", node=node.id)
         started_at = datetime.now(UTC)
         clock = time.perf_counter()
         context = self.scope
@@ -270,7 +284,9 @@ class Scheduler:
         except TEMPLATE_ERRORS as exc:
             status, error = "failed", ErrorInfo(type="template", message=f"nodes.{node.id}: {exc}")
         duration = round(time.perf_counter() - clock, 6)
-        if status == "failed":
+        if not run.listeners:
+            pass
+        elif status == "failed":
             run.emit("node_failed", node=node.id, duration_s=duration, error=error)
         else:
             run.emit("node_finished", node=node.id, duration_s=duration, status=status)

@@ -83,6 +83,8 @@ class Plan:
     params: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     #: Whether ``output:`` reads ``metadata``, which is then built for it.
     output_reads_metadata: bool = True
+    #: How many needs each node has: where a run of every node starts counting down.
+    needs_count: dict[str, int] = field(default_factory=dict)
 
 
 def compile_plan(
@@ -109,6 +111,7 @@ def compile_plan(
         tuple(spec.model_sorted()),
         routers=routers,
         output_reads_metadata=_output_reads(env, spec.output, "metadata"),
+        needs_count={node_id: len(nodes[node_id].needs) for node_id in order},
     )
 
 

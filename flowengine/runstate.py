@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,8 +61,8 @@ class Run:
         workflow: Workflow,
         run_id: str,
         inputs: dict[str, Any],
-        listeners: list[Listener],
-        allowed: list[str],
+        listeners: Sequence[Listener],
+        allowed: Sequence[str],
     ) -> None:
         self.engine = engine
         self.workflow = workflow

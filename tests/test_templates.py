@@ -210,9 +210,10 @@ _READS = [
     "primary.absent",
     "primary.__class__",
 ]
-_TEXT = st.text(
-    alphabet=st.sampled_from(list("ab \n\t.:-<>{}%#")), max_size=12
-).filter(lambda t: not any(m in t for m in ("{{", "{%", "{#", "}}", "%}", "#}")) and "{" not in t[-1:])
+_DELIMITERS = ("{{", "{%", "{#", "}}", "%}", "#}")
+_TEXT = st.text(alphabet=st.sampled_from(list("ab \n\t.:-<>{}%#")), max_size=12).filter(
+    lambda t: not any(m in t for m in _DELIMITERS) and not t.endswith("{")
+)
 
 
 def _jinja(env: ImmutableSandboxedEnvironment, source: str, context: dict[str, object]) -> object:

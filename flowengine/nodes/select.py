@@ -15,7 +15,10 @@ from flowengine.templates import Scope
 async def run(run: Run, node: CompiledNode, context: Scope) -> SelectResult:
     spec = node.spec
     assert isinstance(spec, SelectNode)
-    candidates = run.by_weight(a for a in (spec.candidates or run.allowed) if a in run.allowed)
+    if spec.candidates is None:
+        candidates = list(run.allowed)  # already by weight
+    else:
+        candidates = run.by_weight(a for a in spec.candidates if a in run.allowed)
     if not candidates:
         raise NodeFailure(ErrorInfo(type="select", message="no candidate models to choose from"))
     if spec.selector is None:
