@@ -144,9 +144,10 @@ class Scheduler:
         self.wake: asyncio.Future[None] | None = None
         # One scope per run, shared by its nodes: each reads only its ancestors, which are done
         # before it starts, so adding outputs as nodes finish never changes what a node sees.
-        self.scope = Scope.of(
-            run.workflow.env, {**run.inputs, "inputs": run.inputs, "models": run.models}
-        )
+        self.scope = scope = Scope(run.workflow.env.globals)
+        scope.update(run.inputs)
+        scope["inputs"] = run.inputs
+        scope["models"] = run.models
 
     async def execute(self) -> RunResult:
         run = self.run
