@@ -347,6 +347,32 @@ async def test_only_and_models_restrict_the_run(server: FakeServer) -> None:
             await engine.run(critique(server), prompt="q", models=["lama"])
 
 
+async def test_output_reads_none_for_nodes_that_did_not_run(tmp_path: Path) -> None:
+    wf = inline(
+        """\
+version: 1
+name: partial-output
+models:
+  m: {id: some/model}
+nodes:
+  first: {type: llm, model: m, template: "one"}
+  second: {type: llm, needs: [first], model: m, template: "two {{ first.model }}"}
+output:
+  a: "{{ first.model }}"
+  b: "{{ second }}"
+  both: "{{ first.model }} and {{ second.model if second else 'nothing' }}"
+""",
+        tmp_path,
+    )
+    async with Engine(offline=True, environ={}, cache=False, record=False) as engine:
+        whole = await engine.run(wf)
+        part = await engine.run(wf, only=["first"])
+    assert whole.output["a"] == "m" and whole.output["b"]["model"] == "m"
+    assert whole.output["both"] == "m and m"
+    assert part.status == "succeeded"
+    assert part.output == {"a": "m", "b": None, "both": "m and nothing"}
+
+
 async def test_inputs_are_checked() -> None:
     wf = Workflow.load(CRITIQUE)
     with pytest.raises(UsageError, match="missing input 'prompt'"):

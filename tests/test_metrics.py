@@ -233,6 +233,33 @@ def test_model_metrics_by_hand() -> None:
     assert model_metrics([]) == {}
 
 
+@pytest.mark.parametrize(
+    "single",
+    [
+        call("a", 0.3, usage=Usage(total_tokens=10, cost=0.01), attempts=1),
+        call("a", 0.3, usage=Usage(total_tokens=10), attempts=3),
+        call("a", 0.3, usage=Usage(total_tokens=None, cost=0.0), attempts=2),
+        call("a", 9.9, usage=Usage(total_tokens=99, cost=9.0), attempts=0, cached=True),
+        call("a", 9.9, usage=Usage(total_tokens=99), attempts=0, cached=True),
+        CallResult(model="a", model_id="a", provider="p", success=False, latency_s=0.4, attempts=3),
+    ],
+)
+def test_a_model_with_one_call_has_the_metrics_of_any_group(single: CallResult) -> None:
+    # One call per model is the common case and has a path of its own: it must agree with
+    # the general one, which a group of two identical calls takes (halving the sums).
+    alone = model_metrics([single])["a"]
+    pair = model_metrics([single, single])["a"]
+    assert alone.calls == 1
+    assert alone == dataclasses.replace(
+        pair,
+        calls=1,
+        tokens=pair.tokens // 2,
+        cost=None if pair.cost is None else pair.cost / 2,
+        cached=pair.cached // 2,
+        retries=pair.retries // 2,
+    )
+
+
 def test_percentile_nearest_rank() -> None:
     assert percentile([], 50) is None
     assert percentile([0.7], 95) == 0.7

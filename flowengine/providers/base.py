@@ -43,7 +43,11 @@ class ProviderContext:
 
 
 class Provider(Protocol):
-    """A chat completions backend. ``complete`` makes one attempt; the engine retries."""
+    """A chat completions backend. ``complete`` makes one attempt; the engine retries.
+
+    ``complete`` may be an ``async def`` or a plain function that returns the coroutine of
+    its request (as the built-in HTTP provider does, to save a frame per call).
+    """
 
     name: str
     spec: ProviderBase
