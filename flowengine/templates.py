@@ -17,6 +17,7 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
     Template,
+    TemplateNotFound,
     TemplateSyntaxError,
     Undefined,
     nodes,
@@ -218,9 +219,16 @@ class CompiledTemplate:
         self.source = ""
         self._env = env
         self._expr = None
-        self._template = _flat_globals(env.get_template(name))
         self._path = None
-        self._parts = None
+        if env.loader is None:
+            raise TemplateNotFound(name)
+        # Read once, then compiled and taken apart from the same text (Loader.load's steps,
+        # without Jinja's cache: a plan compiles each prompt file once).
+        source, filename, uptodate = env.loader.get_source(env, name)
+        code = env.compile(source, name, filename)
+        template = env.template_class.from_code(env, code, env.make_globals(None), uptodate)
+        self._template = _flat_globals(template)
+        self._parts = _text_parts(env.parse(source, name, filename))
         return self
 
     @property

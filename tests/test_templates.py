@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import traceback
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,25 @@ def test_plain_text_template_errors_are_jinja_errors(env: ImmutableSandboxedEnvi
         CompiledTemplate(env, "a {{ primary.absent }} b").render(_VALUES)
     with pytest.raises((SecurityError, UndefinedError)):
         CompiledTemplate(env, "a {{ primary.__class__ }} b").render(_VALUES)
+
+
+def test_prompt_files_take_the_same_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "hello.j2").write_text("Hello {{ name }}\n")
+    (prompts / "outer.j2").write_text("{% include 'hello.j2' %}, {{ name | upper }}!\n")
+    (prompts / "broken.j2").write_text("line one\nHello {{ nobody }}\n")
+    env = make_environment(prompts)
+    hello, outer = (CompiledTemplate.from_file(env, n) for n in ("hello.j2", "outer.j2"))
+    broken = CompiledTemplate.from_file(env, "broken.j2")
+    assert outer.render({"name": "Ada"}) == "Hello Ada, ADA!"
+    with pytest.raises(UndefinedError, match="'nobody' is undefined") as raised:
+        broken.render({})
+    frames = traceback.extract_tb(raised.value.__traceback__)
+    assert any(f.filename.endswith("broken.j2") and f.lineno == 2 for f in frames)
+
+    def jinja_context(*args: object, **kwargs: object) -> None:
+        raise AssertionError("rendered by Jinja")
+
+    monkeypatch.setattr(Template, "new_context", jinja_context)
+    assert hello.render({"name": "Ada"}) == "Hello Ada"
