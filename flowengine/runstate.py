@@ -170,7 +170,7 @@ class Run:
                 except CallError as final:
                     outcome, attempts = final, final.attempts
             latency = time.perf_counter() - started  # the call's own time, before any pricing
-            if type(outcome) is Completion and outcome.usage.cost is None:
+            if isinstance(outcome, Completion) and outcome.usage.cost is None:
                 outcome = await self._priced(target, outcome)
             result = self._finished(alias, target, outcome, attempts, latency)
             if result.success and cache is not None:

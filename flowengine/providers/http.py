@@ -187,12 +187,14 @@ async def _request(
         clean = redacted(raised, headers)
         if clean is raised:
             raise
-        cause = raised.__cause__
+        cause = None  # it quoted the key, so its cause may well do too
     except Exception as exc:
         translated = translate(exc, what=what, url=url, timeout=timeout)
-        # ClientResponseError carries request_info, whose headers include Authorization.
-        cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
         clean = redacted(translated, headers)
+        # ClientResponseError carries request_info, whose headers include Authorization; and
+        # an exception whose text had the key masked keeps it in its own text.
+        masked = clean is not translated
+        cause = None if masked or isinstance(exc, aiohttp.ClientResponseError) else exc
     # Raised outside the handlers, so that an unmasked error is not kept as __context__.
     raise clean from cause
 

@@ -294,12 +294,23 @@ async def test_unexpected_exception_is_internal_and_final(
     assert (error.type, error.retryable) == ("internal", False)
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"status": 401, "payload": {"error": {"message": f"Incorrect API key: {KEY}"}}},
+        {"status": 200, "payload": {"error": {"code": 502, "message": f"upstream saw {KEY}"}}},
+        {"status": 200, "body": f"<html>proxy error for Bearer {KEY}</html>"},
+        {"exception": aiohttp.ClientConnectionError(f"reset while sending {KEY}")},
+    ],
+    ids=["http-error", "error-in-200", "not-json", "transport"],
+)
 async def test_key_echoed_by_server_is_masked(
-    mocked: aioresponses, provider: OpenAICompatible
+    mocked: aioresponses, provider: OpenAICompatible, reply: dict[str, Any]
 ) -> None:
-    mocked.post(URL, status=401, payload={"error": {"message": f"Incorrect API key: {KEY}"}})
+    mocked.post(URL, **reply)
     error = await fail(provider)
     assert KEY not in str(error) and "***" in error.message
+    assert error.__cause__ is None or KEY not in str(error.__cause__)
 
 
 async def test_key_never_appears_in_errors_or_reprs(
