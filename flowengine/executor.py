@@ -285,12 +285,11 @@ class Scheduler:
         except TEMPLATE_ERRORS as exc:
             status, error = "failed", ErrorInfo(type="template", message=f"nodes.{node.id}: {exc}")
         duration = round(time.perf_counter() - clock, 6)
-        if not run.listeners:
-            pass
-        elif status == "failed":
-            run.emit("node_failed", node=node.id, duration_s=duration, error=error)
-        else:
-            run.emit("node_finished", node=node.id, duration_s=duration, status=status)
+        if run.listeners:
+            if status == "failed":
+                run.emit("node_failed", node=node.id, duration_s=duration, error=error)
+            else:
+                run.emit("node_finished", node=node.id, duration_s=duration, status=status)
         return NodeResult(
             status=status, started_at=started_at, duration_s=duration, output=output, error=error
         )

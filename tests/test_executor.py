@@ -72,6 +72,9 @@ async def test_fanout_calls_run_at_once(server: FakeServer) -> None:
     wf = critique(server, **{"nodes.critiques.max_concurrency": 5})
     async with Engine(environ=ENV) as engine:
         result = await engine.run(wf, prompt="q")
+        # openrouter has no rate limit or cap here, yet its shared limits count every attempt
+        _, limits = engine.provider("openrouter", wf.spec.providers["openrouter"])
+        assert (limits.started, limits.peak, limits.in_flight) == (result.metadata.calls, 5, 0)
     assert server.max_in_flight == 5
     assert result.metadata.concurrent_calls == 5
     fanout = result.nodes["critiques"].duration_s

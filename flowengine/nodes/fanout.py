@@ -19,11 +19,13 @@ def chosen_models(run: Run, node: CompiledNode, context: Scope) -> list[str]:
     spec = node.spec
     assert isinstance(spec, FanoutNode)
     where = f"nodes.{node.id}.models"
+    include = None
+    if node.include is not None:
+        include = [alias_of(run, v, where) for v in _flat(evaluate_value(node.include, context))]
     exclude = {alias_of(run, v, where) for v in _flat(evaluate_value(node.exclude, context))}
-    if node.include is None:
+    if include is None:
         chosen = [a for a in run.allowed if a not in exclude]  # already by weight
     else:
-        include = [alias_of(run, v, where) for v in _flat(evaluate_value(node.include, context))]
         chosen = run.by_weight(a for a in include if a not in exclude and a in run.allowed)
     return chosen[: spec.models.top] if spec.models.top is not None else chosen
 

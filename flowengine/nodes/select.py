@@ -15,7 +15,7 @@ from flowengine.templates import Scope
 async def run(run: Run, node: CompiledNode, context: Scope) -> SelectResult:
     spec = node.spec
     assert isinstance(spec, SelectNode)
-    if spec.candidates is None:
+    if not spec.candidates:
         candidates = list(run.allowed)  # already by weight
     else:
         candidates = run.by_weight(a for a in spec.candidates if a in run.allowed)
