@@ -158,6 +158,8 @@ class Run:
                     except CallError as error:
                         self._failed(target, error)
                         raise
+                    except Exception as exc:
+                        raise _internal(target, exc) from exc
                     finally:
                         self._closed(limits)
                 else:
@@ -265,6 +267,8 @@ class Run:
             except CallError as error:
                 self._failed(target, error)
                 raise
+            except Exception as exc:
+                raise _internal(target, exc) from exc
             finally:
                 self._closed(None)
 
@@ -347,6 +351,14 @@ class _Target:
     timeout: float
     retry: Retry
     cache_url: str | None  # the provider's base URL, part of cache keys; None: do not cache
+
+
+def _internal(target: _Target, exc: Exception) -> CallError:
+    """A provider raised something other than CallError (a plugin's bug): that call fails,
+    with the exception named, and the run goes on as for any failed call."""
+    return CallError(
+        "internal", f"provider '{target.provider_name}' raised {type(exc).__name__}: {exc}"
+    )
 
 
 def _completion(result: CallResult) -> Completion:

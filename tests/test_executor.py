@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -382,3 +383,115 @@ async def test_inputs_are_checked() -> None:
         wf.bind_inputs({})
     with pytest.raises(UsageError, match="did you mean 'prompt'"):
         wf.bind_inputs({"promt": "x"})
+
+
+# -- fanout's calls run together, and end together ----------------------------------------------
+
+
+async def test_together_runs_every_call_at_once_and_keeps_their_order() -> None:
+    from flowengine.nodes.fanout import together
+
+    started: list[int] = []
+    everyone = asyncio.Event()
+
+    async def call(i: int, delay: float) -> Any:
+        started.append(i)
+        if len(started) == 4:
+            everyone.set()
+        await everyone.wait()  # returns only once all four have started: they run at once
+        await asyncio.sleep(delay)
+        return i
+
+    async with asyncio.timeout(5):
+        results = await together([call(0, 0.03), call(1, 0.0), call(2, 0.02), call(3, 0.01)])
+    assert results == [0, 1, 2, 3]
+    assert await together([]) == []
+
+
+@pytest.mark.parametrize("stopped", ["cancelled", "failed"])
+async def test_together_stops_every_call_and_waits_for_them(
+    stopped: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flowengine.nodes.fanout import together
+
+    ended: list[str] = []
+    running = asyncio.Event()
+
+    async def slow(i: int) -> Any:
+        try:
+            running.set()
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.01)  # cleanup that takes time, as a cancelled request's does
+            ended.append(f"slow {i}")
+
+    async def quick(i: int) -> Any:
+        await asyncio.sleep(0.02)
+        ended.append(f"quick {i}")
+        return i
+
+    async def broken() -> Any:
+        await running.wait()
+        raise RuntimeError("bug")
+
+    if stopped == "failed":  # raised once the calls before it have ended
+        calls = [quick(0), broken(), slow(2), slow(3)]
+    else:
+        calls = [slow(0), slow(1), slow(2), slow(3)]
+    task = asyncio.create_task(together(calls))
+    await running.wait()
+    await asyncio.sleep(0.01)
+    if stopped == "cancelled":
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError if stopped == "cancelled" else RuntimeError):
+        await task
+    # every call has ended (its cleanup done) by the time together() has
+    if stopped == "failed":
+        assert sorted(ended) == ["quick 0", "slow 2", "slow 3"]
+    else:
+        assert sorted(ended) == ["slow 0", "slow 1", "slow 2", "slow 3"]
+    await asyncio.sleep(0)
+    assert not [r for r in caplog.records if r.name == "asyncio"]
+
+
+async def test_a_provider_that_raises_fails_only_its_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowengine.providers import ChatRequest, Completion, registry
+
+    class Buggy:
+        """A plugin with a bug: it raises ValueError, not CallError, for one model."""
+
+        def __init__(self, name: str, spec: Any) -> None:
+            self.name, self.spec = name, spec
+
+        async def complete(self, request: ChatRequest) -> Completion:
+            await asyncio.sleep(0)
+            if request.model_id == "vendor/b":
+                raise ValueError("unexpected field 'x'")
+            return Completion(content=f"answer from {request.model_id}")
+
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    registry.register_provider("offline", lambda name, spec, ctx: Buggy(name, spec))
+    wf = inline(
+        """\
+version: 1
+name: buggy-plugin
+models:
+  a: {id: vendor/a, weight: 3}
+  b: {id: vendor/b, weight: 2}
+  c: {id: vendor/c, weight: 1}
+nodes:
+  all: {type: fanout, models: {}, template: "q", retry: {attempts: 3, initial: 1ms}}
+""",
+        tmp_path,
+    )
+    async with Engine(offline=True, environ={}, cache=False, record=False) as engine:
+        result = await engine.run(wf)
+    assert result.status == "partial"
+    calls = {c.model: c for c in result.nodes["all"].output}
+    assert calls["a"].success and calls["c"].success
+    failed = calls["b"]
+    assert failed.error is not None and failed.error.type == "internal"
+    assert failed.attempts == 1  # a bug is not retried
+    assert failed.error.message == "provider 'openrouter' raised ValueError: unexpected field 'x'"
