@@ -33,6 +33,7 @@ from flowengine.results import (
     RunStatus,
     model_metrics,
     to_jsonable,
+    to_micros,
 )
 from flowengine.runstate import NodeFailure, Run
 from flowengine.templates import Scope, evaluate_value
@@ -284,7 +285,7 @@ class Scheduler:
             raise
         except TEMPLATE_ERRORS as exc:
             status, error = "failed", ErrorInfo(type="template", message=f"nodes.{node.id}: {exc}")
-        duration = round(time.perf_counter() - clock, 6)
+        duration = to_micros(time.perf_counter() - clock)
         if run.listeners:
             if status == "failed":
                 run.emit("node_failed", node=node.id, duration_s=duration, error=error)
@@ -334,7 +335,7 @@ class Scheduler:
                 tokens += call.usage.total_tokens or 0
                 spent += call.usage.cost or 0.0
         return RunMetadata(
-            total_time=round(total, 6),
+            total_time=to_micros(total),
             calls=len(calls),
             concurrent_calls=self.run.peak,
             tokens=tokens,

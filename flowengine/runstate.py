@@ -15,7 +15,7 @@ from flowengine.events import Event, EventKind, Listener
 from flowengine.providers import ChatRequest, Completion, Provider
 from flowengine.records import CallRecord
 from flowengine.resilience import AuthGate, ProviderLimits, call_with_retries
-from flowengine.results import CallResult, ErrorInfo
+from flowengine.results import CallResult, ErrorInfo, to_micros
 from flowengine.spec import ModelSpec, NodeSpec, OpenAIProvider, Retry
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ class Run:
                 provider=target.provider_name,
                 success=False,
                 error=ErrorInfo(type=outcome.type, status=outcome.status, message=outcome.message),
-                latency_s=round(latency, 6),
+                latency_s=to_micros(latency),
                 attempts=attempts,
                 confidence=self.scores.get(alias),
             )
@@ -334,7 +334,7 @@ class Run:
             confidence=self.scores.get(alias),
             finish_reason=completion.finish_reason,
             usage=completion.usage,
-            latency_s=round(latency, 6),
+            latency_s=to_micros(latency),
             attempts=attempts,
             cached=cached,
         )

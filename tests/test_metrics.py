@@ -4,15 +4,18 @@ price list, else null — never a made-up number."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowengine import CallResult, Engine, RunResult, Workflow, pricing
-from flowengine.results import ModelMetrics, Usage, model_metrics, percentile
+from flowengine.results import ModelMetrics, Usage, model_metrics, percentile, to_micros
 from flowengine.store import Store
 from tests.fakeserver import FakeServer, Reply
 
@@ -316,3 +319,13 @@ async def test_latency_does_not_include_fetching_the_price_list(tmp_path: Path) 
         one = result.nodes["one"].output
         assert one.usage.cost is not None  # it was priced from the slow list
         assert one.latency_s < 0.2
+
+
+@given(st.floats(min_value=0, max_value=1e5, allow_nan=False))
+def test_durations_are_microseconds_as_round_gives_them(seconds: float) -> None:
+    micros = to_micros(seconds)
+    scaled = seconds * 1e6
+    if abs(scaled - math.floor(scaled) - 0.5) > 1e-6:  # exact halves may go either way
+        assert micros == round(seconds, 6)
+    assert abs(micros - seconds) <= 0.5e-6 + 1e-9 * max(1.0, seconds)
+    assert len(repr(micros).partition(".")[2]) <= 6 or "e" in repr(micros)

@@ -93,7 +93,13 @@ def _clamp(seconds: float) -> float | None:
 def parse_json(reply: HttpReply, what: str) -> Any:
     """The body as JSON, or a retryable ``malformed`` error quoting the start of the body."""
     try:
-        return json.loads(reply.body)  # bytes: no decoded copy of the body first
+        # UTF-8, as JSON over HTTP is: json.loads(bytes) would first guess the encoding in
+        # Python code, on every reply.
+        return json.loads(reply.body.decode())
+    except ValueError:
+        pass
+    try:
+        return json.loads(reply.body)  # a byte-order mark, or UTF-16/32: json's own guess
     except ValueError:
         raise CallError(
             "malformed",

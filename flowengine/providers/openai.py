@@ -145,7 +145,10 @@ def parse_reply(reply: HttpReply, *, what: str) -> Completion:
 def _completion(body: dict[str, Any], choice: dict[str, Any], what: str) -> Completion:
     finish = choice.get("finish_reason")
     finish = finish if isinstance(finish, str) else None
-    content = _content(choice.get("message"))
+    message = choice.get("message")
+    content = message.get("content") if type(message) is dict else None
+    if type(content) is not str or not content.strip():
+        content = _content(message)  # content parts, or no text at all
     if finish == "error":
         raise _choice_error(choice, what)
     if not content:
@@ -263,6 +266,23 @@ def _error_text(error: Mapping[str, Any]) -> str:
 
 def parse_usage(usage: Any) -> Usage:
     """Token counts and ``cost`` when present; anything malformed is left out."""
+    if type(usage) is dict:
+        # The usual shape, taken as it is; anything else goes through the checks below.
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        total, cost = usage.get("total_tokens"), usage.get("cost")
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and type(total) is int
+            and (cost is None or type(cost) is float)
+        ):
+            return Usage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, cost=cost
+            )
+    return _checked_usage(usage)
+
+
+def _checked_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
     prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")

@@ -1,4 +1,4 @@
-"""The status taxonomy, Retry-After parsing and body excerpts."""
+"""The status taxonomy, Retry-After parsing, JSON bodies and body excerpts."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from email.utils import format_datetime
 
 import pytest
 
+from flowengine.errors import CallError
 from flowengine.providers.http import (
     RETRY_AFTER_CAP,
+    HttpReply,
     is_retryable_status,
+    parse_json,
     parse_retry_after,
     snippet,
 )
@@ -59,3 +62,28 @@ def test_snippet_is_short_single_line_and_drops_html() -> None:
     long = snippet("x" * 1000)
     assert len(long) == 200 and long.endswith("…")
     assert snippet("a\n  b\tc") == "a b c"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"answer": "caf\xc3\xa9"}',
+        b'\xef\xbb\xbf{"answer": "caf\xc3\xa9"}',  # UTF-8 with a byte-order mark
+        '{"answer": "café"}'.encode("utf-16"),
+        '{"answer": "café"}'.encode("utf-32-le"),
+    ],
+)
+def test_json_bodies_in_any_encoding_json_allows(body: bytes) -> None:
+    assert parse_json(HttpReply(200, {}, body), "the server") == {"answer": "café"}
+
+
+@pytest.mark.parametrize("body", [b'{"answer": \xff}', b"\xff\xfe{", b"{truncated", b""])
+def test_a_body_that_is_not_json_is_a_malformed_reply(body: bytes) -> None:
+    with pytest.raises(CallError) as raised:
+        parse_json(HttpReply(502, {}, body), "the server")
+    assert (raised.value.type, raised.value.retryable, raised.value.status) == (
+        "malformed",
+        True,
+        502,
+    )
+    assert "the server returned a body that is not JSON (HTTP 502)" in raised.value.message

@@ -9,9 +9,12 @@ from typing import Any
 import aiohttp
 import pytest
 from aioresponses import aioresponses
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, OpenAICompatible, ProviderContext
+from flowengine.providers.openai import _checked_usage, parse_usage
 from flowengine.spec import OpenAIProvider
 
 BASE = "https://api.example.test/v1"
@@ -329,3 +332,41 @@ async def test_key_never_appears_in_errors_or_reprs(
             texts += [str(cause), repr(cause)]
             cause = cause.__cause__
     assert all(KEY not in text for text in texts)
+
+
+_USAGE_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
+)
+
+
+_TOKENS = st.one_of(st.integers(0, 10**6), _USAGE_VALUES)
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.lists(st.integers(), max_size=2),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "prompt_tokens": _TOKENS,
+                "completion_tokens": _TOKENS,
+                "total_tokens": _TOKENS,
+                "cost": _USAGE_VALUES,
+            },
+        ),
+    )
+)
+@example({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "cost": True})
+@example({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "cost": 0})
+@example({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "cost": 0.5})
+@example({"prompt_tokens": True, "completion_tokens": 2, "total_tokens": 3})
+@example({"prompt_tokens": 1.0, "completion_tokens": 2, "total_tokens": 3})
+@example({"prompt_tokens": 1, "completion_tokens": 2})
+def test_usage_reads_the_usual_shape_as_the_checks_do(usage: Any) -> None:
+    # the usual shape has a short path of its own; it must agree with the full checks
+    assert parse_usage(usage) == _checked_usage(usage)
