@@ -187,8 +187,10 @@ class Scheduler:
     def finish_run(self, started: float, failure: ErrorInfo | None) -> RunResult:
         """Build the result, record it, and say the run is over."""
         run = self.run
+        results = self.results
         for node_id in self.selected:
-            self.results.setdefault(node_id, NodeResult(status="skipped"))
+            if node_id not in results:
+                results[node_id] = NodeResult(status="skipped")
         result = self.result(time.perf_counter() - started, failure)
         engine = run.engine
         if engine.record and engine.store is not None:

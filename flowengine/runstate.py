@@ -135,7 +135,7 @@ class Run:
         """
         target = self._target(alias)
         request = ChatRequest(target.model_id, messages, params, target.timeout)
-        wall = time.time()
+        wall = time.time() if self.engine.record else 0.0  # for the run's timeline
         started = time.perf_counter()
         cache = self.engine.cache if node.cache and target.cache_url else None
         key = cache_key(target.cache_url or "", request) if cache is not None else ""
