@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,9 +37,13 @@ def parse_prices(body: Any) -> Prices:
         if not isinstance(pricing, dict):
             continue
         try:
-            prices[item["id"]] = (float(pricing["prompt"]), float(pricing["completion"]))
+            price = (float(pricing["prompt"]), float(pricing["completion"]))
         except (KeyError, TypeError, ValueError):
             continue
+        # OpenRouter lists "-1" for models whose price varies (its auto router); an infinite
+        # or missing number is no price either. Their calls' cost stays unknown.
+        if all(math.isfinite(p) and p >= 0 for p in price):
+            prices[item["id"]] = price
     return prices
 
 

@@ -329,3 +329,20 @@ def test_durations_are_microseconds_as_round_gives_them(seconds: float) -> None:
         assert micros == round(seconds, 6)
     assert abs(micros - seconds) <= 0.5e-6 + 1e-9 * max(1.0, seconds)
     assert len(repr(micros).partition(".")[2]) <= 6 or "e" in repr(micros)
+
+
+def test_price_lists_keep_only_real_prices() -> None:
+    body = {
+        "data": [
+            {"id": "a", "pricing": {"prompt": "0.000001", "completion": "0.000002"}},
+            {"id": "auto", "pricing": {"prompt": "-1", "completion": "-1"}},  # varies by model
+            {"id": "inf", "pricing": {"prompt": "inf", "completion": "0"}},
+            {"id": "nan", "pricing": {"prompt": float("nan"), "completion": "0"}},
+            {"id": "text", "pricing": {"prompt": "free", "completion": "0"}},
+            {"id": "none", "pricing": None},
+            {"pricing": {"prompt": "0", "completion": "0"}},
+            "junk",
+        ]
+    }
+    assert pricing.parse_prices(body) == {"a": (0.000001, 0.000002)}
+    assert pricing.parse_prices({"data": "nope"}) == {} == pricing.parse_prices([])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Coroutine, Mapping
 from typing import Any
@@ -274,7 +275,7 @@ def parse_usage(usage: Any) -> Usage:
             type(prompt) is int
             and type(completion) is int
             and type(total) is int
-            and (cost is None or type(cost) is float)
+            and (cost is None or (type(cost) is float and math.isfinite(cost)))
         ):
             return Usage(
                 prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, cost=cost
@@ -301,7 +302,8 @@ def _number(usage: dict[str, Any], key: str) -> float | None:
     value = usage.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    # json.loads accepts Infinity and NaN; neither is a count or a price.
+    return float(value) if math.isfinite(value) else None
 
 
 def _count(usage: dict[str, Any], key: str) -> int | None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, OpenAICompatible, ProviderContext
 from flowengine.providers.openai import _checked_usage, parse_usage
+from flowengine.results import Usage
 from flowengine.spec import OpenAIProvider
 
 BASE = "https://api.example.test/v1"
@@ -338,7 +339,7 @@ _USAGE_VALUES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-5, 10**6),
-    st.floats(allow_nan=False),
+    st.floats(),  # json.loads accepts Infinity and NaN
     st.text(max_size=3),
 )
 
@@ -367,6 +368,22 @@ _TOKENS = st.one_of(st.integers(0, 10**6), _USAGE_VALUES)
 @example({"prompt_tokens": True, "completion_tokens": 2, "total_tokens": 3})
 @example({"prompt_tokens": 1.0, "completion_tokens": 2, "total_tokens": 3})
 @example({"prompt_tokens": 1, "completion_tokens": 2})
+@example({"prompt_tokens": float("inf"), "completion_tokens": 2, "total_tokens": 3})
+@example({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "cost": float("nan")})
 def test_usage_reads_the_usual_shape_as_the_checks_do(usage: Any) -> None:
     # the usual shape has a short path of its own; it must agree with the full checks
     assert parse_usage(usage) == _checked_usage(usage)
+
+
+async def test_usage_that_is_not_finite_is_left_out(
+    mocked: aioresponses, provider: OpenAICompatible
+) -> None:
+    # Python's json accepts Infinity and NaN: the answer is kept, the nonsense counts are not
+    body = (
+        '{"model": "m", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],'
+        ' "usage": {"prompt_tokens": Infinity, "completion_tokens": 2, "cost": NaN}}'
+    )
+    mocked.post(URL, status=200, body=body)
+    result = await provider.complete(REQUEST)
+    assert result.content == "hi"
+    assert result.usage == Usage(prompt_tokens=None, completion_tokens=2, total_tokens=None)
