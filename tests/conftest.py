@@ -6,14 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Property tests draw the same examples on every run, so that the suite passes or fails the
-# same way on every machine. HYPOTHESIS_PROFILE=explore draws new ones, and more of them.
-settings.register_profile("deterministic", derandomize=True, database=None)
-settings.register_profile("explore", max_examples=1000)
+# Property tests draw the same examples on every run and never fail for being slow, so that the
+# suite passes or fails the same way on every machine, however busy. HYPOTHESIS_PROFILE=explore
+# draws new examples, and more of them.
+_STEADY = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("deterministic", derandomize=True, database=None, **_STEADY)
+settings.register_profile("explore", max_examples=1000, **_STEADY)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 
