@@ -164,6 +164,12 @@ class AuthGate:
             )
 
 
+def stray_error(provider: str, exc: Exception) -> CallError:
+    """A provider raised something other than CallError (a plugin's bug): that call fails,
+    with the exception named, is not retried, and the run goes on as for any failed call."""
+    return CallError("internal", f"provider '{provider}' raised {type(exc).__name__}: {exc}")
+
+
 def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, CallError) and exc.retryable
 
@@ -278,5 +284,7 @@ async def resilient_complete(
                 if gate is not None:
                     gate.record(provider.name, error)
                 raise
+            except Exception as exc:
+                raise stray_error(provider.name, exc) from exc
 
     return await call_with_retries(attempt, retry, on_retry=on_retry, sleep=sleep)

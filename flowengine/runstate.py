@@ -14,7 +14,7 @@ from flowengine.errors import CallError
 from flowengine.events import Event, EventKind, Listener
 from flowengine.providers import ChatRequest, Completion, Provider
 from flowengine.records import CallRecord
-from flowengine.resilience import AuthGate, ProviderLimits, call_with_retries
+from flowengine.resilience import AuthGate, ProviderLimits, call_with_retries, stray_error
 from flowengine.results import CallResult, ErrorInfo, to_micros
 from flowengine.spec import ModelSpec, NodeSpec, OpenAIProvider, Retry
 
@@ -159,7 +159,7 @@ class Run:
                         self._failed(target, error)
                         raise
                     except Exception as exc:
-                        raise _internal(target, exc) from exc
+                        raise stray_error(target.provider_name, exc) from exc
                     finally:
                         self._closed(limits)
                 else:
@@ -268,7 +268,7 @@ class Run:
                 self._failed(target, error)
                 raise
             except Exception as exc:
-                raise _internal(target, exc) from exc
+                raise stray_error(target.provider_name, exc) from exc
             finally:
                 self._closed(None)
 
@@ -351,14 +351,6 @@ class _Target:
     timeout: float
     retry: Retry
     cache_url: str | None  # the provider's base URL, part of cache keys; None: do not cache
-
-
-def _internal(target: _Target, exc: Exception) -> CallError:
-    """A provider raised something other than CallError (a plugin's bug): that call fails,
-    with the exception named, and the run goes on as for any failed call."""
-    return CallError(
-        "internal", f"provider '{target.provider_name}' raised {type(exc).__name__}: {exc}"
-    )
 
 
 def _completion(result: CallResult) -> Completion:

@@ -10,12 +10,14 @@ from collections.abc import Iterator
 import pytest
 
 from flowengine.errors import CallError
+from flowengine.providers import ChatRequest, Completion
 from flowengine.resilience import (
     RETRY_AFTER_CAP,
     AuthGate,
     ProviderLimits,
     call_with_retries,
     make_limiter,
+    resilient_complete,
 )
 from flowengine.spec import OpenAIProvider, Rate, Retry
 
@@ -285,3 +287,29 @@ def test_auth_gate_blocks_on_missing_key() -> None:
     gate.record("router", CallError("auth", "set OPENROUTER_API_KEY"))
     with pytest.raises(CallError, match="OPENROUTER_API_KEY"):
         gate.check("router")
+
+
+async def test_a_provider_raising_a_foreign_exception_fails_once_as_internal() -> None:
+    class Buggy:
+        name = "plugin"
+        spec = None
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def complete(self, request: ChatRequest) -> Completion:
+            self.calls += 1
+            raise KeyError("choices")
+
+    provider = Buggy()
+    with pytest.raises(CallError) as raised:
+        await resilient_complete(
+            provider,  # type: ignore[arg-type]
+            ChatRequest("m", [{"role": "user", "content": "q"}]),
+            limits=ProviderLimits(),
+            retry=Retry(attempts=3),
+        )
+    assert provider.calls == 1
+    assert (raised.value.type, raised.value.retryable) == ("internal", False)
+    assert raised.value.message == "provider 'plugin' raised KeyError: 'choices'"
+    assert isinstance(raised.value.__cause__, KeyError)
