@@ -297,6 +297,31 @@ def check_server(results: dict[str, list[Measure]]) -> list[str]:
     return notes
 
 
+def judge(
+    results: dict[str, list[Measure]],
+    figure: Callable[[Measure], float],
+    what: str,
+    target: float,
+    digits: int,
+) -> bool:
+    """Print ``figure``'s per-round ratios, engine / baseline, their median against ``target``,
+    and the server's notes; True when the target is met and every run succeeded."""
+    # Each round measures the two sides back to back, so a round's ratio is immune to the
+    # machine's drift from one round to the next; the median of those ratios is the figure.
+    per_round = [
+        figure(e) / figure(b) for e, b in zip(results["engine"], results["baseline"], strict=True)
+    ]
+    ratio = median(per_round)
+    print(f"  per-round ratios: {' '.join(f'{r:.{digits}f}' for r in per_round)}")
+    print(
+        f"  {what}, engine / baseline (median of rounds): {ratio:.{digits}f} "
+        f"(target <= {target}) {verdict(ratio, target)}"
+    )
+    for note in check_server(results):
+        print(f"  {note}")
+    return ratio <= target and not any(m.failures for ms in results.values() for m in ms)
+
+
 async def scenario_a(args: argparse.Namespace) -> bool:
     server = ServerProcess(latency=0.0)
     sides = Sides(server)
@@ -314,32 +339,16 @@ async def scenario_a(args: argparse.Namespace) -> bool:
         f"  {'':10} {'CPU us/call':>12} {'CPU ms/run':>11} {'wall s':>8} {'runs/s':>8} "
         f"{'calls/s':>8}   per round (CPU us/call)"
     )
-    cpu: dict[str, float] = {}
     for side, measures in results.items():
-        cpu[side] = median([m.cpu_per_call_us for m in measures])
+        cpu = median([m.cpu_per_call_us for m in measures])
         wall = median([m.wall_s for m in measures])
         rate = median([m.runs_per_s for m in measures])
         rounds = " ".join(f"{m.cpu_per_call_us:.0f}" for m in measures)
         print(
-            f"  {side:10} {cpu[side]:12.0f} {cpu[side] * CALLS_PER_RUN / 1000:11.2f} "
+            f"  {side:10} {cpu:12.0f} {cpu * CALLS_PER_RUN / 1000:11.2f} "
             f"{wall:8.2f} {rate:8.0f} {rate * CALLS_PER_RUN:8.0f}   {rounds}"
         )
-    # Each round measures the two sides back to back, so a round's ratio is immune to the
-    # machine's drift from one round to the next; the median of those ratios is the figure.
-    per_round = [
-        e.cpu_per_call_us / b.cpu_per_call_us
-        for e, b in zip(results["engine"], results["baseline"], strict=True)
-    ]
-    ratio = median(per_round)
-    ok = ratio <= TARGET_CPU_RATIO
-    print(f"  per-round ratios: {' '.join(f'{r:.2f}' for r in per_round)}")
-    print(
-        f"  CPU per call, engine / baseline (median of rounds): {ratio:.2f} "
-        f"(target <= {TARGET_CPU_RATIO}) {verdict(ratio, TARGET_CPU_RATIO)}"
-    )
-    for note in check_server(results):
-        print(f"  {note}")
-    return ok and not any(m.failures for ms in results.values() for m in ms)
+    return judge(results, lambda m: m.cpu_per_call_us, "CPU per call", TARGET_CPU_RATIO, 2)
 
 
 async def scenario_b(args: argparse.Namespace) -> bool:
@@ -363,26 +372,12 @@ async def scenario_b(args: argparse.Namespace) -> bool:
         f"{CRITICAL_PATH} calls in sequence = {CRITICAL_PATH * ms:g} ms at least"
     )
     print(f"  {'':10} {'median run ms':>14} {'p95 run ms':>11} {'over path ms':>13}")
-    medians: dict[str, float] = {}
     for side, measures in results.items():
-        medians[side] = median([median(m.durations) for m in measures])
+        middle = median([median(m.durations) for m in measures])
         p95 = median([statistics.quantiles(m.durations, n=20)[-1] for m in measures])
-        over = medians[side] * 1000 - CRITICAL_PATH * ms
-        print(f"  {side:10} {medians[side] * 1000:14.1f} {p95 * 1000:11.1f} {over:13.1f}")
-    per_round = [
-        median(e.durations) / median(b.durations)
-        for e, b in zip(results["engine"], results["baseline"], strict=True)
-    ]
-    ratio = median(per_round)
-    ok = ratio <= TARGET_WALL_RATIO
-    print(f"  per-round ratios: {' '.join(f'{r:.3f}' for r in per_round)}")
-    print(
-        f"  median run time, engine / baseline (median of rounds): {ratio:.3f} "
-        f"(target <= {TARGET_WALL_RATIO}) {verdict(ratio, TARGET_WALL_RATIO)}"
-    )
-    for note in check_server(results):
-        print(f"  {note}")
-    return ok and not any(m.failures for ms in results.values() for m in ms)
+        over = middle * 1000 - CRITICAL_PATH * ms
+        print(f"  {side:10} {middle * 1000:14.1f} {p95 * 1000:11.1f} {over:13.1f}")
+    return judge(results, lambda m: median(m.durations), "median run time", TARGET_WALL_RATIO, 3)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,7 +8,7 @@ are never rendered as templates themselves.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,28 +208,42 @@ class CompiledTemplate:
         self._env = env
         expr = single_expression(source)
         self._expr = env.compile_expression(expr, undefined_to_none=False) if expr else None
-        self._template = None if self._expr else _flat_globals(env.from_string(source))
         self._path = _attribute_path(env, expr) if expr else None
-        self._parts = None if self._expr else _text_parts(env.parse(source))
+        self._template: Template | None = None
+        self._parts: tuple[str | tuple[str, ...], ...] | None = None
+        if self._expr is None:
+            self._compile(source)
 
     @classmethod
     def from_file(cls, env: ImmutableSandboxedEnvironment, name: str) -> CompiledTemplate:
+        if env.loader is None:
+            raise TemplateNotFound(name)
+        # Read once, then compiled and taken apart from the same text (Loader.load's steps,
+        # without Jinja's cache: a plan compiles each prompt file once).
+        source, filename, uptodate = env.loader.get_source(env, name)
         self = cls.__new__(cls)
         self.name = name
         self.source = ""
         self._env = env
         self._expr = None
         self._path = None
-        if env.loader is None:
-            raise TemplateNotFound(name)
-        # Read once, then compiled and taken apart from the same text (Loader.load's steps,
-        # without Jinja's cache: a plan compiles each prompt file once).
-        source, filename, uptodate = env.loader.get_source(env, name)
-        code = env.compile(source, name, filename)
+        self._compile(source, name, filename, uptodate)
+        return self
+
+    def _compile(
+        self,
+        source: str,
+        name: str | None = None,
+        filename: str | None = None,
+        uptodate: Callable[[], bool] | None = None,
+    ) -> None:
+        """The Jinja template and its parts, from one parse of ``source``."""
+        env = self._env
+        ast = env.parse(source, name, filename)
+        code = env.compile(ast, name, filename)
         template = env.template_class.from_code(env, code, env.make_globals(None), uptodate)
         self._template = _flat_globals(template)
-        self._parts = _text_parts(env.parse(source, name, filename))
-        return self
+        self._parts = _text_parts(ast)
 
     @property
     def is_native(self) -> bool:

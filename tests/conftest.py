@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.fakeserver import ThreadedServer, run_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,6 +20,14 @@ _STEADY = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("deterministic", derandomize=True, database=None, **_STEADY)
 settings.register_profile("explore", max_examples=1000, **_STEADY)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+
+@pytest.fixture
+def threaded_server() -> Iterator[ThreadedServer]:
+    """A FakeServer on its own thread, for code that runs its own event loop (the CLI)."""
+    handle = run_in_thread()
+    yield handle
+    handle.stop()
 
 
 @pytest.fixture

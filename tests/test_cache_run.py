@@ -10,20 +10,19 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from flowengine import Engine, RunResult, Workflow
 from flowengine.cache import ResponseCache
-from flowengine.cli import cli
 from flowengine.records import list_runs, load_run
 from flowengine.results import CallResult
 from flowengine.store import Store
-from tests.fakeserver import FakeServer, Reply, ThreadedServer, run_in_thread
+from tests.clirunner import invoke
+from tests.fakeserver import FakeServer, Reply, ThreadedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,39 +252,27 @@ async def test_locked_database_runs_without_cache_and_warns_once(
     assert "the database is locked by another process" in warning
 
 
-@pytest.fixture
-def threaded() -> Iterator[ThreadedServer]:
-    handle = run_in_thread()
-    yield handle
-    handle.stop()
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
-
-
-def test_cli_no_cache(threaded: ThreadedServer, tmp_path: Path) -> None:
-    path = str(flow(tmp_path, threaded.base_url))
+def test_cli_no_cache(threaded_server: ThreadedServer, tmp_path: Path) -> None:
+    path = str(flow(tmp_path, threaded_server.base_url))
     code, out, err = invoke("run", path, "--prompt", "q", "-q")
     assert code == 0, err
-    assert threaded.server.count == 3
+    assert threaded_server.server.count == 3
     code, out, err = invoke("run", path, "--prompt", "q", "-q", "--no-cache")
     assert code == 0, err
-    assert threaded.server.count == 6
+    assert threaded_server.server.count == 6
     assert json.loads(out)["nodes"]["answer"]["output"]["cached"] is False
     code, out, _ = invoke("run", path, "--prompt", "q", "-q")
-    assert threaded.server.count == 6
+    assert threaded_server.server.count == 6
     result = json.loads(out)
     assert result["nodes"]["answer"]["output"]["cached"] is True
     assert result["metrics"]["models"]["a"]["cached"] == 2
 
 
 def test_cli_corrupt_database_is_one_warning(
-    threaded: ThreadedServer, tmp_path: Path, private_database: Path
+    threaded_server: ThreadedServer, tmp_path: Path, private_database: Path
 ) -> None:
     private_database.write_bytes(b"\x00garbage" * 500)
-    code, out, err = invoke("run", str(flow(tmp_path, threaded.base_url)), "--prompt", "q")
+    code, out, err = invoke("run", str(flow(tmp_path, threaded_server.base_url)), "--prompt", "q")
     assert code == 0
     assert json.loads(out)["status"] == "succeeded"
     assert [line for line in err.splitlines() if "warning" in line] == [
@@ -294,9 +281,9 @@ def test_cli_corrupt_database_is_one_warning(
     ]
 
 
-def test_two_processes_share_one_database(threaded: ThreadedServer, tmp_path: Path) -> None:
+def test_two_processes_share_one_database(threaded_server: ThreadedServer, tmp_path: Path) -> None:
     db = tmp_path / "shared" / "flowengine.db"
-    path = str(flow(tmp_path, threaded.base_url))
+    path = str(flow(tmp_path, threaded_server.base_url))
 
     def start(prompt: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -316,10 +303,10 @@ def test_two_processes_share_one_database(threaded: ThreadedServer, tmp_path: Pa
         return result
 
     first = finish(start("shared question"))  # fills the cache
-    assert threaded.server.count == 3
+    assert threaded_server.server.count == 3
     procs = [start("shared question"), start("new question")]  # at the same time
     cached, fresh = (finish(p) for p in procs)
-    assert threaded.server.count == 6  # only the new question reached the server
+    assert threaded_server.server.count == 6  # only the new question reached the server
     assert cached["nodes"]["answer"]["output"]["cached"] is True
     assert [c["cached"] for c in cached["nodes"]["review"]["output"]] == [True, True]
     assert (cached["metadata"]["calls"], cached["metadata"]["tokens"]) == (3, 0)

@@ -10,15 +10,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from flowengine.cli import batch_cmd, cli
-from tests.fakeserver import Reply, ThreadedServer, run_in_thread
+from flowengine.cli import batch_cmd
+from tests.clirunner import invoke as invoke_cli
+from tests.fakeserver import Reply, ThreadedServer
 
 WORKFLOW = """
 version: 1
@@ -57,20 +56,12 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture
-def server() -> Iterator[ThreadedServer]:
-    handle = run_in_thread()
-    yield handle
-    handle.stop()
-
-
 def write_rows(path: Path, n: int) -> None:
     path.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(n)))
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, ["batch", *args], catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
+    return invoke_cli("batch", *args)
 
 
 def batch(*extra: str) -> tuple[int, str, str]:
@@ -111,9 +102,11 @@ def test_all_rows_ok_exits_0_with_a_summary_on_stderr(files: Path) -> None:
     assert len(summary) == 5
 
 
-def test_summary_counts_retries_tokens_and_cost(files: Path, server: ThreadedServer) -> None:
-    server.server.script(Reply.error(429, "slow down", headers={"Retry-After": "0"}))
-    code, _, err = batch(*against(server), "--concurrency", "1")
+def test_summary_counts_retries_tokens_and_cost(
+    files: Path, threaded_server: ThreadedServer
+) -> None:
+    threaded_server.server.script(Reply.error(429, "slow down", headers={"Retry-After": "0"}))
+    code, _, err = batch(*against(threaded_server), "--concurrency", "1")
     assert code == 0, err
     # Each answer is 12 prompt and 7 completion tokens at $0.000001 a token.
     assert "  calls 3 · retries 1 · tokens 57 · cost $0.000057 · wall " in err
@@ -293,12 +286,12 @@ def wait_for_lines(path: Path, n: int, process: subprocess.Popen[Any]) -> None:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_an_interrupted_batch_resumed_writes_every_row_exactly_once(
-    files: Path, server: ThreadedServer, sig: signal.Signals
+    files: Path, threaded_server: ThreadedServer, sig: signal.Signals
 ) -> None:
     rows = 40
     write_rows(Path("rows.jsonl"), rows)
-    server.server.latency = 0.2  # 40 rows, 4 at a time: about two seconds in all
-    process = start_batch(files, server)
+    threaded_server.server.latency = 0.2  # 40 rows, 4 at a time: about two seconds in all
+    process = start_batch(files, threaded_server)
     wait_for_lines(files / "out.jsonl", 5, process)
     process.send_signal(sig)
     _, err = process.communicate(timeout=30)
@@ -310,8 +303,8 @@ def test_an_interrupted_batch_resumed_writes_every_row_exactly_once(
         assert "Traceback" not in err
     first = rows_in(files / "out.jsonl")  # valid JSONL, with no row twice
     assert set(first.values()) == {1} and 5 <= len(first) < rows
-    server.server.latency = 0.0
-    code, _, err = batch("--resume", "--concurrency", "8", *against(server))
+    threaded_server.server.latency = 0.0
+    code, _, err = batch("--resume", "--concurrency", "8", *against(threaded_server))
     assert code == 0, err
     assert f"{rows - len(first)} rows this time ({len(first)} already done)" in err
     assert rows_in(files / "out.jsonl") == dict.fromkeys(range(1, rows + 1), 1)

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from flowengine.cli import cli
+from tests.clirunner import invoke
 from tests.fakeserver import Reply, ThreadedServer, run_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,11 +29,6 @@ def server() -> Iterator[ThreadedServer]:
 def at_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def against(server: ThreadedServer) -> list[str]:

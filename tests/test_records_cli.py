@@ -8,23 +8,21 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
 from flowengine import Engine, Workflow
 from flowengine.cache import ResponseCache
-from flowengine.cli import cli
 from flowengine.compare import compare
 from flowengine.providers.base import Completion
 from flowengine.records import list_runs, load_run, save_run
 from flowengine.results import NodeResult, RunMetadata, RunMetrics, RunResult
 from flowengine.store import Store
-from tests.fakeserver import FakeServer, Reply, ThreadedServer, run_in_thread
+from tests.clirunner import invoke
+from tests.fakeserver import FakeServer, Reply, ThreadedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CRITIQUE = "workflows/critique.yaml"
@@ -58,18 +56,6 @@ def at_root(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
 
 
-@pytest.fixture
-def server() -> Iterator[ThreadedServer]:
-    handle = run_in_thread()
-    yield handle
-    handle.stop()
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
-
-
 def run_json(*args: str) -> dict[str, Any]:
     code, out, err = invoke("run", *args, "-q")
     assert code in (0, 1), err
@@ -77,9 +63,9 @@ def run_json(*args: str) -> dict[str, Any]:
     return result
 
 
-def halfway(tmp_path: Path, server: ThreadedServer) -> Path:
+def halfway(tmp_path: Path, threaded_server: ThreadedServer) -> Path:
     path = tmp_path / "halfway.yaml"
-    path.write_text(FLOW.format(url=server.base_url))
+    path.write_text(FLOW.format(url=threaded_server.base_url))
     return path
 
 
@@ -87,10 +73,10 @@ def halfway(tmp_path: Path, server: ThreadedServer) -> Path:
 
 
 def test_a_run_that_fails_halfway_is_recorded_with_what_it_completed(
-    server: ThreadedServer, tmp_path: Path
+    threaded_server: ThreadedServer, tmp_path: Path
 ) -> None:
-    server.server.always_for("model-c", Reply.error(400, "context too long"))
-    path = halfway(tmp_path, server)
+    threaded_server.server.always_for("model-c", Reply.error(400, "context too long"))
+    path = halfway(tmp_path, threaded_server)
     before = time.time()
     code, out, err = invoke("run", str(path), "--prompt", "hello", "-q")
     assert code == 1, err
@@ -134,13 +120,13 @@ def test_a_run_that_fails_halfway_is_recorded_with_what_it_completed(
 
 
 def test_every_run_is_recorded_and_listed_newest_first(
-    server: ThreadedServer, tmp_path: Path
+    threaded_server: ThreadedServer, tmp_path: Path
 ) -> None:
-    path = str(halfway(tmp_path, server))
+    path = str(halfway(tmp_path, threaded_server))
     ok = run_json(path, "--prompt", "one")
-    server.server.script_for("model-b", Reply.error(422, "no"))
+    threaded_server.server.script_for("model-b", Reply.error(422, "no"))
     partial = run_json(path, "--prompt", "two")
-    server.server.script_for("model-c", Reply.error(422, "no"))
+    threaded_server.server.script_for("model-c", Reply.error(422, "no"))
     failed = run_json(path, "--prompt", "three")
     offline = run_json(CRITIQUE, "--prompt", "four", "--offline")
     runs = (offline, failed, partial, ok)
@@ -174,8 +160,8 @@ def test_runs_list_when_there_are_none() -> None:
     assert invoke("runs", "list") == (0, "", "no stored runs\n")
 
 
-def test_runs_show_text_and_unknown_ids(server: ThreadedServer, tmp_path: Path) -> None:
-    path = halfway(tmp_path, server)
+def test_runs_show_text_and_unknown_ids(threaded_server: ThreadedServer, tmp_path: Path) -> None:
+    path = halfway(tmp_path, threaded_server)
     result = run_json(str(path), "--prompt", "hello")
     run_id = result["run_id"]
     code, out, err = invoke("runs", "show", run_id[:6], "--format", "text")  # a prefix will do
@@ -196,9 +182,11 @@ def test_runs_show_text_and_unknown_ids(server: ThreadedServer, tmp_path: Path) 
 # -- compare ------------------------------------------------------------------------------------
 
 
-def test_compare_a_stored_run(server: ThreadedServer, tmp_path: Path) -> None:
-    server.server.script_for("model-b", Reply.ok("a much longer review with many more words in it"))
-    result = run_json(str(halfway(tmp_path, server)), "--prompt", "hello")
+def test_compare_a_stored_run(threaded_server: ThreadedServer, tmp_path: Path) -> None:
+    threaded_server.server.script_for(
+        "model-b", Reply.ok("a much longer review with many more words in it")
+    )
+    result = run_json(str(halfway(tmp_path, threaded_server)), "--prompt", "hello")
 
     code, out, err = invoke("compare", result["run_id"], "--format", "json")
     assert code == 0, err
@@ -283,12 +271,12 @@ async def test_compare_from_the_python_api_matches_the_stored_run(
 # -- cache commands -----------------------------------------------------------------------------
 
 
-def test_cache_stats_and_clear(server: ThreadedServer, tmp_path: Path) -> None:
+def test_cache_stats_and_clear(threaded_server: ThreadedServer, tmp_path: Path) -> None:
     code, out, _ = invoke("cache", "stats")
     assert code == 0
     assert out.splitlines()[:2] == [f"cache: {Store().path}", "entries: 0"]
 
-    path = str(halfway(tmp_path, server))
+    path = str(halfway(tmp_path, threaded_server))
     run_json(path, "--prompt", "hello")
     code, out, err = invoke("cache", "stats")
     assert code == 0, err
@@ -300,9 +288,9 @@ def test_cache_stats_and_clear(server: ThreadedServer, tmp_path: Path) -> None:
     assert invoke("cache", "clear") == (0, "", "removed 5 cached responses\n")
     assert invoke("cache", "stats")[1].splitlines()[1] == "entries: 0"
     assert invoke("cache", "clear") == (0, "", "removed 0 cached responses\n")
-    assert server.server.count == 5
+    assert threaded_server.server.count == 5
     again = run_json(path, "--prompt", "hello")
-    assert server.server.count == 10  # the cache was really empty
+    assert threaded_server.server.count == 10  # the cache was really empty
     assert again["nodes"]["answer"]["output"]["cached"] is False
     assert len(invoke("runs", "list")[1].splitlines()) == 2  # runs are kept
 
@@ -371,12 +359,20 @@ def test_run_models_restricts_the_run() -> None:
     assert err == "flowengine: error: --models: unknown model 'lama'; did you mean 'llama'?\n"
 
 
-def test_run_only_runs_the_node_and_its_ancestors(server: ThreadedServer, tmp_path: Path) -> None:
-    result = run_json(str(halfway(tmp_path, server)), "--prompt", "hello", "--only", "review")
+def test_run_only_runs_the_node_and_its_ancestors(
+    threaded_server: ThreadedServer, tmp_path: Path
+) -> None:
+    result = run_json(
+        str(halfway(tmp_path, threaded_server)), "--prompt", "hello", "--only", "review"
+    )
     assert result["status"] == "succeeded"
     assert list(result["nodes"]) == ["answer", "review"]
-    assert server.server.count == 3
-    assert [r["model"] for r in server.server.requests] == ["model-a", "model-a", "model-b"]
+    assert threaded_server.server.count == 3
+    assert [r["model"] for r in threaded_server.server.requests] == [
+        "model-a",
+        "model-a",
+        "model-b",
+    ]
     assert result["metadata"]["calls"] == 3
     # The recorded run is the restricted one.
     record = load_run(Store(), result["run_id"])

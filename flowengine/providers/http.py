@@ -110,23 +110,6 @@ def parse_json(reply: HttpReply, what: str) -> Any:
         ) from None
 
 
-def post_json(
-    session: aiohttp.ClientSession,
-    url: str,
-    payload: Mapping[str, Any],
-    *,
-    headers: Mapping[str, str],
-    timeout: float,
-    what: str,
-) -> Coroutine[Any, Any, HttpReply]:
-    """POST ``payload`` and read the whole reply; every failure is a :class:`CallError`.
-
-    ``what`` names the remote side in messages ("openrouter", "model selector"). The
-    request headers, which may hold an API key, never appear in a message or a cause.
-    """
-    return _request(session, "POST", url, payload, headers, timeout, what, _as_is)
-
-
 def post_parsed(
     session: aiohttp.ClientSession,
     url: str,
@@ -137,12 +120,15 @@ def post_parsed(
     what: str,
     parse: Callable[[HttpReply], T],
 ) -> Coroutine[Any, Any, T]:
-    """:func:`post_json`, then ``parse(reply)``, in one coroutine.
+    """POST ``payload``, read the whole reply and return ``parse(reply)``, in one coroutine;
+    every failure, ``parse``'s included, is a :class:`CallError`.
+
+    ``what`` names the remote side in messages ("openrouter", "model selector"). The
+    request headers, which may hold an API key, never appear in a message or a cause.
 
     A plain function returning the coroutine, so that a caller can return it in turn: every
     suspension of a call resumes each coroutine frame between the event loop and the socket,
-    and each frame a call does not need is work saved on every one. A ``CallError`` that
-    ``parse`` raises has the API key masked like any other.
+    and each frame a call does not need is work saved on every one.
     """
     return _request(session, "POST", url, payload, headers, timeout, what, parse)
 
