@@ -211,28 +211,7 @@ def model_metrics(calls: list[CallResult]) -> dict[str, ModelMetrics]:
             by_model[call.model] = [call]
         else:
             group.append(call)
-    return {
-        alias: _one(group[0]) if len(group) == 1 else _metrics(group)
-        for alias, group in by_model.items()
-    }
-
-
-def _one(call: CallResult) -> ModelMetrics:
-    """:func:`_metrics` of a single call, the most common group by far (a fanout's models)."""
-    usage = call.usage
-    cost = usage.cost
-    cached = call.cached
-    latency = None if cached else call.latency_s
-    return ModelMetrics(
-        calls=1,
-        success_rate=1.0 if call.success else 0.0,
-        latency_p50_s=latency,
-        latency_p95_s=latency,
-        tokens=0 if cached else usage.total_tokens or 0,
-        cost=None if cost is None else 0.0 if cached else cost,
-        cached=1 if cached else 0,
-        retries=call.attempts - 1 if call.attempts > 1 else 0,
-    )
+    return {alias: _metrics(group) for alias, group in by_model.items()}
 
 
 def _metrics(group: list[CallResult]) -> ModelMetrics:

@@ -152,7 +152,8 @@ class Run:
             limits = target.limits
             try:
                 if limits.free and self.gate is None:
-                    self._opened(limits)
+                    limits.enter_now()
+                    self._opened()
                     try:
                         outcome = await target.provider.complete(request)
                     except CallError as error:
@@ -161,7 +162,8 @@ class Run:
                     except Exception as exc:
                         raise stray_error(target.provider_name, exc) from exc
                     finally:
-                        self._closed(limits)
+                        limits.exit()
+                        self._closed()
                 else:
                     outcome = await self._attempt(target, request)
             except CallError as error:
@@ -261,7 +263,7 @@ class Run:
         if self.gate is not None:
             self.gate.check(target.provider_name)
         async with target.limits.slot():
-            self._opened(None)
+            self._opened()
             try:
                 return await target.provider.complete(request)
             except CallError as error:
@@ -270,19 +272,15 @@ class Run:
             except Exception as exc:
                 raise stray_error(target.provider_name, exc) from exc
             finally:
-                self._closed(None)
+                self._closed()
 
-    def _opened(self, limits: ProviderLimits | None) -> None:
-        """Count an attempt in: in the run and, when not done by a slot, in ``limits``."""
-        if limits is not None:
-            limits.enter_now()
+    def _opened(self) -> None:
+        """Count an attempt in, for the run's ``concurrent_calls``."""
         self.in_flight += 1
         if self.in_flight > self.peak:
             self.peak = self.in_flight
 
-    def _closed(self, limits: ProviderLimits | None) -> None:
-        if limits is not None:
-            limits.exit()
+    def _closed(self) -> None:
         self.in_flight -= 1
 
     def _failed(self, target: _Target, error: CallError) -> None:
