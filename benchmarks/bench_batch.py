@@ -3,7 +3,7 @@
 Every scenario runs the shipped ``workflows/full.yaml`` -- the selector picks a model, it
 answers, five other models critique the answer (three at a time), the three highest-weight
 models analyse the answer and its critiques, the selected model writes the synthesis: 1 selector
-call and 10 model calls per row -- through :class:`flowengine.batch.Batch` over a JSONL file,
+call and 10 model calls per row -- through :class:`flowengine.batch.runner.Batch` over a JSONL file,
 with the response cache and run records off. The server is ``benchmarks/mockserver.py`` in a
 separate process, so this process's CPU time and memory are the client's alone.
 
@@ -53,7 +53,7 @@ import aiohttp
 
 from benchmarks.handwritten import BY_WEIGHT, PARAMS, chat, select
 from flowengine import Engine, Workflow
-from flowengine.batch import Batch, Row, batch_gc
+from flowengine.batch.runner import Batch, Row, batch_gc
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "workflows" / "full.yaml"

@@ -1,7 +1,6 @@
 """flowengine: declarative workflows for multi-model LLM pipelines."""
 
 from flowengine.compare import compare
-from flowengine.engine import Engine
 from flowengine.errors import (
     CallError,
     ConfigError,
@@ -12,9 +11,10 @@ from flowengine.errors import (
     WorkflowError,
 )
 from flowengine.events import Event
+from flowengine.language.workflow import Workflow
 from flowengine.providers import register_provider
 from flowengine.results import CallResult, NodeResult, RunResult, SelectResult
-from flowengine.workflow import Workflow
+from flowengine.run.engine import Engine
 
 __all__ = [
     "CallError",

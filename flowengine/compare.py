@@ -79,35 +79,3 @@ def recommend(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
         if len(stage) > 1:
             reason += f", and this is the most complete of its {len(stage)} responses"
     return {"node": best["node"], "model": best["model"], "reason": reason}
-
-
-def render_comparison(data: dict[str, Any]) -> str:
-    """The comparison as a plain-text table and the recommendation."""
-    head = ("node", "model", "ok", "words", "latency", "tokens", "cost", "confidence")
-    rows = [head]
-    for c in data["responses"]:
-        rows.append(
-            (
-                c["node"],
-                c["model"],
-                "yes" if c["success"] else "NO",
-                str(c["words"]),
-                f"{c['latency_s']:.2f}s",
-                "-" if c["tokens"] is None else str(c["tokens"]),
-                "-" if c["cost"] is None else f"${c['cost']:.6f}",
-                "-" if c["confidence"] is None else f"{c['confidence']:.3f}",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    rec = data["recommended"]
-    lines.append("")
-    if rec:
-        lines.append(f"recommended: {rec['model']} ({rec['node']}): {rec['reason']}")
-    else:
-        lines.append("recommended: none: no response succeeded")
-    return "\n".join(lines) + "\n"

@@ -2,7 +2,7 @@
 
 Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting.
 Structural rules live here; rules that relate parts of the file to each other (unknown models,
-needs, template variables) live in :mod:`flowengine.validate`.
+needs, template variables) live in :mod:`flowengine.language.checks`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from flowengine import Engine, Workflow
-from flowengine.batch import Batch, Totals, count_rows, done_rows
+from flowengine.batch.runner import Batch, Totals, count_rows, done_rows
 from flowengine.errors import RunError, UsageError
 from flowengine.results import RunResult
 from tests.fakeserver import FakeServer, Reply
@@ -463,7 +463,7 @@ async def wait_until(condition: Any, timeout: float = 10.0) -> None:
 def test_batch_gc_settings_are_restored() -> None:
     import gc
 
-    from flowengine.batch import batch_gc
+    from flowengine.batch.runner import batch_gc
 
     before = gc.get_threshold()
     with batch_gc():

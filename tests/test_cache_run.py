@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from flowengine import Engine, RunResult, Workflow
-from flowengine.cache import ResponseCache
-from flowengine.records import list_runs, load_run
 from flowengine.results import CallResult
-from flowengine.store import Store
+from flowengine.store.cache import ResponseCache
+from flowengine.store.db import Store
+from flowengine.store.records import list_runs, load_run
 from tests.clirunner import invoke
 from tests.fakeserver import FakeServer, Reply, ThreadedServer
 

@@ -389,7 +389,7 @@ async def test_inputs_are_checked() -> None:
 
 
 async def test_together_runs_every_call_at_once_and_keeps_their_order() -> None:
-    from flowengine.nodes.fanout import together
+    from flowengine.run.nodes.fanout import together
 
     started: list[int] = []
     everyone = asyncio.Event()
@@ -412,7 +412,7 @@ async def test_together_runs_every_call_at_once_and_keeps_their_order() -> None:
 async def test_together_stops_every_call_and_waits_for_them(
     stopped: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flowengine.nodes.fanout import together
+    from flowengine.run.nodes.fanout import together
 
     ended: list[str] = []
     running = asyncio.Event()

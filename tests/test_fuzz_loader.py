@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from flowengine.errors import UsageError, WorkflowError
-from flowengine.workflow import Workflow
+from flowengine.language.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "prompts"

@@ -9,10 +9,10 @@ import networkx as nx
 import pytest
 from click.testing import CliRunner
 
-from flowengine import graph as dag
 from flowengine.cli import cli
 from flowengine.errors import WorkflowError
-from flowengine.workflow import Workflow
+from flowengine.language import graph as dag
+from flowengine.language.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL = ROOT / "workflows" / "full.yaml"

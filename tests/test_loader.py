@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from flowengine.errors import UsageError, WorkflowError
-from flowengine.loader import parse_override
+from flowengine.language.loader import parse_override
+from flowengine.language.workflow import Workflow
 from flowengine.spec import OfflineProvider, OpenAIProvider, parse_duration
-from flowengine.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "prompts"

@@ -14,9 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowengine import CallResult, Engine, RunResult, Workflow, pricing
+from flowengine import CallResult, Engine, RunResult, Workflow
 from flowengine.results import ModelMetrics, Usage, model_metrics, percentile, to_micros
-from flowengine.store import Store
+from flowengine.store import prices as pricing
+from flowengine.store.db import Store
 from tests.fakeserver import FakeServer, Reply
 
 FLOW = """\

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from flowengine import Engine, Workflow
-from flowengine.cache import ResponseCache
 from flowengine.compare import compare
 from flowengine.providers.base import Completion
-from flowengine.records import list_runs, load_run, save_run
 from flowengine.results import NodeResult, RunMetadata, RunMetrics, RunResult
-from flowengine.store import Store
+from flowengine.store.cache import ResponseCache
+from flowengine.store.db import Store
+from flowengine.store.records import list_runs, load_run, save_run
 from tests.clirunner import invoke
 from tests.fakeserver import FakeServer, Reply, ThreadedServer
 

@@ -11,7 +11,7 @@ import pytest
 
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, Completion
-from flowengine.resilience import (
+from flowengine.run.resilience import (
     RETRY_AFTER_CAP,
     AuthGate,
     ProviderLimits,

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from flowengine import Engine, Workflow
 from flowengine.cli import cli
 from flowengine.errors import CallError
-from flowengine.nodes.router import parse_choice
+from flowengine.run.nodes.router import parse_choice
 from tests.fakeserver import FakeServer, Reply
 
 CANDIDATES = ["gpt-4o-mini", "gpt-4o", "llama"]

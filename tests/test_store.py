@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from flowengine.cache import ResponseCache, cache_key
-from flowengine.compare import compare, render_comparison
+from flowengine.cli.render import render_comparison
+from flowengine.compare import compare
 from flowengine.errors import UsageError
 from flowengine.providers.base import ChatRequest, Completion
-from flowengine.records import CallRecord, list_runs, load_run, save_run
 from flowengine.results import CallResult, NodeResult, RunMetadata, RunMetrics, RunResult, Usage
-from flowengine.store import Store
+from flowengine.store.cache import ResponseCache, cache_key
+from flowengine.store.db import Store
+from flowengine.store.records import CallRecord, list_runs, load_run, save_run
 
 REQUEST = ChatRequest("openai/gpt-4o", [{"role": "user", "content": "hi"}], {"temperature": 0.7})
 ANSWER = Completion("hello", "openai/gpt-4o-2024", "stop", Usage(prompt_tokens=3, total_tokens=5))
@@ -84,9 +85,9 @@ def test_two_processes_share_one_cache_file(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        from flowengine.cache import ResponseCache
+        from flowengine.store.cache import ResponseCache
         from flowengine.providers.base import Completion
-        from flowengine.store import Store
+        from flowengine.store.db import Store
         cache = ResponseCache(Store({str(path)!r}))
         me = sys.argv[1]
         for i in range(200):

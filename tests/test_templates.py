@@ -13,8 +13,7 @@ from jinja2 import Template, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from flowengine.results import CallResult, SelectResult
-from flowengine.templates import (
+from flowengine.language.templates import (
     CompiledTemplate,
     PromptPathError,
     analyse,
@@ -24,6 +23,7 @@ from flowengine.templates import (
     prompt_file,
     single_expression,
 )
+from flowengine.results import CallResult, SelectResult
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from flowengine.errors import ConfigError, FlowEngineError, UsageError, WorkflowError
-from flowengine.loader import parse_override
+from flowengine.language.loader import parse_override
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from flowengine.batch import Batch, Row, Totals, batch_gc, count_rows
+from flowengine.batch.runner import Batch, Row, Totals, batch_gc, count_rows
 from flowengine.cli.base import EXIT_FAILED, cli, err, handle_errors, overrides_from, set_option
-from flowengine.engine import Engine
 from flowengine.errors import UsageError
-from flowengine.workflow import Workflow
+from flowengine.language.workflow import Workflow
+from flowengine.run.engine import Engine
 
 PLAIN_EVERY_S = 5.0
 

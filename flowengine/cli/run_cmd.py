@@ -10,13 +10,13 @@ from typing import Any
 import click
 
 from flowengine.cli.base import EXIT_FAILED, cli, err, handle_errors, overrides_from, set_option
-from flowengine.engine import Engine
+from flowengine.cli.render import format_event, render_text
 from flowengine.errors import UsageError
 from flowengine.events import Event, Listener
-from flowengine.loader import parse_override
-from flowengine.render import format_event, render_text
+from flowengine.language.loader import parse_override
+from flowengine.language.workflow import Workflow
 from flowengine.results import RunResult
-from flowengine.workflow import Workflow
+from flowengine.run.engine import Engine
 
 
 def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:

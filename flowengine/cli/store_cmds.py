@@ -9,14 +9,13 @@ from typing import TypeVar
 
 import click
 
-from flowengine.cache import ResponseCache
 from flowengine.cli.base import cli, err, handle_errors
+from flowengine.cli.render import render_comparison, render_text
 from flowengine.compare import compare as compare_run
-from flowengine.compare import render_comparison
 from flowengine.errors import ConfigError, UsageError
-from flowengine.records import list_runs, load_run
-from flowengine.render import render_text
-from flowengine.store import Store
+from flowengine.store.cache import ResponseCache
+from flowengine.store.db import Store
+from flowengine.store.records import list_runs, load_run
 
 T = TypeVar("T")
 

@@ -16,8 +16,8 @@ from flowengine.cli.base import (
     set_option,
 )
 from flowengine.errors import WorkflowError
+from flowengine.language.workflow import Workflow
 from flowengine.spec import json_schema
-from flowengine.workflow import Workflow
 
 
 @cli.command()

@@ -9,7 +9,7 @@ import pytest
 
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, OpenAICompatible, ProviderContext
-from flowengine.resilience import AuthGate, ProviderLimits, resilient_complete
+from flowengine.run.resilience import AuthGate, ProviderLimits, resilient_complete
 from flowengine.spec import OpenAIProvider, Rate, Retry
 from tests.fakeserver import FakeServer, Reply
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowengine.plan import CompiledNode
-from flowengine.runstate import Run
+from flowengine.language.plan import CompiledNode
+from flowengine.language.templates import Scope, evaluate_value
+from flowengine.run.calls import Run
 from flowengine.spec import FanoutNode, LlmNode
-from flowengine.templates import Scope, evaluate_value
 
 
 def messages(node: CompiledNode, context: Scope) -> list[dict[str, str]]:
@@ -43,7 +43,7 @@ def alias_of(run: Run, value: Any, where: str) -> str:
     if alias is None:
         from flowengine.errors import did_you_mean
         from flowengine.results import ErrorInfo
-        from flowengine.runstate import NodeFailure
+        from flowengine.run.calls import NodeFailure
 
         hint = did_you_mean(name, run.spec.models) or f"models: {', '.join(run.spec.models)}"
         raise NodeFailure(

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from flowengine import graph as dag
-from flowengine.engine import Engine
 from flowengine.errors import UsageError, WorkflowError, did_you_mean
-from flowengine.loader import Source, parse_source, read_source, spec_from_source
-from flowengine.plan import Plan, compile_plan
+from flowengine.language import graph as dag
+from flowengine.language.checks import check
+from flowengine.language.loader import Source, parse_source, read_source, spec_from_source
+from flowengine.language.plan import Plan, compile_plan
+from flowengine.language.templates import find_prompts_dir, make_environment
 from flowengine.results import RunResult
+from flowengine.run.engine import Engine
 from flowengine.spec import WorkflowSpec
-from flowengine.templates import find_prompts_dir, make_environment
-from flowengine.validate import check
 
 if TYPE_CHECKING:
     from jinja2.sandbox import ImmutableSandboxedEnvironment

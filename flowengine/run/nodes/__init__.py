@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from flowengine.nodes import fanout, llm, select
-from flowengine.plan import CompiledNode
-from flowengine.runstate import Run
-from flowengine.templates import Scope
+from flowengine.language.plan import CompiledNode
+from flowengine.language.templates import Scope
+from flowengine.run.calls import Run
+from flowengine.run.nodes import fanout, llm, select
 
 NodeRunner = Callable[[Run, CompiledNode, Scope], Awaitable[Any]]
 

@@ -21,9 +21,8 @@ from pydantic import ValidationError
 
 from flowengine.errors import UsageError
 from flowengine.events import Listener
-from flowengine.nodes import RUNNERS
-from flowengine.plan import CompiledNode, Plan
-from flowengine.records import save_run
+from flowengine.language.plan import CompiledNode, Plan
+from flowengine.language.templates import Scope, evaluate_value
 from flowengine.results import (
     ErrorInfo,
     NodeResult,
@@ -35,15 +34,16 @@ from flowengine.results import (
     to_jsonable,
     to_micros,
 )
-from flowengine.runstate import NodeFailure, Run
-from flowengine.templates import Scope, evaluate_value
+from flowengine.run.calls import NodeFailure, Run
+from flowengine.run.nodes import RUNNERS
+from flowengine.store.records import save_run
 
 # What a template can raise at run time: its own errors, and Python's from expressions it evaluates.
 TEMPLATE_ERRORS = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError)
 
 if TYPE_CHECKING:
-    from flowengine.engine import Engine
-    from flowengine.workflow import Workflow
+    from flowengine.language.workflow import Workflow
+    from flowengine.run.engine import Engine
 
 
 def execute(

@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from flowengine.cache import ResponseCache
 from flowengine.errors import ConfigError
 from flowengine.events import Listener
-from flowengine.executor import execute
-from flowengine.pricing import PriceBook
 from flowengine.providers import Provider, ProviderContext, create_provider
-from flowengine.resilience import ProviderLimits
+from flowengine.run.resilience import ProviderLimits
+from flowengine.run.scheduler import execute
 from flowengine.spec import OfflineProvider, OpenAIProvider, ProviderBase
-from flowengine.store import Store
+from flowengine.store.cache import ResponseCache
+from flowengine.store.db import Store
+from flowengine.store.prices import PriceBook
 
 if TYPE_CHECKING:
+    from flowengine.language.workflow import Workflow
     from flowengine.results import RunResult
-    from flowengine.workflow import Workflow
 
 # Limits are per event loop (asyncio primitives belong to one loop) and shared by every engine
 # on it, so two engines in one process still respect one provider's rate limit together.

@@ -1,8 +1,8 @@
 """Checks that relate parts of a workflow to each other, all run before the first paid call.
 
 References (models, providers, selectors, needs), names and cycles here; the templates of each
-node, router and the output mapping through :mod:`flowengine.template_checks`, each with the
-names it may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``.
+node, router and the output mapping through :mod:`.template_checks`, each with the names it
+may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from flowengine import graph as dag
 from flowengine.errors import Problem, did_you_mean
-from flowengine.loader import Source, YamlPath
+from flowengine.language import graph as dag
+from flowengine.language.loader import Source, YamlPath
+from flowengine.language.template_checks import Scope, TemplateChecks
+from flowengine.language.templates import is_template
 from flowengine.spec import FanoutNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
-from flowengine.template_checks import Scope, TemplateChecks
-from flowengine.templates import is_template
 
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 

@@ -18,8 +18,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from flowengine.errors import Location, Problem, did_you_mean
-from flowengine.loader import Source, YamlPath
-from flowengine.templates import PromptPathError, analyse, included_templates, prompt_file
+from flowengine.language.loader import Source, YamlPath
+from flowengine.language.templates import PromptPathError, analyse, included_templates, prompt_file
 
 # Where a problem is, from the template's 1-based line and the word to point at (if any).
 Where = Callable[[int, str | None], Location]

@@ -17,7 +17,7 @@ from flowengine.errors import Problem, did_you_mean
 from flowengine.spec import NODE_TYPES, WorkflowSpec
 
 if TYPE_CHECKING:
-    from flowengine.loader import PathPart, Source, YamlPath
+    from flowengine.language.loader import PathPart, Source, YamlPath
 
 _ENTITY = {
     "nodes": "node",

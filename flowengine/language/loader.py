@@ -24,7 +24,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from flowengine.errors import Location, Problem, UsageError, WorkflowError
-from flowengine.schema_errors import Unreadable, salvage, translate
+from flowengine.language.schema_errors import Unreadable, salvage, translate
 from flowengine.spec import BUILTIN_PROVIDERS, WorkflowSpec
 
 PathPart = str | int
@@ -349,8 +349,8 @@ def spec_from_source(source: Source, overrides: Mapping[str, Any] | None = None)
 def _cross_check(source: Source, spec: WorkflowSpec, unreadable: Unreadable) -> list[Problem]:
     """Cross-reference problems of the readable part of a file, reported with its structure's."""
     # Imported here: validate builds on this module's Source.
-    from flowengine.templates import make_environment
-    from flowengine.validate import check
+    from flowengine.language.checks import check
+    from flowengine.language.templates import make_environment
 
     return check(spec, source, make_environment(None), None, unreadable)
 

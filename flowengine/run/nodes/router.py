@@ -7,10 +7,10 @@ import re
 from typing import Any
 
 from flowengine.errors import CallError
-from flowengine.plan import CompiledNode
-from flowengine.runstate import Run
+from flowengine.language.plan import CompiledNode
+from flowengine.language.templates import Scope
+from flowengine.run.calls import Run
 from flowengine.spec import LlmSelector
-from flowengine.templates import Scope
 
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
 

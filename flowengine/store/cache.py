@@ -17,7 +17,7 @@ from typing import Any
 
 from flowengine.providers.base import ChatRequest, Completion
 from flowengine.results import Usage
-from flowengine.store import Store
+from flowengine.store.db import Store
 
 
 def cache_key(provider_url: str, request: ChatRequest) -> str:

@@ -6,12 +6,12 @@ import asyncio
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-from flowengine.nodes.common import alias_of, messages, params
-from flowengine.plan import CompiledNode
+from flowengine.language.plan import CompiledNode
+from flowengine.language.templates import Scope, evaluate_value
 from flowengine.results import CallResult, ErrorInfo
-from flowengine.runstate import NodeFailure, Run
+from flowengine.run.calls import NodeFailure, Run
+from flowengine.run.nodes.common import alias_of, messages, params
 from flowengine.spec import FanoutNode
-from flowengine.templates import Scope, evaluate_value
 
 
 def chosen_models(run: Run, node: CompiledNode, context: Scope) -> list[str]:

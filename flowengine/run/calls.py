@@ -9,18 +9,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flowengine.cache import cache_key
 from flowengine.errors import CallError
 from flowengine.events import Event, EventKind, Listener
 from flowengine.providers import ChatRequest, Completion, Provider
-from flowengine.records import CallRecord
-from flowengine.resilience import AuthGate, ProviderLimits, call_with_retries, stray_error
 from flowengine.results import CallResult, ErrorInfo, to_micros
+from flowengine.run.resilience import AuthGate, ProviderLimits, call_with_retries, stray_error
 from flowengine.spec import ModelSpec, NodeSpec, OpenAIProvider, Retry
+from flowengine.store.cache import cache_key
+from flowengine.store.records import CallRecord
 
 if TYPE_CHECKING:
-    from flowengine.engine import Engine
-    from flowengine.workflow import Workflow
+    from flowengine.language.workflow import Workflow
+    from flowengine.run.engine import Engine
 
 
 class NodeFailure(Exception):

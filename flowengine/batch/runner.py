@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from flowengine.engine import Engine
 from flowengine.errors import RunError, UsageError, did_you_mean
 from flowengine.events import Event
+from flowengine.language.workflow import Workflow
 from flowengine.results import ModelMetrics, RunResult, percentile, to_jsonable
-from flowengine.workflow import Workflow
+from flowengine.run.engine import Engine
 
 NOT_OK = frozenset({"failed", "invalid"})  # row statuses that make a batch not all ok
 SAMPLE = 10_000  # latencies kept per model for percentiles: bounded, whatever the row count

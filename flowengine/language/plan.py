@@ -10,6 +10,14 @@ import networkx as nx
 from jinja2 import TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.language.templates import (
+    CompiledTemplate,
+    analyse,
+    compile_value,
+    expose,
+    included_templates,
+    is_template,
+)
 from flowengine.results import CallResult, ErrorInfo, SelectResult, Usage
 from flowengine.spec import (
     ROUTER_TEMPLATE,
@@ -20,14 +28,6 @@ from flowengine.spec import (
     Prompted,
     SelectNode,
     WorkflowSpec,
-)
-from flowengine.templates import (
-    CompiledTemplate,
-    analyse,
-    compile_value,
-    expose,
-    included_templates,
-    is_template,
 )
 
 

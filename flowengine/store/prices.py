@@ -17,7 +17,7 @@ from typing import Any
 
 from flowengine.errors import CallError
 from flowengine.results import Usage
-from flowengine.store import Store
+from flowengine.store.db import Store
 
 Prices = dict[str, tuple[float, float]]
 Fetch = Callable[[], Awaitable[Any]]

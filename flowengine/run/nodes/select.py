@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flowengine.errors import CallError
-from flowengine.nodes.router import route
-from flowengine.plan import CompiledNode
+from flowengine.language.plan import CompiledNode
+from flowengine.language.templates import Scope
 from flowengine.providers import call_selector
 from flowengine.results import ErrorInfo, SelectResult
-from flowengine.runstate import NodeFailure, Run
+from flowengine.run.calls import NodeFailure, Run
+from flowengine.run.nodes.router import route
 from flowengine.spec import LlmSelector, SelectNode
-from flowengine.templates import Scope
 
 
 async def run(run: Run, node: CompiledNode, context: Scope) -> SelectResult:

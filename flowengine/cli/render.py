@@ -94,3 +94,35 @@ def render_text(result: RunResult) -> str:
     if result.error:
         lines.append(f"error: {result.error.type}: {result.error.message}")
     return "\n".join(lines) + "\n"
+
+
+def render_comparison(data: dict[str, Any]) -> str:
+    """The comparison as a plain-text table and the recommendation."""
+    head = ("node", "model", "ok", "words", "latency", "tokens", "cost", "confidence")
+    rows = [head]
+    for c in data["responses"]:
+        rows.append(
+            (
+                c["node"],
+                c["model"],
+                "yes" if c["success"] else "NO",
+                str(c["words"]),
+                f"{c['latency_s']:.2f}s",
+                "-" if c["tokens"] is None else str(c["tokens"]),
+                "-" if c["cost"] is None else f"${c['cost']:.6f}",
+                "-" if c["confidence"] is None else f"{c['confidence']:.3f}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    rec = data["recommended"]
+    lines.append("")
+    if rec:
+        lines.append(f"recommended: {rec['model']} ({rec['node']}): {rec['reason']}")
+    else:
+        lines.append("recommended: none: no response succeeded")
+    return "\n".join(lines) + "\n"

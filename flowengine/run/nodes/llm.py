@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flowengine.nodes.common import alias_of, messages, params
-from flowengine.plan import CompiledNode
+from flowengine.language.plan import CompiledNode
+from flowengine.language.templates import Scope, evaluate_value
 from flowengine.results import CallResult, ErrorInfo
-from flowengine.runstate import NodeFailure, Run
+from flowengine.run.calls import NodeFailure, Run
+from flowengine.run.nodes.common import alias_of, messages, params
 from flowengine.spec import LlmNode
-from flowengine.templates import Scope, evaluate_value
 
 
 async def run(run: Run, node: CompiledNode, context: Scope) -> CallResult:

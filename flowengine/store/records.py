@@ -10,7 +10,7 @@ from typing import Any
 
 from flowengine.errors import UsageError, did_you_mean
 from flowengine.results import RunResult
-from flowengine.store import Store
+from flowengine.store.db import Store
 
 
 @dataclass(slots=True)
