@@ -15,6 +15,7 @@ EventKind = Literal[
     "node_failed",
     "call_finished",
     "call_retried",
+    "selector_fallback",
     "run_finished",
 ]
 
@@ -34,6 +35,7 @@ class Event:
     status: str | None = None
     error: ErrorInfo | None = None
     cached: bool | None = None
+    reason: str | None = None
 
 
 Listener = Callable[[Event], None]

@@ -385,71 +385,61 @@ async def test_inputs_are_checked() -> None:
         wf.bind_inputs({"promt": "x"})
 
 
-# -- fanout's calls run together, and end together ----------------------------------------------
+# -- a cancelled run ends every call it started ----------------------------------------------
 
 
-async def test_together_runs_every_call_at_once_and_keeps_their_order() -> None:
-    from flowengine.run.nodes.fanout import together
-
-    started: list[int] = []
-    everyone = asyncio.Event()
-
-    async def call(i: int, delay: float) -> Any:
-        started.append(i)
-        if len(started) == 4:
-            everyone.set()
-        await everyone.wait()  # returns only once all four have started: they run at once
-        await asyncio.sleep(delay)
-        return i
-
-    async with asyncio.timeout(5):
-        results = await together([call(0, 0.03), call(1, 0.0), call(2, 0.02), call(3, 0.01)])
-    assert results == [0, 1, 2, 3]
-    assert await together([]) == []
-
-
-@pytest.mark.parametrize("stopped", ["cancelled", "failed"])
-async def test_together_stops_every_call_and_waits_for_them(
-    stopped: str, caplog: pytest.LogCaptureFixture
+async def test_a_cancelled_run_ends_every_call_of_its_fanout_and_keeps_what_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flowengine.run.nodes.fanout import together
+    from flowengine.providers import ChatRequest, Completion, registry
 
     ended: list[str] = []
-    running = asyncio.Event()
+    slow_started = asyncio.Event()
 
-    async def slow(i: int) -> Any:
-        try:
-            running.set()
-            await asyncio.sleep(10)
-        finally:
-            await asyncio.sleep(0.01)  # cleanup that takes time, as a cancelled request's does
-            ended.append(f"slow {i}")
+    class Slow:
+        """Answers "vendor/a" at once; every other model only after a long time."""
 
-    async def quick(i: int) -> Any:
-        await asyncio.sleep(0.02)
-        ended.append(f"quick {i}")
-        return i
+        def __init__(self, name: str, spec: Any) -> None:
+            self.name, self.spec = name, spec
 
-    async def broken() -> Any:
-        await running.wait()
-        raise RuntimeError("bug")
+        async def complete(self, request: ChatRequest) -> Completion:
+            try:
+                if request.model_id != "vendor/a":
+                    slow_started.set()
+                    await asyncio.sleep(10)
+                return Completion(content=f"answer from {request.model_id}")
+            finally:
+                await asyncio.sleep(0.01)  # cleanup that takes time, as a closed request's does
+                ended.append(request.model_id)
 
-    if stopped == "failed":  # raised once the calls before it have ended
-        calls = [quick(0), broken(), slow(2), slow(3)]
-    else:
-        calls = [slow(0), slow(1), slow(2), slow(3)]
-    task = asyncio.create_task(together(calls))
-    await running.wait()
-    await asyncio.sleep(0.01)
-    if stopped == "cancelled":
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    registry.register_provider("offline", lambda name, spec, ctx: Slow(name, spec))
+    wf = inline(
+        """\
+version: 1
+name: slow-fanout
+models:
+  a: {id: vendor/a, weight: 3}
+  b: {id: vendor/b, weight: 2}
+  c: {id: vendor/c, weight: 1}
+nodes:
+  all: {type: fanout, models: {}, template: "q"}
+""",
+        tmp_path,
+    )
+    events: list[Event] = []
+    async with Engine(offline=True, environ={}, cache=False, listeners=[events.append]) as engine:
+        task = asyncio.create_task(engine.run(wf))
+        await slow_started.wait()
+        await asyncio.sleep(0.05)
         task.cancel()
-    with pytest.raises(asyncio.CancelledError if stopped == "cancelled" else RuntimeError):
-        await task
-    # every call has ended (its cleanup done) by the time together() has
-    if stopped == "failed":
-        assert sorted(ended) == ["quick 0", "slow 2", "slow 3"]
-    else:
-        assert sorted(ended) == ["slow 0", "slow 1", "slow 2", "slow 3"]
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # every call has ended, its cleanup done, by the time the run's cancellation is over
+    assert sorted(ended) == ["vendor/a", "vendor/b", "vendor/c"]
+    finished = [e for e in events if e.kind == "run_finished"]
+    assert [e.error.type for e in finished if e.error] == ["cancelled"]
+    assert [e.model for e in events if e.kind == "call_finished"] == ["a"]
     await asyncio.sleep(0)
     assert not [r for r in caplog.records if r.name == "asyncio"]
 

@@ -11,13 +11,13 @@ import pytest
 
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, Completion
+from flowengine.run.calls import CallPath, Target
 from flowengine.run.resilience import (
     RETRY_AFTER_CAP,
     AuthGate,
     ProviderLimits,
     call_with_retries,
     make_limiter,
-    resilient_complete,
 )
 from flowengine.spec import OpenAIProvider, Rate, Retry
 
@@ -302,14 +302,21 @@ async def test_a_provider_raising_a_foreign_exception_fails_once_as_internal() -
             raise KeyError("choices")
 
     provider = Buggy()
-    with pytest.raises(CallError) as raised:
-        await resilient_complete(
-            provider,  # type: ignore[arg-type]
-            ChatRequest("m", [{"role": "user", "content": "q"}]),
-            limits=ProviderLimits(),
-            retry=Retry(attempts=3),
-        )
-    assert provider.calls == 1
-    assert (raised.value.type, raised.value.retryable) == ("internal", False)
-    assert raised.value.message == "provider 'plugin' raised KeyError: 'choices'"
-    assert isinstance(raised.value.__cause__, KeyError)
+    target = Target(
+        alias="m",
+        model_id="m",
+        provider_name="plugin",
+        provider=provider,  # type: ignore[arg-type]
+        limits=ProviderLimits(),
+        timeout=1.0,
+        retry=Retry(attempts=3),
+        cache_url=None,
+    )
+    path = CallPath(cache=None, prices=None, emit=lambda kind, **fields: None)
+    result = await path.call("node", target, [{"role": "user", "content": "q"}], {})
+    assert provider.calls == 1 and not result.success and result.attempts == 1
+    assert result.error is not None
+    assert (result.error.type, result.error.message) == (
+        "internal",
+        "provider 'plugin' raised KeyError: 'choices'",
+    )

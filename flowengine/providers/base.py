@@ -12,9 +12,7 @@ from flowengine.results import Usage
 from flowengine.spec import ProviderBase
 
 
-# Not frozen: one of each is made per call, and a frozen dataclass takes three times as long to
-# build. Nothing changes them after they are made.
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One chat completion request, as the engine hands it to a provider."""
 
@@ -24,7 +22,7 @@ class ChatRequest:
     timeout: float = 60.0
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Completion:
     """A successful answer. Failures are raised as :class:`flowengine.errors.CallError`."""
 
@@ -45,8 +43,8 @@ class ProviderContext:
 class Provider(Protocol):
     """A chat completions backend. ``complete`` makes one attempt; the engine retries.
 
-    ``complete`` may be an ``async def`` or a plain function that returns the coroutine of
-    its request (as the built-in HTTP provider does, to save a frame per call).
+    ``complete`` raises :class:`~flowengine.errors.CallError` for every failure, with
+    ``retryable`` set when trying again may help.
     """
 
     name: str

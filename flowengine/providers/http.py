@@ -1,33 +1,30 @@
 """The HTTP boundary: one POST, foreign exceptions translated to :class:`CallError`.
 
-Everything aiohttp, asyncio or the network can throw is turned into a ``CallError`` here, so
-retry rules elsewhere look only at our own type. Also the status taxonomy and ``Retry-After``.
+Everything aiohttp, asyncio or the network can throw is turned into a ``CallError`` here (by
+:func:`call_error_from`), so retry rules elsewhere look only at our own type. Also the status
+taxonomy, ``Retry-After``, and the masking of API keys in anything a server sends back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import functools
 import json
+import math
 import re
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
 from flowengine.errors import CallError
 
-T = TypeVar("T")
-
 #: Statuses worth another try besides 5xx: timeout, conflict, too early, rate limited.
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
 #: Statuses that the same request will always get again.
 NEVER_RETRY_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
-#: A server asking for more than this is clamped; the retry policy decides what to do with it.
-RETRY_AFTER_CAP = 300.0
 #: Error messages quote at most this much of a response body.
 SNIPPET = 200
 
@@ -51,10 +48,16 @@ def is_retryable_status(status: int) -> bool:
     return status in RETRY_STATUSES or 500 <= status <= 599
 
 
+#: What looks like a credential in a body: a bearer token, or an ``sk-...`` style key.
+_CREDENTIAL = re.compile(r"(?i)(\bbearer\s+)[^\s\"',;]+|\b(sk-)[A-Za-z0-9_\-]{6,}")
+
+
 def snippet(text: str, limit: int = SNIPPET) -> str:
-    """Short single-line excerpt of a body for an error message; HTML tags are dropped."""
+    """Short single-line excerpt of a body for an error message; HTML tags are dropped, and
+    anything that looks like a credential is masked before the text is cut."""
     if "<" in text and ">" in text:
         text = re.sub(r"<[^>]*>", " ", text)
+    text = _CREDENTIAL.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -85,21 +88,16 @@ def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None
 
 
 def _clamp(seconds: float) -> float | None:
-    if seconds != seconds:  # NaN
+    """Not negative; NaN is no answer. How long is too long is the retry policy's decision."""
+    if math.isnan(seconds):
         return None
-    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
+    return max(seconds, 0.0)
 
 
 def parse_json(reply: HttpReply, what: str) -> Any:
     """The body as JSON, or a retryable ``malformed`` error quoting the start of the body."""
     try:
-        # UTF-8, as JSON over HTTP is: json.loads(bytes) would first guess the encoding in
-        # Python code, on every reply.
-        return json.loads(reply.body.decode())
-    except ValueError:
-        pass
-    try:
-        return json.loads(reply.body)  # a byte-order mark, or UTF-16/32: json's own guess
+        return json.loads(reply.body)
     except ValueError:
         raise CallError(
             "malformed",
@@ -110,7 +108,7 @@ def parse_json(reply: HttpReply, what: str) -> Any:
         ) from None
 
 
-def post_parsed(
+async def post_json(
     session: aiohttp.ClientSession,
     url: str,
     payload: Mapping[str, Any],
@@ -118,40 +116,25 @@ def post_parsed(
     headers: Mapping[str, str],
     timeout: float,
     what: str,
-    parse: Callable[[HttpReply], T],
-) -> Coroutine[Any, Any, T]:
-    """POST ``payload``, read the whole reply and return ``parse(reply)``, in one coroutine;
-    every failure, ``parse``'s included, is a :class:`CallError`.
+) -> HttpReply:
+    """POST ``payload`` as JSON and read the whole reply; every failure is a :class:`CallError`.
 
-    ``what`` names the remote side in messages ("openrouter", "model selector"). The
-    request headers, which may hold an API key, never appear in a message or a cause.
-
-    A plain function returning the coroutine, so that a caller can return it in turn: every
-    suspension of a call resumes each coroutine frame between the event loop and the socket,
-    and each frame a call does not need is work saved on every one.
+    ``what`` names the remote side in messages ("provider 'openrouter'", "model selector").
+    The request headers, which may hold an API key, never appear in a message or a cause.
     """
-    return _request(session, "POST", url, payload, headers, timeout, what, parse)
+    return await _request(session, "POST", url, payload, headers, timeout, what)
 
 
-def get_json(
+async def get(
     session: aiohttp.ClientSession,
     url: str,
     *,
     headers: Mapping[str, str],
     timeout: float,
     what: str,
-) -> Coroutine[Any, Any, HttpReply]:
+) -> HttpReply:
     """GET ``url`` and read the whole reply; every failure is a :class:`CallError`."""
-    return _request(session, "GET", url, None, headers, timeout, what, _as_is)
-
-
-def _as_is(reply: HttpReply) -> HttpReply:
-    return reply
-
-
-@functools.lru_cache(maxsize=64)
-def _client_timeout(total: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=total)
+    return await _request(session, "GET", url, None, headers, timeout, what)
 
 
 async def _request(
@@ -162,42 +145,51 @@ async def _request(
     headers: Mapping[str, str],
     timeout: float,
     what: str,
-    parse: Callable[[HttpReply], T],
-) -> T:
+) -> HttpReply:
     try:
         async with session.request(
             method,
             url,
             json=payload,
-            headers=headers or None,  # aiohttp does less work for no headers than for {}
-            timeout=_client_timeout(timeout),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
-            raw = await response.read()
-            reply = HttpReply(response.status, response.headers, raw)
-        return parse(reply)
-    except CallError as raised:
-        clean = redacted(raised, headers)
-        if clean is raised:
-            raise
-        cause = None  # it quoted the key, so its cause may well do too
+            body = _masked(await response.read(), headers)
+            return HttpReply(response.status, response.headers, body)
     except Exception as exc:
-        translated = translate(exc, what=what, url=url, timeout=timeout)
-        clean = redacted(translated, headers)
+        clean = redacted(call_error_from(exc, what=what, url=url, timeout=timeout), headers)
         # ClientResponseError carries request_info, whose headers include Authorization; and
-        # an exception whose text had the key masked keeps it in its own text.
-        masked = clean is not translated
-        cause = None if masked or isinstance(exc, aiohttp.ClientResponseError) else exc
-    # Raised outside the handlers, so that an unmasked error is not kept as __context__.
+        # an exception that quoted the key keeps it in its own text.
+        hidden = isinstance(exc, aiohttp.ClientResponseError) or _quotes_key(exc, headers)
+        cause = None if hidden else exc
     raise clean from cause
 
 
-def redacted(error: CallError, headers: Mapping[str, str]) -> CallError:
-    """``error`` with the API key masked, should a server have echoed it back."""
+def _api_key(headers: Mapping[str, str]) -> str | None:
     authorization = headers.get("Authorization") if headers else None
-    if not authorization:
-        return error
-    key = authorization.removeprefix("Bearer ").strip()
-    if len(key) < 4 or key not in error.message:
+    key = authorization.removeprefix("Bearer ").strip() if authorization else ""
+    return key if len(key) >= 4 else None
+
+
+def _masked(body: bytes, headers: Mapping[str, str]) -> bytes:
+    """The body with the API key masked, should a server echo it back: before any excerpt of
+    it is cut, so that no prefix of the key survives either."""
+    key = _api_key(headers)
+    return body.replace(key.encode(), b"***") if key and key.encode() in body else body
+
+
+def _quotes_key(exc: BaseException, headers: Mapping[str, str]) -> bool:
+    key = _api_key(headers)
+    try:
+        return key is not None and key in str(exc)
+    except Exception:  # an exception whose str() fails: keep it out of the chain too
+        return True
+
+
+def redacted(error: CallError, headers: Mapping[str, str]) -> CallError:
+    """``error`` with the API key masked, should an exception's text have quoted it."""
+    key = _api_key(headers)
+    if key is None or key not in error.message:
         return error
     return CallError(
         error.type,
@@ -208,7 +200,7 @@ def redacted(error: CallError, headers: Mapping[str, str]) -> CallError:
     )
 
 
-def translate(exc: BaseException, *, what: str, url: str, timeout: float) -> CallError:
+def call_error_from(exc: BaseException, *, what: str, url: str, timeout: float) -> CallError:
     """Map one foreign exception to a :class:`CallError`; the only place that knows aiohttp."""
     name = type(exc).__name__
     if isinstance(exc, asyncio.TimeoutError):  # includes aiohttp.ServerTimeoutError

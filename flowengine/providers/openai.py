@@ -7,22 +7,21 @@ details under ``error.metadata.raw``, ``finish_reason: "error"`` and ``usage.cos
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import re
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from flowengine.errors import CallError
 from flowengine.providers.base import ChatRequest, Completion, ProviderContext
 from flowengine.providers.http import (
     HttpReply,
-    get_json,
+    get,
     is_retryable_status,
     parse_json,
     parse_retry_after,
-    post_parsed,
+    post_json,
     snippet,
 )
 from flowengine.results import Usage
@@ -52,12 +51,11 @@ class OpenAICompatible:
         self._ctx = ctx
         self._url = f"{spec.base_url}/chat/completions"
         self._what = f"provider '{name}'"
-        self._parse = functools.partial(parse_reply, what=self._what)
         self._headers: dict[str, str] | None = None  # built on first use: the key may be missing
 
     async def price_list(self) -> Any:
         """The provider's ``GET /models`` reply (prices per token, on OpenRouter)."""
-        reply = await get_json(
+        reply = await get(
             self._ctx.session,
             f"{self._spec.base_url}/models",
             headers=self.headers(),
@@ -97,30 +95,19 @@ class OpenAICompatible:
         self._headers = headers
         return headers
 
-    def complete(self, request: ChatRequest) -> Coroutine[Any, Any, Completion]:
-        """Make one attempt; any failure is raised as :class:`CallError`.
-
-        Returns the request's own coroutine rather than awaiting it in one more.
-        """
-        try:
-            headers = self.headers()
-        except CallError as error:
-            return _failed(error)
+    async def complete(self, request: ChatRequest) -> Completion:
+        """Make one attempt; any failure is raised as :class:`CallError`."""
         # model and messages win over params, so a stray param cannot redirect the call.
         payload = {**request.params, "model": request.model_id, "messages": request.messages}
-        return post_parsed(
+        reply = await post_json(
             self._ctx.session,
             self._url,
             payload,
-            headers=headers,
+            headers=self.headers(),
             timeout=request.timeout,
             what=self._what,
-            parse=self._parse,
         )
-
-
-async def _failed(error: CallError) -> Completion:
-    raise error
+        return parse_reply(reply, what=self._what)
 
 
 def parse_reply(reply: HttpReply, *, what: str) -> Completion:
@@ -146,10 +133,7 @@ def parse_reply(reply: HttpReply, *, what: str) -> Completion:
 def _completion(body: dict[str, Any], choice: dict[str, Any], what: str) -> Completion:
     finish = choice.get("finish_reason")
     finish = finish if isinstance(finish, str) else None
-    message = choice.get("message")
-    content = message.get("content") if type(message) is dict else None
-    if type(content) is not str or not content.strip():
-        content = _content(message)  # content parts, or no text at all
+    content = _content(choice.get("message"))
     if finish == "error":
         raise _choice_error(choice, what)
     if not content:
@@ -267,23 +251,6 @@ def _error_text(error: Mapping[str, Any]) -> str:
 
 def parse_usage(usage: Any) -> Usage:
     """Token counts and ``cost`` when present; anything malformed is left out."""
-    if type(usage) is dict:
-        # The usual shape, taken as it is; anything else goes through the checks below.
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        total, cost = usage.get("total_tokens"), usage.get("cost")
-        if (
-            type(prompt) is int
-            and type(completion) is int
-            and type(total) is int
-            and (cost is None or (type(cost) is float and math.isfinite(cost)))
-        ):
-            return Usage(
-                prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, cost=cost
-            )
-    return _checked_usage(usage)
-
-
-def _checked_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
     prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
@@ -307,8 +274,5 @@ def _number(usage: dict[str, Any], key: str) -> float | None:
 
 
 def _count(usage: dict[str, Any], key: str) -> int | None:
-    value = usage.get(key)
-    if type(value) is int:  # the common case, checked first: it needs no conversion
-        return value
     number = _number(usage, key)
     return None if number is None else int(number)

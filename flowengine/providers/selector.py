@@ -5,21 +5,19 @@ Mapping the service's model names to aliases is the select node's business, not 
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
 
 from flowengine.errors import CallError
-from flowengine.providers.http import HttpReply, parse_json, post_parsed, snippet
+from flowengine.providers.http import HttpReply, parse_json, post_json, snippet
 from flowengine.spec import HttpSelector
 
 
-def call_selector(
+async def call_selector(
     spec: HttpSelector, session: aiohttp.ClientSession, prompt: str
-) -> Coroutine[Any, Any, tuple[str, dict[str, float]]]:
+) -> tuple[str, dict[str, float]]:
     """Ask the selector service which model should answer ``prompt``.
 
     Returns the selected model's name exactly as the service spells it, and its confidence
@@ -32,15 +30,10 @@ def call_selector(
         model, scores = await call_selector(spec, session, "Explain quantum computing")
     """
     what = f"model selector at {spec.url}"
-    return post_parsed(
-        session,
-        spec.url,
-        {"prompt": prompt},
-        headers=spec.headers,
-        timeout=spec.timeout,
-        what=what,
-        parse=functools.partial(_reply, what=what),
+    reply = await post_json(
+        session, spec.url, {"prompt": prompt}, headers=spec.headers, timeout=spec.timeout, what=what
     )
+    return _reply(reply, what)
 
 
 def _reply(reply: HttpReply, what: str) -> tuple[str, dict[str, float]]:

@@ -15,6 +15,7 @@ import aiohttp
 from flowengine.errors import ConfigError
 from flowengine.events import Listener
 from flowengine.providers import Provider, ProviderContext, create_provider
+from flowengine.run.log import log_event
 from flowengine.run.resilience import ProviderLimits
 from flowengine.run.scheduler import execute
 from flowengine.spec import OfflineProvider, OpenAIProvider, ProviderBase
@@ -73,23 +74,12 @@ class Engine:
         self.record = record
         self.prices = PriceBook(self.store)
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
-        self.listeners = list(listeners)
+        # Logging is one more listener: an application sees retries, fallbacks and failures
+        # on the `flowengine.run` logger.
+        self.listeners = [log_event, *listeners]
         self._session = session
         self._owns_session = session is None
         self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
-        self._checked: set[tuple[int, tuple[str, ...]]] = set()
-        self._tables: dict[int, tuple[object, dict[str, Any]]] = {}
-        self._by_identity: dict[
-            tuple[str, int], tuple[ProviderBase, tuple[Provider, ProviderLimits]]
-        ] = {}
-
-    def table(self, owner: object) -> dict[str, Any]:
-        """A dict kept for as long as this engine, for facts about ``owner`` that never change
-        between runs (where each model's calls go, for a workflow's spec)."""
-        found = self._tables.get(id(owner))
-        if found is None or found[0] is not owner:
-            found = self._tables[id(owner)] = (owner, {})
-        return found[1]
 
     async def __aenter__(self) -> Engine:
         return self
@@ -109,8 +99,6 @@ class Engine:
             await self._session.close()
         self._session = None
         self._providers.clear()
-        self._by_identity.clear()
-        self._tables.clear()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -129,20 +117,12 @@ class Engine:
 
     def provider(self, name: str, spec: ProviderBase) -> tuple[Provider, ProviderLimits]:
         """The provider ``name`` and its shared limits, built once per engine and spec."""
-        # Runs of one workflow pass the same spec object: find it without serialising it.
-        seen = self._by_identity.get((name, id(spec)))
-        if seen is not None and seen[0] is spec:
-            return seen[1]
-        found = self._provider(name, self.effective_spec(spec))
-        self._by_identity[(name, id(spec))] = (spec, found)
-        return found
-
-    def _provider(self, name: str, spec: ProviderBase) -> tuple[Provider, ProviderLimits]:
-        key = f"{name}\0{spec.model_dump_json()}"
+        live = self.effective_spec(spec)
+        key = f"{name}\0{live.model_dump_json()}"
         found = self._providers.get(key)
         if found is None:
             ctx = ProviderContext(session=self.session, environ=self.environ)
-            found = (create_provider(name, spec, ctx), shared_limits(key, spec))
+            found = (create_provider(name, live, ctx), shared_limits(key, live))
             self._providers[key] = found
         return found
 
@@ -150,14 +130,6 @@ class Engine:
         """Raise ConfigError naming the variable to set when a used provider has no key."""
         if self.offline:
             return
-        # A service runs one workflow thousands of times: check each model set once.
-        key = (id(workflow), tuple(aliases))
-        if key in self._checked:
-            return
-        self._check_credentials(workflow, key[1])
-        self._checked.add(key)
-
-    def _check_credentials(self, workflow: Workflow, aliases: tuple[str, ...]) -> None:
         spec = workflow.spec
         for provider_name in dict.fromkeys(spec.provider_of(a) for a in aliases):
             provider = spec.providers[provider_name]
@@ -184,8 +156,8 @@ class Engine:
         return await execute(
             self,
             workflow,
-            {**inputs, **named_inputs} if inputs else named_inputs,
+            {**(inputs or {}), **named_inputs},
             only=only,
             models=models,
-            listeners=[*self.listeners, *listeners] if self.listeners or listeners else None,
+            listeners=[*self.listeners, *listeners],
         )

@@ -1,6 +1,6 @@
 """Rate limits, concurrency caps, retries and the auth gate that every provider call goes through.
 
-The pieces compose as::
+The pieces compose as (:mod:`flowengine.run.calls` is the one place that does it)::
 
     async def attempt():
         gate.check(provider.name)              # a 401 earlier in the run: do not call again
@@ -8,14 +8,13 @@ The pieces compose as::
             return await provider.complete(request)
 
     completion, attempts = await call_with_retries(attempt, retry)
-
-:func:`resilient_complete` is exactly that, with the gate fed by each failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar, cast
 
 from aiolimiter import AsyncLimiter
@@ -24,7 +23,6 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_exponential_jitter
 
 from flowengine.errors import CallError
-from flowengine.providers.base import ChatRequest, Completion, Provider
 from flowengine.spec import ProviderBase, Rate, Retry
 
 T = TypeVar("T")
@@ -77,59 +75,24 @@ class ProviderLimits:
         self.in_flight = 0
         self.peak = 0
         self.started = 0
-        self._slot = _Slot(self)
-        #: Nothing to wait for: a caller may count itself in with :meth:`enter_now` instead.
-        self.free = self.limiter is None and self.semaphore is None
 
     @classmethod
     def from_spec(cls, spec: ProviderBase) -> ProviderLimits:
         return cls(spec.rate_limit, spec.max_concurrency)
 
-    def slot(self) -> _Slot:
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
         """Wait for a concurrency slot, then for the rate limit, then run the body."""
-        return self._slot
-
-    async def _enter(self) -> None:
-        if self.semaphore is not None:
-            await self.semaphore.acquire()
-        try:
+        async with self.semaphore or contextlib.nullcontext():
             if self.limiter is not None:
                 await self.limiter.acquire()
-        except BaseException:
-            if self.semaphore is not None:
-                self.semaphore.release()
-            raise
-        self.enter_now()
-
-    def enter_now(self) -> None:
-        """Count an attempt in without waiting; only for limits that are :attr:`free`."""
-        self.started += 1
-        self.in_flight += 1
-        if self.in_flight > self.peak:
-            self.peak = self.in_flight
-
-    def exit(self) -> None:
-        """Count an attempt out (after :meth:`enter_now`, or at the end of a :meth:`slot`)."""
-        self.in_flight -= 1
-        if self.semaphore is not None:
-            self.semaphore.release()
-
-
-class _Slot:
-    """``async with limits.slot():``. A class rather than ``@asynccontextmanager``: every
-    attempt enters one, and a generator-based context manager costs several times as much.
-    It keeps no state of its own, so one instance serves every concurrent call."""
-
-    __slots__ = ("_limits",)
-
-    def __init__(self, limits: ProviderLimits) -> None:
-        self._limits = limits
-
-    async def __aenter__(self) -> None:
-        await self._limits._enter()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._limits.exit()
+            self.started += 1
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
 
 class AuthGate:
@@ -204,12 +167,8 @@ async def call_with_retries(
     *,
     on_retry: Callable[[int, CallError, float], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    first: CallError | None = None,
 ) -> tuple[T, int]:
     """Run ``attempt`` until it succeeds; return its result and how many attempts it took.
-
-    ``first`` is the error of a first attempt the caller already made: the policy goes on
-    from there, as if this function had made it.
 
     Only a :class:`CallError` with ``retryable=True`` is retried, at most ``retry.attempts``
     attempts in all, waiting ``initial * 2**n`` plus up to ``initial`` of jitter, capped at
@@ -221,23 +180,10 @@ async def call_with_retries(
 
         completion, attempts = await call_with_retries(lambda: provider.complete(req), Retry())
     """
-    # The first attempt runs outside tenacity: almost every call succeeds at once, and building
-    # and driving an AsyncRetrying costs more CPU than a fast HTTP call. Only a failed first
-    # attempt enters tenacity, which replays that failure as its own first attempt, so the
-    # policy (stop, wait, on_retry numbering) is exactly the one declared below.
-    if first is None:
-        try:
-            return await attempt(), 1
-        except CallError as error:
-            first = error
-    first.attempts = 1
-    attempts = 1
+    attempts = 0
 
     async def once() -> T:
-        nonlocal attempts, first
-        if first is not None:
-            replayed, first = first, None
-            raise replayed
+        nonlocal attempts
         attempts += 1
         try:
             return await attempt()
@@ -260,31 +206,3 @@ async def call_with_retries(
     )
     result = cast(T, await retrying(once))
     return result, attempts
-
-
-async def resilient_complete(
-    provider: Provider,
-    request: ChatRequest,
-    *,
-    limits: ProviderLimits,
-    retry: Retry,
-    gate: AuthGate | None = None,
-    on_retry: Callable[[int, CallError, float], None] | None = None,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-) -> tuple[Completion, int]:
-    """One model call with the auth gate, the provider's limits on every attempt, and retries."""
-
-    async def attempt() -> Completion:
-        if gate is not None:
-            gate.check(provider.name)
-        async with limits.slot():
-            try:
-                return await provider.complete(request)
-            except CallError as error:
-                if gate is not None:
-                    gate.record(provider.name, error)
-                raise
-            except Exception as exc:
-                raise stray_error(provider.name, exc) from exc
-
-    return await call_with_retries(attempt, retry, on_retry=on_retry, sleep=sleep)

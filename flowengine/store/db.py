@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-log = logging.getLogger("flowengine")
+log = logging.getLogger("flowengine.store")
 T = TypeVar("T")
 
 DEFAULT_PATH = Path(".flowengine") / "flowengine.db"
@@ -31,6 +31,11 @@ BUSY_TIMEOUT_MS = 200
 WRITE_TIMEOUT_MS = 2_000
 BUSY_BACKOFF_S = 5.0
 OPEN_ATTEMPTS = 20
+# The writer thread makes the writes waiting in its queue in one transaction, up to this many:
+# a commit costs more than the statements of many calls.
+WRITE_BATCH = 500
+
+Work = Callable[[sqlite3.Connection], object]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -107,7 +112,7 @@ class Store:
         self._writer: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._queue: queue.Queue[Callable[[sqlite3.Connection], object] | None] | None = None
+        self._queue: queue.Queue[Work | None] | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -157,12 +162,16 @@ class Store:
             found = self._conn
             return self._guard(lambda: work(found))
 
-    def write(self, work: Callable[[sqlite3.Connection], object]) -> None:
-        """Make a write that must not be lost: queued when ``background``, else made now."""
+    def write(self, work: Work) -> None:
+        """Make a write that must not be lost: queued when ``background``, else made now.
+
+        ``work(connection)`` runs inside a transaction the store opens and commits, together
+        with other queued writes.
+        """
         if not self.enabled:
             return
         if not self.background:
-            self._write_now(work)
+            self._write_now([work])
             return
         if self._queue is None:
             self._queue = queue.Queue()
@@ -179,17 +188,27 @@ class Store:
 
     def _write_loop(self) -> None:
         assert self._queue is not None
-        while True:
-            work = self._queue.get()
+        stop = False
+        while not stop:
+            batch: list[Work] = []
+            item = self._queue.get()
+            while item is not None and len(batch) < WRITE_BATCH:
+                batch.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            stop = item is None
             try:
-                if work is None:
-                    return
-                if self.enabled:
-                    self._write_now(work)
+                if batch and self.enabled:
+                    self._write_now(batch)
             finally:
-                self._queue.task_done()
+                for _ in range(len(batch) + stop):
+                    self._queue.task_done()
 
-    def _write_now(self, work: Callable[[sqlite3.Connection], object]) -> None:
+    def _write_now(self, batch: list[Work]) -> None:
+        """Make ``batch`` in one transaction; a write that fails alone is skipped and logged,
+        so one bad value never stops the writer or loses the other writes."""
         if time.monotonic() < self._busy_until:
             return
         with self._write_lock:
@@ -197,7 +216,23 @@ class Store:
                 self._writer = self._guard(lambda: self._open(WRITE_TIMEOUT_MS))
             writer = self._writer
             if writer is not None:
-                self._guard(lambda: work(writer))
+                self._guard(lambda: self._transaction(writer, batch))
+
+    def _transaction(self, db: sqlite3.Connection, batch: list[Work]) -> None:
+        db.execute("BEGIN")
+        try:
+            for work in batch:
+                db.execute("SAVEPOINT one")  # each write whole or not at all
+                try:
+                    work(db)
+                except (ValueError, TypeError, OverflowError, sqlite3.InterfaceError) as exc:
+                    db.execute("ROLLBACK TO one")
+                    log.warning("%s: a write was skipped: %s", self.path, exc)
+                db.execute("RELEASE one")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def _guard(self, work: Callable[[], T]) -> T | None:
         """``work()``, with database errors turned into a warning and a skipped operation."""

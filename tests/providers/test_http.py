@@ -9,7 +9,6 @@ import pytest
 
 from flowengine.errors import CallError
 from flowengine.providers.http import (
-    RETRY_AFTER_CAP,
     HttpReply,
     is_retryable_status,
     parse_json,
@@ -46,8 +45,9 @@ def test_retry_after_in_the_past_is_zero() -> None:
     assert parse_retry_after({"Retry-After": "-5"}) == 0.0
 
 
-def test_retry_after_is_capped_and_garbage_ignored() -> None:
-    assert parse_retry_after({"Retry-After": "86400"}) == RETRY_AFTER_CAP
+def test_retry_after_is_kept_as_asked_and_garbage_ignored() -> None:
+    # How long is too long is the retry policy's decision (RETRY_AFTER_CAP), not the parser's.
+    assert parse_retry_after({"Retry-After": "86400"}) == 86400.0
     assert parse_retry_after({"Retry-After": "soon"}) is None
     assert parse_retry_after({"Retry-After": "nan"}) is None
     assert parse_retry_after({}) is None
@@ -62,6 +62,14 @@ def test_snippet_is_short_single_line_and_drops_html() -> None:
     long = snippet("x" * 1000)
     assert len(long) == 200 and long.endswith("…")
     assert snippet("a\n  b\tc") == "a b c"
+
+
+def test_snippet_masks_what_looks_like_a_credential_before_cutting() -> None:
+    text = "invalid header: Authorization: Bearer sk-or-v1-RELTEST-7f3c9d2e1 " + "x" * 300
+    shown = snippet(text)
+    assert "RELTEST" not in shown and "7f3c" not in shown
+    assert "Bearer ***" in shown
+    assert "sk-***" in snippet("your key sk-abcdef123456 is invalid")
 
 
 @pytest.mark.parametrize(

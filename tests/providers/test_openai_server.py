@@ -1,4 +1,5 @@
-"""The OpenAI-compatible provider against a real local server, with limits and retries."""
+"""The OpenAI-compatible provider against a real local server, through the one call path
+(:class:`flowengine.run.calls.CallPath`), with its limits, retries and auth gate."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, OpenAICompatible, ProviderContext
-from flowengine.run.resilience import AuthGate, ProviderLimits, resilient_complete
+from flowengine.results import CallResult
+from flowengine.run.calls import CallPath, Target
+from flowengine.run.resilience import ProviderLimits
 from flowengine.spec import OpenAIProvider, Rate, Retry
 from tests.fakeserver import FakeServer, Reply
 
@@ -27,11 +30,46 @@ def make(server: FakeServer, session: aiohttp.ClientSession) -> OpenAICompatible
     return OpenAICompatible("fake", spec, ProviderContext(session, {"FAKE_KEY": KEY}))
 
 
-async def call(provider: OpenAICompatible, req: ChatRequest | None = None) -> tuple[str, int]:
-    completion, attempts = await resilient_complete(
-        provider, req or request(), limits=ProviderLimits(), retry=RETRY
+def new_path(events: list[tuple[str, dict[str, object]]] | None = None) -> CallPath:
+    def emit(kind: str, **fields: object) -> None:
+        if events is not None:
+            events.append((kind, fields))
+
+    return CallPath(cache=None, prices=None, emit=emit)
+
+
+async def call_once(
+    provider: OpenAICompatible,
+    *,
+    path: CallPath | None = None,
+    limits: ProviderLimits | None = None,
+    timeout: float = 2.0,
+) -> CallResult:
+    """One call through the run's call path, as every node makes it."""
+    target = Target(
+        alias="m",
+        model_id=MODEL,
+        provider_name=provider.name,
+        provider=provider,
+        limits=limits or ProviderLimits(),
+        timeout=timeout,
+        retry=RETRY,
+        cache_url=None,
     )
-    return completion.content, attempts
+    messages = [{"role": "user", "content": "Explain quantum computing"}]
+    return await (path or new_path()).call("node", target, messages, {"max_tokens": 5})
+
+
+async def call(provider: OpenAICompatible, timeout: float = 2.0) -> tuple[str | None, int]:
+    result = await call_once(provider, timeout=timeout)
+    assert result.success, result.error
+    return result.content, result.attempts
+
+
+async def failed(provider: OpenAICompatible, **options: object) -> CallResult:
+    result = await call_once(provider, **options)  # type: ignore[arg-type]
+    assert not result.success and result.error is not None
+    return result
 
 
 async def test_default_answer_usage_and_wire(
@@ -57,15 +95,10 @@ async def test_429_with_retry_after_is_honoured(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     server.script(Reply.error(429, headers={"Retry-After": "0.05"}), Reply.ok("ok"))
-    waits: list[float] = []
-    result = await resilient_complete(
-        make(server, session),
-        request(),
-        limits=ProviderLimits(),
-        retry=RETRY,
-        on_retry=lambda n, err, delay: waits.append(delay),
-    )
-    assert result[1] == 2 and waits[0] >= 0.05
+    events: list[tuple[str, dict[str, object]]] = []
+    result = await call_once(make(server, session), path=new_path(events))
+    waits = [fields["delay_s"] for kind, fields in events if kind == "call_retried"]
+    assert result.attempts == 2 and waits == [pytest.approx(waits[0])] and waits[0] >= 0.05
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
@@ -73,9 +106,8 @@ async def test_client_errors_not_retried(
     server: FakeServer, session: aiohttp.ClientSession, status: int
 ) -> None:
     server.script(Reply.error(status, "bad"), Reply.ok("never"))
-    with pytest.raises(CallError) as info:
-        await call(make(server, session))
-    assert info.value.status == status and info.value.attempts == 1
+    result = await failed(make(server, session))
+    assert result.error is not None and result.error.status == status and result.attempts == 1
     assert server.count == 1
 
 
@@ -83,7 +115,7 @@ async def test_slow_reply_times_out_and_is_retried(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     server.script(Reply.ok("late", delay=0.5), Reply.ok("quick"))
-    assert await call(make(server, session), request(timeout=0.1)) == ("quick", 2)
+    assert await call(make(server, session), timeout=0.1) == ("quick", 2)
 
 
 async def test_dropped_connection_is_retried(
@@ -116,18 +148,17 @@ async def test_attempts_exhausted_reraises_last_error(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     server.always_for(MODEL, Reply.error(503, "down"))
-    with pytest.raises(CallError) as info:
-        await call(make(server, session))
-    assert (info.value.status, info.value.attempts, server.count) == (503, 4, 4)
+    result = await failed(make(server, session))
+    assert result.error is not None
+    assert (result.error.status, result.attempts, server.count) == (503, 4, 4)
 
 
 async def test_length_without_content_not_retried(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     server.script(Reply.ok("", finish_reason="length"), Reply.ok("never"))
-    with pytest.raises(CallError) as info:
-        await call(make(server, session))
-    assert info.value.type == "length" and server.count == 1
+    result = await failed(make(server, session))
+    assert result.error is not None and result.error.type == "length" and server.count == 1
 
 
 async def test_connection_refused(session: aiohttp.ClientSession) -> None:
@@ -142,13 +173,12 @@ async def test_401_closes_the_gate_for_the_rest_of_the_run(
     server: FakeServer, session: aiohttp.ClientSession
 ) -> None:
     server.always_for(MODEL, Reply.error(401, "User not found."))
-    provider, gate, limits = make(server, session), AuthGate(), ProviderLimits()
+    provider, path = make(server, session), new_path()
     for _ in range(3):
-        with pytest.raises(CallError) as info:
-            await resilient_complete(provider, request(), limits=limits, retry=RETRY, gate=gate)
-        assert info.value.status == 401
+        result = await failed(provider, path=path)
+        assert result.error is not None and result.error.status == 401
     assert server.count == 1
-    assert "rejected the API key" in info.value.message
+    assert result.error is not None and "rejected the API key" in result.error.message
 
 
 async def test_concurrency_cap_holds_across_retries(
@@ -158,10 +188,7 @@ async def test_concurrency_cap_holds_across_retries(
         srv.script(*[Reply.error(503)] * 4)
         provider, limits = make(srv, session), ProviderLimits(max_concurrency=2)
 
-        async def one() -> None:
-            await resilient_complete(provider, request(), limits=limits, retry=RETRY)
-
-        await asyncio.gather(*(one() for _ in range(6)))
+        await asyncio.gather(*(call_once(provider, limits=limits) for _ in range(6)))
     assert srv.max_in_flight <= 2 and limits.peak == 2
     assert srv.count == 10 and limits.started == 10
 
@@ -170,7 +197,7 @@ async def test_rate_limit_applies_to_every_attempt(session: aiohttp.ClientSessio
     async with FakeServer() as srv:
         srv.script(Reply.error(503), Reply.error(503))
         limits = ProviderLimits(Rate(requests=2, per=0.2))
-        await resilient_complete(make(srv, session), request(), limits=limits, retry=RETRY)
+        assert (await call_once(make(srv, session), limits=limits)).success
     starts = srv.starts
     assert len(starts) == 3
     # At most 2 starts in any 0.2 s: the third waits for the window (small tolerance for jitter).

@@ -1,15 +1,13 @@
-"""One module per node kind. Each exposes ``async def run(run, node, context) -> output``."""
+"""One module per node kind. Each exposes ``async def run(ctx: NodeContext) -> output``."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from flowengine.language.plan import CompiledNode
-from flowengine.language.templates import Scope
-from flowengine.run.calls import Run
+from flowengine.run.context import NodeContext
 from flowengine.run.nodes import fanout, llm, select
 
-NodeRunner = Callable[[Run, CompiledNode, Scope], Awaitable[Any]]
+NodeRunner = Callable[[NodeContext], Awaitable[Any]]
 
 RUNNERS: dict[str, NodeRunner] = {"select": select.run, "llm": llm.run, "fanout": fanout.run}

@@ -1,51 +1,36 @@
-"""What llm and fanout nodes share: messages from templates, merged params."""
+"""What llm and fanout nodes share: messages from templates, and model names to aliases."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from flowengine.errors import did_you_mean
 from flowengine.language.plan import CompiledNode
-from flowengine.language.templates import Scope, evaluate_value
-from flowengine.run.calls import Run
-from flowengine.spec import FanoutNode, LlmNode
+from flowengine.language.templates import evaluate_value
+from flowengine.results import ErrorInfo
+from flowengine.run.context import NodeContext, NodeFailure
 
 
-def messages(node: CompiledNode, context: Scope) -> list[dict[str, str]]:
+def messages(node: CompiledNode, scope: Mapping[str, Any]) -> list[dict[str, str]]:
     """The chat messages: the optional system template, then the prompt as the user turn."""
     if node.vars:
-        context = context.child(**evaluate_value(node.vars, context))
+        scope = {**scope, **evaluate_value(node.vars, scope)}
     assert node.prompt is not None
     out = []
     if node.system is not None:
-        out.append({"role": "system", "content": node.system.render(context)})
-    out.append({"role": "user", "content": node.prompt.render(context)})
+        out.append({"role": "system", "content": node.system.render(scope)})
+    out.append({"role": "user", "content": node.prompt.render(scope)})
     return out
 
 
-def params(run: Run, node: LlmNode | FanoutNode, alias: str) -> dict[str, Any]:
-    """Defaults, then the model's params, then the node's: the most specific wins.
-
-    The merge is the same for every run of a workflow, so it is made once; callers only read it.
-    """
-    table = run.workflow.plan.params
-    key = (id(node), alias)
-    merged = table.get(key)
-    if merged is None:
-        spec = run.spec
-        merged = table[key] = {**spec.defaults.params, **spec.models[alias].params, **node.params}
-    return merged
-
-
-def alias_of(run: Run, value: Any, where: str) -> str:
+def alias_of(ctx: NodeContext, value: Any, where: str) -> str:
     """The alias a rendered ``model:`` value names; a clear error if it names none."""
     name = str(value).strip()
-    alias = run.resolve_alias(name)
+    alias = ctx.resolve_alias(name)
     if alias is None:
-        from flowengine.errors import did_you_mean
-        from flowengine.results import ErrorInfo
-        from flowengine.run.calls import NodeFailure
-
-        hint = did_you_mean(name, run.spec.models) or f"models: {', '.join(run.spec.models)}"
+        known = ctx.workflow.models
+        hint = did_you_mean(name, known) or f"models: {', '.join(known)}"
         raise NodeFailure(
             ErrorInfo(type="model", message=f"{where} named unknown model '{name}'; {hint}")
         )

@@ -7,28 +7,20 @@ import re
 from typing import Any
 
 from flowengine.errors import CallError
-from flowengine.language.plan import CompiledNode
-from flowengine.language.templates import Scope
-from flowengine.run.calls import Run
+from flowengine.run.context import NodeContext
 from flowengine.spec import LlmSelector
 
 _JSON_OBJECT = re.compile(r"\{[^{}]*\}", re.DOTALL)
 
 
 async def route(
-    run: Run,
-    node: CompiledNode,
-    name: str,
-    selector: LlmSelector,
-    candidates: list[str],
-    scope: Scope,
+    ctx: NodeContext, name: str, selector: LlmSelector, candidates: list[str]
 ) -> tuple[str, dict[str, float]]:
     """The router's choice and, if it gave one, its confidence; CallError if it gave none."""
-    template = run.workflow.plan.routers[name]
-    content = template.render(scope.child(candidates=[run.models[a] for a in candidates]))
-    params = {**run.spec.defaults.params, **selector.params}
-    messages = [{"role": "user", "content": content}]
-    result = await run.call(node.id, node.spec, selector.model, messages, params)
+    template = ctx.router_template(name)
+    content = template.render({**ctx.scope, "candidates": [ctx.models[a] for a in candidates]})
+    params = {**ctx.workflow.defaults.params, **selector.params}
+    result = await ctx.call(selector.model, [{"role": "user", "content": content}], params)
     if not result.success or result.content is None:
         message = result.error.message if result.error else "no answer"
         raise CallError("router", f"router model '{selector.model}' failed: {message}")

@@ -1,0 +1,172 @@
+"""One run's state, and the narrow view of it that each node gets.
+
+A node kind sees a :class:`NodeContext`: its compiled node, the names its templates read, the
+models it may use, and a ``call`` that goes through the run's one call path. It never sees the
+engine, the scheduler or another node's state.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from flowengine.events import Event, Listener
+from flowengine.language.plan import CompiledNode, ModelInfo
+from flowengine.language.templates import CompiledTemplate
+from flowengine.providers import call_selector
+from flowengine.results import CallResult, ErrorInfo, SelectResult
+from flowengine.run.calls import CallPath, Target
+from flowengine.spec import HttpSelector, NodeSpec, OpenAIProvider, WorkflowSpec
+
+if TYPE_CHECKING:
+    from flowengine.language.workflow import Workflow
+    from flowengine.run.engine import Engine
+
+
+class NodeFailure(Exception):
+    """A node did not succeed; ``output`` keeps what it produced (failed calls included)."""
+
+    def __init__(self, error: ErrorInfo, output: Any = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.output = output
+
+
+class Run:
+    """The state of one run: its inputs, the models it may use, its calls and listeners."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        workflow: Workflow,
+        inputs: dict[str, Any],
+        listeners: Sequence[Listener],
+        allowed: Sequence[str],
+    ) -> None:
+        self.engine = engine
+        self.workflow = workflow
+        self.spec: WorkflowSpec = workflow.spec
+        self.run_id = secrets.token_hex(8)
+        self.inputs = inputs
+        self.listeners = listeners
+        self.allowed = allowed  # model aliases this run may use, by weight
+        self.selector_confidence: float | None = None
+        #: The confidence a selector gave each model, which that model's results carry.
+        self.scores: dict[str, float] = {}
+        #: Calls each node has completed, kept for a node that is cancelled or times out.
+        self.partial: dict[str, list[CallResult]] = {}
+        self.calls = CallPath(
+            cache=engine.cache,
+            prices=engine.prices,
+            emit=self.emit,
+            timeline=[] if engine.record else None,
+            confidence=self.scores,
+        )
+        self._targets: dict[str, Target] = {}
+
+    def emit(self, kind: Any, **fields: Any) -> None:
+        event = Event(kind, self.run_id, self.spec.name, **fields)
+        for listener in self.listeners:
+            listener(event)
+
+    def target(self, alias: str) -> Target:
+        """Where calls for ``alias`` go, resolved once per run."""
+        found = self._targets.get(alias)
+        if found is None:
+            name = self.spec.provider_of(alias)
+            spec = self.spec.providers[name]
+            provider, limits = self.engine.provider(name, spec)
+            # Offline answers cost nothing and never change: caching them would only add I/O.
+            live = provider.spec
+            cache_url = live.base_url if isinstance(live, OpenAIProvider) else None
+            found = self._targets[alias] = Target(
+                alias=alias,
+                model_id=self.spec.models[alias].id,
+                provider_name=name,
+                provider=provider,
+                limits=limits,
+                timeout=self.spec.defaults.timeout or spec.timeout,
+                retry=self.spec.defaults.retry or spec.retry,
+                cache_url=cache_url,
+            )
+        return found
+
+    def resolve_alias(self, name: str) -> str | None:
+        """An alias for a name that is an alias or a provider model id (exact, then any case)."""
+        if name in self.spec.models:
+            return name
+        lowered = name.strip().lower()
+        for alias, model in self.spec.models.items():
+            if model.id == name or alias.lower() == lowered or model.id.lower() == lowered:
+                return alias
+        return None
+
+
+class NodeContext:
+    """What one node may see and do during a run."""
+
+    def __init__(self, run: Run, node: CompiledNode, scope: Mapping[str, Any]) -> None:
+        self._run = run
+        self.node = node
+        self.spec: NodeSpec = node.spec
+        #: The names the node's templates read: inputs, ancestors' outputs, ``models``.
+        self.scope = scope
+        self.workflow: WorkflowSpec = run.spec
+        self.models: Mapping[str, ModelInfo] = run.workflow.plan.models
+        self.allowed: Sequence[str] = run.allowed
+        self.offline: bool = run.engine.offline
+        self.inputs: Mapping[str, Any] = run.inputs
+        #: The calls this node has completed so far.
+        self.done: list[CallResult] = run.partial.setdefault(node.id, [])
+
+    async def call(
+        self, alias: str, messages: list[dict[str, str]], params: dict[str, Any] | None = None
+    ) -> CallResult:
+        """One call of model ``alias`` through the run's call path; failures are results."""
+        spec = self.spec
+        result = await self._run.calls.call(
+            self.node.id,
+            self._run.target(alias),
+            messages,
+            self.params(alias) if params is None else params,
+            retry=spec.retry,
+            use_cache=spec.cache,
+        )
+        self.done.append(result)
+        return result
+
+    def params(self, alias: str) -> dict[str, Any]:
+        """Defaults, then the model's params, then the node's: the most specific wins."""
+        node_params: dict[str, Any] = getattr(self.spec, "params", {})
+        model_params = self.workflow.models[alias].params
+        return {**self.workflow.defaults.params, **model_params, **node_params}
+
+    async def ask_selector(
+        self, selector: HttpSelector, prompt: str
+    ) -> tuple[str, dict[str, float]]:
+        """The model-selector service's choice for ``prompt``; CallError when it fails."""
+        return await call_selector(selector, self._run.engine.session, prompt)
+
+    def router_template(self, name: str) -> CompiledTemplate:
+        return self._run.workflow.plan.routers[name]
+
+    def chose(self, result: SelectResult) -> None:
+        """Record a select node's choice: later calls carry its confidence scores."""
+        run = self._run
+        if result.scores and not run.scores:
+            run.scores.update(result.scores)
+        if result.source == "selector" and run.selector_confidence is None:
+            run.selector_confidence = result.confidence
+        if result.source == "fallback":
+            run.emit(
+                "selector_fallback", node=self.node.id, model=result.model, reason=result.reason
+            )
+
+    def resolve_alias(self, name: str) -> str | None:
+        return self._run.resolve_alias(name)
+
+    def by_weight(self, aliases: Iterable[str]) -> list[str]:
+        """``aliases`` (known ones, once each) in the workflow's priority order."""
+        wanted = set(aliases)
+        return [alias for alias in self._run.workflow.plan.by_weight if alias in wanted]
