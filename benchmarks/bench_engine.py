@@ -9,11 +9,18 @@ so that this process's CPU time is the client's alone.
   concurrent runs. This is the engine's own overhead: scheduling, templates, results, retries.
 - Scenario B (fixed latency per call): median wall time of one run. Calls dominate it, so the
   engine should add next to nothing.
+- Memory: peak resident memory of a process that keeps 100 runs in flight, engine against
+  baseline, each side in a process of its own.
+
+By default the engine runs bare (no response cache, no run records), which measures its call
+path; ``--defaults`` runs it as every user does, with the SQLite cache and run records on (every
+prompt distinct, so every call is a cache miss that is then written).
 
 Run by hand (never in CI)::
 
-    .venv/bin/python -m benchmarks.bench_engine            # full: ~1-2 minutes
-    .venv/bin/python -m benchmarks.bench_engine --quick    # smoke run: a few seconds
+    .venv/bin/python -m benchmarks.bench_engine                # full: ~2-3 minutes
+    .venv/bin/python -m benchmarks.bench_engine --defaults     # cache and run records on
+    .venv/bin/python -m benchmarks.bench_engine --quick        # smoke run: a few seconds
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import os
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,15 +44,16 @@ from typing import Any
 import aiohttp
 
 from benchmarks.handwritten import BY_WEIGHT, PARAMS, chat, select
-from flowengine import Engine, Workflow
 
 HERE = Path(__file__).resolve().parent
 WORKFLOW = HERE / "workflow.yaml"
 CALLS_PER_RUN = 8  # 1 selector call + primary + 5 critiques + synthesis
 CRITICAL_PATH = 4  # selector -> primary -> critiques (at once) -> synthesis
 
-TARGET_CPU_RATIO = 1.25
-TARGET_WALL_RATIO = 1.05
+TARGET_CPU_RATIO = 1.3  # bare engine; 1.4 with the defaults (cache and run records on)
+TARGET_CPU_RATIO_DEFAULTS = 1.4
+TARGET_WALL_RATIO = 1.03
+TARGET_MEMORY_RATIO = 1.5
 
 
 # -- the mock server, in its own process --------------------------------------------------------
@@ -227,22 +238,30 @@ async def drive(
 class Sides:
     """The engine and the baseline, each with one shared HTTP session, on one server."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: ServerProcess, defaults: bool = False) -> None:
+        from flowengine import Engine, Workflow  # here: the baseline's process never imports it
+
         self.server = server
         overrides = {
             "providers.local.base_url": server.base_url,
             "selectors.ml.url": server.selector_url,
         }
         self.workflow = Workflow.load(WORKFLOW, overrides=overrides)
-        # No response cache and no run records: every run must make its calls, and the
-        # benchmark measures the engine's call path, not the SQLite store.
-        self.engine = Engine(environ={}, cache=False, record=False)
+        self.folder = tempfile.TemporaryDirectory(prefix="bench-engine-")
+        if defaults:
+            # As users run it: response cache and run records in a SQLite file.
+            self.engine = Engine(environ={}, db=Path(self.folder.name) / "bench.db")
+        else:
+            # Bare: the benchmark measures the engine's call path, not the SQLite store.
+            self.engine = Engine(environ={}, cache=False, record=False)
+        self.prompts = itertools.count()  # every run's prompt is new: a cache miss
         # No per-host cap: 100 runs with 5 critiques each are up to 500 requests at once.
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         self.baseline = Baseline(self.session, server.base_url, server.selector_url)
 
     async def engine_run(self, i: int) -> bool:
-        result = await self.engine.run(self.workflow, prompt=f"Explain quantum computing ({i})")
+        prompt = f"Explain quantum computing ({next(self.prompts)})"
+        result = await self.engine.run(self.workflow, prompt=prompt)
         return result.status == "succeeded"
 
     async def baseline_run(self, i: int) -> bool:
@@ -272,6 +291,7 @@ class Sides:
     async def close(self) -> None:
         await self.engine.aclose()
         await self.session.close()
+        self.folder.cleanup()
 
 
 # -- the scenarios ------------------------------------------------------------------------------
@@ -324,7 +344,7 @@ def judge(
 
 async def scenario_a(args: argparse.Namespace) -> bool:
     server = ServerProcess(latency=0.0)
-    sides = Sides(server)
+    sides = Sides(server, args.defaults)
     try:
         results = await sides.rounds(args.runs, args.concurrency, args.rounds, args.warmup)
     finally:
@@ -333,7 +353,7 @@ async def scenario_a(args: argparse.Namespace) -> bool:
     print(
         f"\nScenario A: zero latency, {args.runs} runs x {args.rounds} rounds, "
         f"{args.concurrency} runs in flight, {CALLS_PER_RUN} HTTP calls per run "
-        "(1 selector + 7 model)"
+        f"(1 selector + 7 model); engine {mode(args)}"
     )
     print(
         f"  {'':10} {'CPU us/call':>12} {'CPU ms/run':>11} {'wall s':>8} {'runs/s':>8} "
@@ -348,12 +368,17 @@ async def scenario_a(args: argparse.Namespace) -> bool:
             f"  {side:10} {cpu:12.0f} {cpu * CALLS_PER_RUN / 1000:11.2f} "
             f"{wall:8.2f} {rate:8.0f} {rate * CALLS_PER_RUN:8.0f}   {rounds}"
         )
-    return judge(results, lambda m: m.cpu_per_call_us, "CPU per call", TARGET_CPU_RATIO, 2)
+    target = TARGET_CPU_RATIO_DEFAULTS if args.defaults else TARGET_CPU_RATIO
+    return judge(results, lambda m: m.cpu_per_call_us, "CPU per call", target, 2)
+
+
+def mode(args: argparse.Namespace) -> str:
+    return "with cache and run records" if args.defaults else "bare (no cache, no run records)"
 
 
 async def scenario_b(args: argparse.Namespace) -> bool:
     server = ServerProcess(latency=args.latency)
-    sides = Sides(server)
+    sides = Sides(server, args.defaults)
     try:
         warmup = min(args.warmup, args.latency_runs)
         results = await sides.rounds(
@@ -365,7 +390,7 @@ async def scenario_b(args: argparse.Namespace) -> bool:
     ms = args.latency * 1000
     print(
         f"\nScenario B: {ms:g} ms per call (selector included), {args.latency_runs} runs x "
-        f"{args.rounds} rounds, {args.latency_concurrency} runs in flight"
+        f"{args.rounds} rounds, {args.latency_concurrency} runs in flight; engine {mode(args)}"
     )
     print(
         f"  critical path: selector -> primary -> 5 critiques at once -> synthesis = "
@@ -384,7 +409,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Engine overhead against a hand-written aiohttp client, on a mock server."
     )
-    parser.add_argument("--scenario", choices=["a", "b", "all"], default="all")
+    parser.add_argument("--scenario", choices=["a", "b", "memory", "all"], default="all")
+    parser.add_argument(
+        "--defaults", action="store_true", help="engine with response cache and run records on"
+    )
+    parser.add_argument("--memory-side", choices=["engine", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--runs", type=int, default=2000, help="scenario A runs per round")
     parser.add_argument("--concurrency", type=int, default=100, help="scenario A runs in flight")
     parser.add_argument("--latency", type=float, default=0.1, help="scenario B seconds per call")
@@ -407,11 +436,68 @@ async def main_async(args: argparse.Namespace) -> bool:
         ok = await scenario_a(args) and ok
     if args.scenario in ("b", "all"):
         ok = await scenario_b(args) and ok
+    if args.scenario in ("memory", "all"):
+        ok = scenario_memory(args) and ok
     return ok
+
+
+MEMORY_RUNS = 1000
+MEMORY_IN_FLIGHT = 100
+MEMORY_LATENCY = 0.05  # long enough that 100 runs really are in flight at once
+
+
+def scenario_memory(args: argparse.Namespace) -> bool:
+    """Each side in a fresh process: imports and all, as a user's process has them."""
+    peaks = {}
+    for side in ("engine", "baseline"):
+        command = [sys.executable, "-m", "benchmarks.bench_engine", "--memory-side", side]
+        if args.defaults:
+            command.append("--defaults")
+        done = subprocess.run(command, cwd=HERE.parent, capture_output=True, text=True, check=True)
+        peaks[side] = float(done.stdout.split()[-1])
+    ratio = peaks["engine"] / peaks["baseline"]
+    print(
+        f"\nMemory: {MEMORY_RUNS} runs, {MEMORY_IN_FLIGHT} in flight, {MEMORY_LATENCY * 1000:g} ms "
+        f"per call; engine {mode(args)}"
+    )
+    for side, peak in peaks.items():
+        print(f"  {side:10} peak RSS {peak:6.1f} MB")
+    verdict_text = verdict(ratio, TARGET_MEMORY_RATIO)
+    print(
+        f"  peak memory, engine / baseline: {ratio:.2f} (target <= {TARGET_MEMORY_RATIO}) "
+        f"{verdict_text}"
+    )
+    return ratio <= TARGET_MEMORY_RATIO
+
+
+async def memory_side(side: str, defaults: bool) -> float:
+    """Peak RSS in MB of this process after MEMORY_RUNS runs of ``side``."""
+    server = ServerProcess(latency=MEMORY_LATENCY)
+    try:
+        if side == "engine":
+            sides = Sides(server, defaults)
+            await sides.measure("engine", MEMORY_RUNS, MEMORY_IN_FLIGHT)
+            await sides.close()
+        else:
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            baseline = Baseline(session, server.base_url, server.selector_url)
+
+            async def one(i: int) -> bool:
+                await baseline.run(f"Explain quantum computing ({i})")
+                return True
+
+            await drive(one, MEMORY_RUNS, MEMORY_IN_FLIGHT, server)
+            await session.close()
+    finally:
+        server.stop()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.memory_side:
+        print(f"{asyncio.run(memory_side(args.memory_side, args.defaults)):.1f}")
+        return
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, workflow {WORKFLOW.name}")
     ok = asyncio.run(main_async(args))
     print("\nPASS" if ok else "\nFAIL")

@@ -51,9 +51,14 @@ class CallResult:
     confidence: float | None = None
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
+    #: Seconds the call took, not counting the time it waited for the provider's limits.
     latency_s: float = 0.0
+    #: Seconds the call waited for the provider's rate limit and concurrency cap.
+    queued_s: float = 0.0
     attempts: int = 0
     cached: bool = False
+    #: Tool calls the model asked for (OpenAI's ``message.tool_calls``), when it did.
+    tool_calls: list[dict[str, Any]] | None = None
 
     def __str__(self) -> str:
         return self.content or ""
@@ -96,43 +101,15 @@ class ModelMetrics:
     cost: float | None = None
     cached: int = 0
     retries: int = 0
+    #: Seconds the model's calls waited, in all, for the provider's rate limit and cap.
+    queued_s: float = 0.0
 
 
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}
 
 
-def _call_json(call: CallResult) -> dict[str, Any]:
-    # The most common value in an output, by far: written out, it converts several times
-    # faster than through a generic serializer.
-    usage, error = call.usage, call.error
-    return {
-        "model": call.model,
-        "model_id": call.model_id,
-        "served_model": call.served_model,
-        "provider": call.provider,
-        "content": call.content,
-        "success": call.success,
-        "error": None
-        if error is None
-        else {"type": error.type, "status": error.status, "message": error.message},
-        "confidence": call.confidence,
-        "finish_reason": call.finish_reason,
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-            "cost": usage.cost,
-        },
-        "latency_s": call.latency_s,
-        "attempts": call.attempts,
-        "cached": call.cached,
-    }
-
-
 def to_jsonable(value: Any) -> Any:
     """Results, models and containers of them as plain JSON data."""
-    if type(value) is CallResult:
-        return _call_json(value)
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -159,10 +136,14 @@ _CALL: TypeAdapter[CallResult] = TypeAdapter(CallResult)
 
 class RunMetadata(_Result):
     total_time: float
+    #: Model calls made: sent to a provider, or answered from the cache.
     calls: int
     concurrent_calls: int
     tokens: int
+    #: What the calls cost, where a price is known; None when no call has one.
     cost: float | None
+    #: False when some call has no known price, so ``cost`` is a lower bound.
+    cost_complete: bool = True
     model_selector_confidence: float | None
 
 
@@ -184,13 +165,9 @@ class RunResult(_Result):
     metrics: RunMetrics
 
 
-def to_micros(seconds: float) -> float:
-    """Seconds to the microsecond, as results show durations.
-
-    ``round(seconds, 6)`` converts through decimal text and costs about ten times as much,
-    several times per call; this differs from it only on exact halves of a microsecond.
-    """
-    return math.floor(seconds * 1e6 + 0.5) / 1e6
+def made(calls: list[CallResult]) -> list[CallResult]:
+    """The calls that were made: sent to a provider, or answered from the cache."""
+    return [call for call in calls if call.attempts or call.cached]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -203,9 +180,12 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def model_metrics(calls: list[CallResult]) -> dict[str, ModelMetrics]:
-    """Per-model metrics from every call of a run, in first-call order."""
+    """Per-model metrics from every call of a run that was made, in first-call order.
+
+    A call never sent (its provider had rejected the key earlier in the run) is not counted.
+    """
     by_model: dict[str, list[CallResult]] = {}
-    for call in calls:
+    for call in made(calls):
         group = by_model.get(call.model)
         if group is None:
             by_model[call.model] = [call]
@@ -217,6 +197,7 @@ def model_metrics(calls: list[CallResult]) -> dict[str, ModelMetrics]:
 def _metrics(group: list[CallResult]) -> ModelMetrics:
     latencies: list[float] = []
     succeeded = retries = tokens = 0
+    queued = 0.0
     cost: float | None = None
     for call in group:
         succeeded += call.success
@@ -228,6 +209,7 @@ def _metrics(group: list[CallResult]) -> ModelMetrics:
         if call.cached:  # what was spent: a cache hit costs no tokens and no money this time
             continue
         latencies.append(call.latency_s)
+        queued += call.queued_s
         tokens += usage.total_tokens or 0
         if usage.cost is not None:
             cost = (cost or 0.0) + usage.cost
@@ -240,4 +222,5 @@ def _metrics(group: list[CallResult]) -> ModelMetrics:
         cost=cost,
         cached=len(group) - len(latencies),
         retries=retries,
+        queued_s=round(queued, 6),
     )

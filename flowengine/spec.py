@@ -7,11 +7,13 @@ needs, template variables) live in :mod:`flowengine.language.checks`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, NewType
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -39,6 +41,8 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a duration is a number with a unit, such as 500ms, 5s or 2m")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration must be a finite number, such as 500ms, 5s or 2m")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -73,6 +77,24 @@ Duration = Annotated[
 ]
 
 
+#: A duration that must be more than zero: a timeout of 0 would mean "never time out" to aiohttp,
+#: and a rate window of 0 would mean no limit at all.
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+
+def _no_stream(params: dict[str, Any]) -> dict[str, Any]:
+    if params.get("stream"):
+        raise ValueError(
+            "`stream` is not supported in params: a streamed reply is not one JSON body; "
+            "remove `stream` (answers are returned whole)"
+        )
+    return params
+
+
+#: Parameters sent to the model with every call (temperature, max_tokens, ...).
+Params = Annotated[dict[str, Any], AfterValidator(_no_stream)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,13 +103,23 @@ class Rate(Strict):
     """At most ``requests`` requests started in any window of length ``per``."""
 
     requests: int = Field(gt=0)
-    per: Duration = 1.0
+    per: PositiveDuration = 1.0
     burst: int | None = Field(
         default=None,
         gt=0,
-        description="Requests allowed at once before spacing applies. Default 1, which keeps "
-        "the promise in every sliding window; a larger burst can briefly exceed it.",
+        description="Requests allowed to start at once, at most `requests`. Default 1. The "
+        "promise (at most `requests` starts in any window of `per`) still holds with a burst "
+        "b, so the sustained rate drops to (requests - b + 1) / per.",
     )
+
+    @model_validator(mode="after")
+    def _burst_within_requests(self) -> Rate:
+        if self.burst is not None and self.burst > self.requests:
+            raise ValueError(
+                f"burst ({self.burst}) must be at most requests ({self.requests}): no more "
+                "than `requests` may start in one window"
+            )
+        return self
 
 
 class Retry(Strict):
@@ -97,11 +129,17 @@ class Retry(Strict):
     initial: Duration = 1.0
     max: Duration = 30.0
 
+    @model_validator(mode="after")
+    def _initial_within_max(self) -> Retry:
+        if self.initial > self.max:
+            raise ValueError(f"initial ({self.initial:g}s) must be at most max ({self.max:g}s)")
+        return self
+
 
 class ProviderBase(Strict):
     rate_limit: Rate | None = None
     max_concurrency: int | None = Field(default=None, gt=0)
-    timeout: Duration = 60.0
+    timeout: PositiveDuration = 60.0
     retry: Retry = Retry()
 
 
@@ -170,7 +208,7 @@ class HttpSelector(Strict):
 
     type: Literal["http"] = "http"
     url: str
-    timeout: Duration = 5.0
+    timeout: PositiveDuration = 5.0
     headers: dict[str, str] = {}
 
     @field_validator("url")
@@ -207,7 +245,7 @@ class LlmSelector(Strict):
         description="An inline router template; it sees the inputs, `models` and `candidates`. "
         "Default: a built-in prompt asking for JSON {model, confidence}.",
     )
-    params: dict[str, Any] = {}
+    params: Params = {}
 
     @model_validator(mode="after")
     def _one_prompt(self) -> LlmSelector:
@@ -228,7 +266,7 @@ class ModelSpec(Strict):
     id: str = Field(min_length=1)
     weight: float = 1.0
     provider: str | None = None
-    params: dict[str, Any] = {}
+    params: Params = {}
 
 
 class InputSpec(Strict):
@@ -244,8 +282,8 @@ class InputSpec(Strict):
 
 class Defaults(Strict):
     provider: str = "openrouter"
-    params: dict[str, Any] = {}
-    timeout: Duration | None = None
+    params: Params = {}
+    timeout: PositiveDuration | None = None
     retry: Retry | None = None
 
 
@@ -254,7 +292,7 @@ class NodeBase(Strict):
     needs: list[str] = []
     on_error: Literal["fail", "continue"] = "fail"
     cache: bool = True
-    timeout: Duration | None = None
+    timeout: PositiveDuration | None = None
     retry: Retry | None = None
 
     @field_validator("needs", mode="before")
@@ -284,7 +322,7 @@ class Prompted(NodeBase):
         default={},
         description='Extra names for the prompt, evaluated first: `responses: "{{ answers }}"`.',
     )
-    params: dict[str, Any] = {}
+    params: Params = {}
 
     @model_validator(mode="after")
     def _one_prompt(self) -> Prompted:

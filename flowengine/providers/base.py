@@ -30,6 +30,8 @@ class Completion:
     served_model: str | None = None
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
+    #: Tool calls the model asked for instead of (or with) text: OpenAI's message.tool_calls.
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass

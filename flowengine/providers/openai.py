@@ -133,18 +133,30 @@ def parse_reply(reply: HttpReply, *, what: str) -> Completion:
 def _completion(body: dict[str, Any], choice: dict[str, Any], what: str) -> Completion:
     finish = choice.get("finish_reason")
     finish = finish if isinstance(finish, str) else None
-    content = _content(choice.get("message"))
+    message = choice.get("message")
+    content = _content(message)
+    tool_calls = _tool_calls(message)
     if finish == "error":
         raise _choice_error(choice, what)
-    if not content:
+    if not content and not tool_calls:
         raise _empty(finish, what)
     served = body.get("model")
     return Completion(
-        content=content,
+        content=content or "",
         served_model=served if isinstance(served, str) else None,
         finish_reason=finish,
         usage=parse_usage(body.get("usage")),
+        tool_calls=tool_calls,
     )
+
+
+def _tool_calls(message: Any) -> list[dict[str, Any]] | None:
+    """The tool calls a reply asks for: an answer in itself, though it has no text."""
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if not isinstance(calls, list):
+        return None
+    kept = [call for call in calls if isinstance(call, dict)]
+    return kept or None
 
 
 def _content(message: Any) -> str | None:

@@ -89,8 +89,13 @@ class CallPath:
         cache = self.cache if use_cache and target.cache_url is not None else None
         key = cache_key(target.cache_url or "", request) if cache is not None else ""
         hit = cache.get(key) if cache is not None else None
+        blocked = self.gate.blocked(target.provider_name)
         if hit is not None:
             result = self._success(target, hit, clock, attempts=0, cached=True)
+        elif blocked is not None:
+            # Not sent: the provider rejected the key earlier in this run (attempts 0).
+            result = self._failure(target, self.gate.refusal(target.provider_name), clock)
+            result.attempts = 0
         else:
             result, completion = await self._fetch(node_id, target, request, retry, clock)
             if cache is not None and completion is not None:
@@ -108,22 +113,31 @@ class CallPath:
     ) -> tuple[CallResult, Completion | None]:
         """Attempts under the retry policy, then the price: the result and the completion."""
         on_retry = functools.partial(self._retried, node_id, target.alias)
+        queued = [0.0]  # seconds spent waiting for the provider's limits, over every attempt
         try:
             completion, attempts = await call_with_retries(
-                lambda: self._attempt(target, request), retry or target.retry, on_retry=on_retry
+                lambda: self._attempt(target, request, queued),
+                retry or target.retry,
+                on_retry=on_retry,
             )
         except CallError as error:
-            return self._failure(target, error, clock), None
+            result = self._failure(target, error, clock, queued=queued[0])
+            return result, None
         latency = time.perf_counter() - clock  # the call's own time, before any pricing
         completion = await self._priced(target, completion)
-        return self._success(target, completion, clock, attempts=attempts, latency=latency), (
-            completion
+        result = self._success(
+            target, completion, clock, attempts=attempts, latency=latency, queued=queued[0]
         )
+        return result, completion
 
-    async def _attempt(self, target: Target, request: ChatRequest) -> Completion:
+    async def _attempt(
+        self, target: Target, request: ChatRequest, queued: list[float]
+    ) -> Completion:
         """One attempt: the auth gate, then the provider's limits, then the request."""
         self.gate.check(target.provider_name)
+        waiting = time.perf_counter()
         async with target.limits.slot():
+            queued[0] += time.perf_counter() - waiting
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             try:
@@ -170,8 +184,9 @@ class CallPath:
         attempts: int,
         cached: bool = False,
         latency: float | None = None,
+        queued: float = 0.0,
     ) -> CallResult:
-        took = time.perf_counter() - clock if latency is None else latency
+        took = (time.perf_counter() - clock if latency is None else latency) - queued
         return CallResult(
             model=target.alias,
             model_id=target.model_id,
@@ -183,18 +198,23 @@ class CallPath:
             finish_reason=completion.finish_reason,
             usage=completion.usage,
             latency_s=round(took, 6),
+            queued_s=round(queued, 6),
             attempts=attempts,
             cached=cached,
+            tool_calls=completion.tool_calls,
         )
 
-    def _failure(self, target: Target, error: CallError, clock: float) -> CallResult:
+    def _failure(
+        self, target: Target, error: CallError, clock: float, *, queued: float = 0.0
+    ) -> CallResult:
         return CallResult(
             model=target.alias,
             model_id=target.model_id,
             provider=target.provider_name,
             success=False,
             error=ErrorInfo(type=error.type, status=error.status, message=error.message),
-            latency_s=round(time.perf_counter() - clock, 6),
+            latency_s=round(time.perf_counter() - clock - queued, 6),
+            queued_s=round(queued, 6),
             attempts=error.attempts,
             confidence=self.confidence.get(target.alias),
         )

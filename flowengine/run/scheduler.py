@@ -27,6 +27,7 @@ from flowengine.results import (
     RunMetrics,
     RunResult,
     RunStatus,
+    made,
     model_metrics,
     to_jsonable,
 )
@@ -246,16 +247,19 @@ class Scheduler:
 
     def metadata(self, total: float) -> RunMetadata:
         """Totals of the run; tokens and cost count what was spent, so cache hits count zero."""
-        calls = self.run.calls.results
+        calls = made(self.run.calls.results)
         spent = [c for c in calls if not c.cached]
         # A cache hit with a known price cost nothing this time: 0, not unknown.
         priced = any(c.usage.cost is not None for c in calls)
+        # A successful call without a price makes the cost a lower bound.
+        unpriced = any(c.success and c.usage.cost is None for c in calls)
         return RunMetadata(
             total_time=round(total, 6),
             calls=len(calls),
             concurrent_calls=self.run.calls.peak,
             tokens=sum(c.usage.total_tokens or 0 for c in spent),
             cost=round(sum(c.usage.cost or 0.0 for c in spent), 10) if priced else None,
+            cost_complete=priced and not unpriced,
             model_selector_confidence=self.run.selector_confidence,
         )
 

@@ -66,6 +66,7 @@ class ResponseCache:
                 served_model=data.get("served_model"),
                 finish_reason=data.get("finish_reason"),
                 usage=Usage(**(data.get("usage") or {})),
+                tool_calls=data.get("tool_calls"),
             )
         except (ValueError, KeyError, TypeError):
             return None  # an entry this version cannot read is a miss, not a failure
@@ -77,6 +78,7 @@ class ResponseCache:
                 "served_model": completion.served_model,
                 "finish_reason": completion.finish_reason,
                 "usage": dataclasses.asdict(completion.usage),
+                "tool_calls": completion.tool_calls,
             },
             ensure_ascii=False,
         )
@@ -86,16 +88,17 @@ class ResponseCache:
         self._pending[key] = completion
 
         def insert(db: sqlite3.Connection) -> None:
-            try:
-                db.execute(
-                    "INSERT OR REPLACE INTO cache (key, provider, model_id, created, value) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    row,
-                )
-            finally:
-                self._pending.pop(key, None)
+            db.execute(
+                "INSERT OR REPLACE INTO cache (key, provider, model_id, created, value) "
+                "VALUES (?, ?, ?, ?, ?)",
+                row,
+            )
 
-        self.store.write(insert)
+        # Pending until committed: a reader on another connection sees it only then.
+        self.store.write(insert, after=lambda: self._forget(key))
+
+    def _forget(self, key: str) -> None:
+        self._pending.pop(key, None)
 
     def stats(self) -> CacheStats:
         def read(db: Any) -> tuple[int, dict[str, int]]:

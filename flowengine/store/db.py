@@ -36,6 +36,8 @@ OPEN_ATTEMPTS = 20
 WRITE_BATCH = 500
 
 Work = Callable[[sqlite3.Connection], object]
+#: A write, and what to call once it is committed (or given up).
+Queued = tuple[Work, Callable[[], None] | None]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -112,7 +114,7 @@ class Store:
         self._writer: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._queue: queue.Queue[Work | None] | None = None
+        self._queue: queue.Queue[Queued | None] | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -162,16 +164,18 @@ class Store:
             found = self._conn
             return self._guard(lambda: work(found))
 
-    def write(self, work: Work) -> None:
+    def write(self, work: Work, after: Callable[[], None] | None = None) -> None:
         """Make a write that must not be lost: queued when ``background``, else made now.
 
         ``work(connection)`` runs inside a transaction the store opens and commits, together
-        with other queued writes.
+        with other queued writes; ``after()`` is called once that transaction has ended.
         """
         if not self.enabled:
+            if after is not None:
+                after()
             return
         if not self.background:
-            self._write_now([work])
+            self._write_now([(work, after)])
             return
         if self._queue is None:
             self._queue = queue.Queue()
@@ -179,7 +183,7 @@ class Store:
                 target=self._write_loop, name="flowengine-store", daemon=True
             )
             self._thread.start()
-        self._queue.put(work)
+        self._queue.put((work, after))
 
     def flush(self) -> None:
         """Wait until every queued write is made."""
@@ -190,7 +194,7 @@ class Store:
         assert self._queue is not None
         stop = False
         while not stop:
-            batch: list[Work] = []
+            batch: list[Queued] = []
             item = self._queue.get()
             while item is not None and len(batch) < WRITE_BATCH:
                 batch.append(item)
@@ -206,17 +210,22 @@ class Store:
                 for _ in range(len(batch) + stop):
                     self._queue.task_done()
 
-    def _write_now(self, batch: list[Work]) -> None:
+    def _write_now(self, batch: list[Queued]) -> None:
         """Make ``batch`` in one transaction; a write that fails alone is skipped and logged,
         so one bad value never stops the writer or loses the other writes."""
-        if time.monotonic() < self._busy_until:
-            return
-        with self._write_lock:
-            if self._writer is None:
-                self._writer = self._guard(lambda: self._open(WRITE_TIMEOUT_MS))
-            writer = self._writer
-            if writer is not None:
-                self._guard(lambda: self._transaction(writer, batch))
+        try:
+            if time.monotonic() < self._busy_until:
+                return
+            with self._write_lock:
+                if self._writer is None:
+                    self._writer = self._guard(lambda: self._open(WRITE_TIMEOUT_MS))
+                writer = self._writer
+                if writer is not None:
+                    self._guard(lambda: self._transaction(writer, [w for w, _ in batch]))
+        finally:
+            for _, after in batch:
+                if after is not None:
+                    after()
 
     def _transaction(self, db: sqlite3.Connection, batch: list[Work]) -> None:
         db.execute("BEGIN")
