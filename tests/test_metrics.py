@@ -4,15 +4,12 @@ price list, else null — never a made-up number."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from flowengine import CallResult, Engine, RunResult, Workflow
 from flowengine.results import ModelMetrics, Usage, model_metrics, percentile
