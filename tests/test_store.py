@@ -17,7 +17,7 @@ from flowengine.compare import compare
 from flowengine.errors import UsageError
 from flowengine.providers.base import ChatRequest, Completion
 from flowengine.results import CallResult, NodeResult, RunMetadata, RunMetrics, RunResult, Usage
-from flowengine.store.cache import ResponseCache, cache_key
+from flowengine.store.cache import ResponseCache, cache_key, encode_messages
 from flowengine.store.db import Store
 from flowengine.store.records import CallRecord, list_runs, load_run, save_run
 
@@ -145,15 +145,14 @@ def _result(status: str = "failed") -> RunResult:
     )
 
 
+ASKED = [{"role": "user", "content": "q"}]
+
+
 def test_failed_run_is_recorded_with_what_it_completed(tmp_path: Path) -> None:
     store = Store(tmp_path / "db.sqlite")
     timeline = [
-        CallRecord(
-            "primary", "gpt", 10.0, 11.5, 1, "succeeded", False, [{"role": "user", "content": "q"}]
-        ),
-        CallRecord(
-            "critiques", "kimi", 11.5, 12.0, 3, "failed", False, [{"role": "user", "content": "c"}]
-        ),
+        CallRecord("primary", "gpt", 10.0, 11.5, 1, "succeeded", False, encode_messages(ASKED)),
+        CallRecord("critiques", "kimi", 11.5, 12.0, 3, "failed", False, encode_messages(ASKED)),
     ]
     save_run(store, _result(), "workflows/critique.yaml", "f" * 64, timeline)
     [summary] = list_runs(store)
@@ -163,6 +162,7 @@ def test_failed_run_is_recorded_with_what_it_completed(tmp_path: Path) -> None:
     assert record.result.nodes["after"].status == "skipped"
     assert record.content_hash == "f" * 64
     assert record.timeline == timeline
+    assert record.timeline[0].as_dict()["messages"] == ASKED
     with pytest.raises(UsageError, match="no stored run 'zzz'"):
         load_run(store, "zzz")
 

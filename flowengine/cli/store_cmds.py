@@ -1,21 +1,23 @@
-"""Commands over the store: the response cache, stored runs, and comparing a run's responses."""
+"""Commands over the store: the response cache, stored runs, and comparing a run's responses.
+
+The store and the results are imported inside each command, so that ``flowengine --help``
+does not load them.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from flowengine.cli.base import cli, err, handle_errors
-from flowengine.cli.render import render_comparison, render_text
-from flowengine.compare import compare as compare_run
+from flowengine.cli.base import err, handle_errors
+from flowengine.cli.logs import verbose_option
 from flowengine.errors import ConfigError, UsageError
-from flowengine.store.cache import ResponseCache
-from flowengine.store.db import Store
-from flowengine.store.records import list_runs, load_run
+
+if TYPE_CHECKING:
+    from flowengine.store.db import Store
 
 T = TypeVar("T")
 
@@ -29,6 +31,8 @@ db_option = click.option(
 def checked(db: str | None, read: Callable[[Store], T]) -> T:
     """``read(store)``; ConfigError naming the file and the fix when the database is unusable,
     so that a command never reports a bad file as an empty one."""
+    from flowengine.store.db import Store
+
     store = Store(db, warn=False)
     try:
         value = read(store)
@@ -53,16 +57,19 @@ def _fail_if_unusable(store: Store) -> None:
     raise ConfigError(f"{store.path}: {store.error}", fix)
 
 
-@cli.group()
+@click.group()
 def cache() -> None:
     """The response cache."""
 
 
 @cache.command("stats")
 @db_option
+@verbose_option
 @handle_errors
 def cache_stats(db: str | None) -> None:
     """How many responses are cached, for which models, and the file's size."""
+    from flowengine.store.cache import ResponseCache
+
     stats = checked(db, lambda store: ResponseCache(store).stats())
     click.echo(f"cache: {stats.path}")
     click.echo(f"entries: {stats.entries}")
@@ -73,14 +80,17 @@ def cache_stats(db: str | None) -> None:
 
 @cache.command("clear")
 @db_option
+@verbose_option
 @handle_errors
 def cache_clear(db: str | None) -> None:
     """Delete every cached response (run records are kept)."""
+    from flowengine.store.cache import ResponseCache
+
     removed = checked(db, lambda store: ResponseCache(store).clear())
     err(f"removed {removed} cached response{'s' if removed != 1 else ''}")
 
 
-@cli.group()
+@click.group()
 def runs() -> None:
     """Stored runs: every run is recorded with its result, prompts and call timeline."""
 
@@ -89,9 +99,12 @@ def runs() -> None:
 @db_option
 @click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
 @click.option("--workflow", help="Only runs of this workflow name.")
+@verbose_option
 @handle_errors
 def runs_list(db: str | None, limit: int, workflow: str | None) -> None:
     """The most recent runs."""
+    from flowengine.store.records import list_runs
+
     found = checked(db, lambda store: list_runs(store, limit=limit, workflow=workflow))
     if not found:
         err("no stored runs")
@@ -109,9 +122,13 @@ def runs_list(db: str | None, limit: int, workflow: str | None) -> None:
 @click.argument("run_id")
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
+@verbose_option
 @handle_errors
 def runs_show(run_id: str, db: str | None, fmt: str) -> None:
     """One stored run: its result, and with --format json its prompts and call timeline."""
+    from flowengine.cli.render import render_text
+    from flowengine.store.records import load_run
+
     record = checked(db, lambda store: load_run(store, run_id))
     if fmt == "text":
         click.echo(render_text(record.result), nl=False)
@@ -126,18 +143,23 @@ def runs_show(run_id: str, db: str | None, fmt: str) -> None:
         "result": record.result.model_dump(mode="json"),
         "file": record.file,
         "content_hash": record.content_hash,
-        "timeline": [asdict(call) for call in record.timeline],
+        "timeline": [call.as_dict() for call in record.timeline],
     }
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-@cli.command()
+@click.command()
 @click.argument("run_id")
 @db_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@verbose_option
 @handle_errors
 def compare(run_id: str, db: str | None, fmt: str) -> None:
     """A stored run's responses side by side, and the one recommended, saying why."""
+    from flowengine.cli.render import render_comparison
+    from flowengine.compare import compare as compare_run
+    from flowengine.store.records import load_run
+
     data = compare_run(checked(db, lambda store: load_run(store, run_id)).result)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))

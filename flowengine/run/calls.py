@@ -20,7 +20,7 @@ from flowengine.providers import ChatRequest, Completion, Provider
 from flowengine.results import CallResult, ErrorInfo
 from flowengine.run.resilience import AuthGate, ProviderLimits, call_with_retries, stray_error
 from flowengine.spec import Retry
-from flowengine.store.cache import ResponseCache, cache_key
+from flowengine.store.cache import ResponseCache, cache_key, encode_messages
 from flowengine.store.prices import PriceBook
 from flowengine.store.records import CallRecord
 
@@ -87,7 +87,8 @@ class CallPath:
         started_at = time.time()
         clock = time.perf_counter()
         cache = self.cache if use_cache and target.cache_url is not None else None
-        key = cache_key(target.cache_url or "", request) if cache is not None else ""
+        encoded = encode_messages(messages) if cache or self.timeline is not None else ""
+        key = cache_key(target.cache_url or "", request, encoded) if cache is not None else ""
         hit = cache.get(key) if cache is not None else None
         blocked = self.gate.blocked(target.provider_name)
         if hit is not None:
@@ -100,7 +101,7 @@ class CallPath:
             result, completion = await self._fetch(node_id, target, request, retry, clock)
             if cache is not None and completion is not None:
                 cache.put(key, target.cache_url or "", target.model_id, completion)
-        self._record(node_id, result, messages, started_at)
+        self._record(node_id, result, encoded, started_at)
         return result
 
     async def _fetch(
@@ -220,7 +221,7 @@ class CallPath:
         )
 
     def _record(
-        self, node_id: str, result: CallResult, messages: list[dict[str, str]], started_at: float
+        self, node_id: str, result: CallResult, messages_json: str, started_at: float
     ) -> None:
         """Keep the result, put it on the timeline, tell the listeners."""
         self.results.append(result)
@@ -235,7 +236,7 @@ class CallPath:
                     attempts=result.attempts,
                     status=status,
                     cached=result.cached,
-                    messages=messages,
+                    messages_json=messages_json,
                 )
             )
         self.emit(

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from flowengine.events import Event, Listener
 from flowengine.language.plan import CompiledNode, ModelInfo
 from flowengine.language.templates import CompiledTemplate
-from flowengine.providers import call_selector
+from flowengine.providers import Provider, call_selector
 from flowengine.results import CallResult, ErrorInfo, SelectResult
 from flowengine.run.calls import CallPath, Target
+from flowengine.run.resilience import ProviderLimits
 from flowengine.spec import HttpSelector, NodeSpec, OpenAIProvider, WorkflowSpec
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Run:
             confidence=self.scores,
         )
         self._targets: dict[str, Target] = {}
+        self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
 
     def emit(self, kind: Any, **fields: Any) -> None:
         event = Event(kind, self.run_id, self.spec.name, **fields)
@@ -76,7 +78,9 @@ class Run:
         if found is None:
             name = self.spec.provider_of(alias)
             spec = self.spec.providers[name]
-            provider, limits = self.engine.provider(name, spec)
+            if name not in self._providers:
+                self._providers[name] = self.engine.provider(name, spec)
+            provider, limits = self._providers[name]
             # Offline answers cost nothing and never change: caching them would only add I/O.
             live = provider.spec
             cache_url = live.base_url if isinstance(live, OpenAIProvider) else None

@@ -7,7 +7,6 @@ Errors are never cached. A hit costs no request, no tokens and no money; it is m
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -20,16 +19,35 @@ from flowengine.results import Usage
 from flowengine.store.db import Store
 
 
-def cache_key(provider_url: str, request: ChatRequest) -> str:
-    """SHA-256 over everything that decides the answer; the API key is not part of it."""
-    material = json.dumps(
-        [provider_url, request.model_id, request.messages, request.params],
+def encode_messages(messages: list[dict[str, str]]) -> str:
+    """A call's messages as JSON: encoded once, for its cache key and for its run record."""
+    return json.dumps(messages, ensure_ascii=False, separators=(",", ":"))
+
+
+def cache_key(provider_url: str, request: ChatRequest, messages_json: str | None = None) -> str:
+    """SHA-256 over everything that decides the answer; the API key is not part of it.
+
+    ``messages_json`` is :func:`encode_messages` of the request's messages, when the caller
+    has it already.
+    """
+    head = json.dumps(
+        [provider_url, request.model_id, request.params],
         sort_keys=True,
         ensure_ascii=False,
         separators=(",", ":"),
         default=str,
     )
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+    body = encode_messages(request.messages) if messages_json is None else messages_json
+    return hashlib.sha256(f"{head}\n{body}".encode()).hexdigest()
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cost": usage.cost,
+    }
 
 
 @dataclass(frozen=True)
@@ -77,7 +95,7 @@ class ResponseCache:
                 "content": completion.content,
                 "served_model": completion.served_model,
                 "finish_reason": completion.finish_reason,
-                "usage": dataclasses.asdict(completion.usage),
+                "usage": usage_dict(completion.usage),
                 "tool_calls": completion.tool_calls,
             },
             ensure_ascii=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -24,7 +25,19 @@ class CallRecord:
     attempts: int
     status: str
     cached: bool
-    messages: list[dict[str, str]]
+    #: The messages sent, as JSON (encoded once per call, see ``store.cache.encode_messages``).
+    messages_json: str
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        found: list[dict[str, str]] = json.loads(self.messages_json)
+        return found
+
+    def as_dict(self) -> dict[str, Any]:
+        """The call as JSON data, with its messages decoded."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        del data["messages_json"]
+        return {**data, "messages": self.messages}
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ def save_run(
             c.attempts,
             c.status,
             int(c.cached),
-            json.dumps(c.messages, ensure_ascii=False),
+            c.messages_json,
         )
         for seq, c in enumerate(timeline)
     ]
@@ -131,8 +144,7 @@ def load_run(store: Store, run_id: str) -> RunRecord:
         raise UsageError(f"run id prefix '{run_id}' matches several runs", "give more characters")
     _, file, content_hash, result = head
     timeline = [
-        CallRecord(n, m, s, e, a, st, bool(c), json.loads(msgs))
-        for n, m, s, e, a, st, c, msgs in calls
+        CallRecord(n, m, s, e, a, st, bool(c), msgs) for n, m, s, e, a, st, c, msgs in calls
     ]
     return RunRecord(RunResult.model_validate_json(result), file, content_hash, timeline)
 
