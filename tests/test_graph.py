@@ -1,17 +1,22 @@
-"""The DAG: order, cycles, Mermaid and DOT."""
+"""The DAG: order, ancestors, cycles, Mermaid and DOT."""
 
 from __future__ import annotations
 
+import itertools
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import networkx as nx
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowengine.cli import cli
 from flowengine.errors import WorkflowError
-from flowengine.language import graph as dag
+from flowengine.language.graph import Graph, describe_cycle
 from flowengine.language.workflow import Workflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,9 +40,23 @@ def chain(*needs: tuple[str, list[str]]) -> str:
 
 def test_build_and_order_of_full() -> None:
     wf = Workflow.load(FULL)
-    assert set(wf.graph.edges) == FULL_EDGES
+    assert set(wf.dag.edges) == FULL_EDGES
     assert wf.order == ["select", "primary", "critiques", "meta", "synthesis"]
-    assert dag.ancestors(wf.graph, "synthesis") == {"select", "primary", "critiques", "meta"}
+    assert wf.ancestors("synthesis") == {"select", "primary", "critiques", "meta"}
+    assert wf.ancestors("select") == set()
+    assert wf.dependents["primary"] == ("critiques", "meta")
+    assert wf.dependents["synthesis"] == ()
+
+
+def test_edges_dependents_and_ancestors_keep_file_order() -> None:
+    graph = Graph({"c": ["b", "a", "b", "unknown"], "a": [], "b": ["a"], "d": ["a", "d"]})
+    assert graph.needs == {"c": ("b", "a"), "a": (), "b": ("a",), "d": ("a",)}
+    assert graph.dependents == {"c": (), "a": ("c", "b", "d"), "b": ("c",), "d": ()}
+    assert graph.edges == [("a", "c"), ("a", "b"), ("a", "d"), ("b", "c")]
+    ancestors = graph.ancestors("c")
+    assert list(ancestors) == ["a", "b"]
+    assert len(ancestors) == 2
+    assert "a" in ancestors and "c" not in ancestors and "unknown" not in ancestors
 
 
 def test_order_keeps_file_order_among_independent_nodes() -> None:
@@ -46,11 +65,85 @@ def test_order_keeps_file_order_among_independent_nodes() -> None:
 
 
 def test_cycles_are_found_once_from_the_first_node_in_file_order() -> None:
-    graph = nx.DiGraph()
-    graph.add_nodes_from(["x", "y", "z", "w"])
-    graph.add_edges_from([("z", "x"), ("x", "y"), ("y", "z"), ("w", "w")])
-    assert dag.cycles(graph) == [["x", "y", "z"], ["w"]]
-    assert dag.describe_cycle(["x", "y", "z"]) == "x -> y -> z -> x"
+    # Edges run need -> node: x needs z, y needs x, z needs y. A need of itself is no edge.
+    graph = Graph({"x": ["z"], "y": ["x"], "z": ["y"], "w": ["w"]})
+    assert graph.cycles() == [["x", "y", "z"]]
+    assert describe_cycle(["x", "y", "z"]) == "x -> y -> z -> x"
+    with pytest.raises(ValueError, match="cycle"):
+        graph.order  # noqa: B018
+
+
+def test_every_cycle_of_a_dense_graph() -> None:
+    graph = Graph({"a": ["b", "c"], "b": ["a", "c"], "c": ["a", "b"]})
+    assert graph.cycles() == [["a", "b"], ["a", "b", "c"], ["a", "c"], ["a", "c", "b"], ["b", "c"]]
+
+
+def _brute_force_cycles(needs: dict[str, list[str]]) -> list[list[str]]:
+    """Every cycle, by trying each ordering of each set of nodes (small graphs only)."""
+    order = list(needs)
+    edges = {(need, node) for node, ns in needs.items() for need in ns if need != node}
+    found = []
+    for size in range(2, len(order) + 1):
+        for nodes in itertools.permutations(order, size):
+            if order.index(nodes[0]) != min(order.index(n) for n in nodes):
+                continue
+            if all((a, b) in edges for a, b in zip(nodes, nodes[1:] + nodes[:1], strict=True)):
+                found.append(list(nodes))
+    return sorted(found, key=lambda c: [order.index(n) for n in c])
+
+
+_NAMES = ["a", "b", "c", "d", "e", "f"]
+
+
+@given(
+    st.lists(st.sampled_from(_NAMES), min_size=1, max_size=6, unique=True).flatmap(
+        lambda nodes: st.fixed_dictionaries(
+            {n: st.lists(st.sampled_from(nodes), max_size=4) for n in nodes}
+        )
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_graph_matches_brute_force(needs: dict[str, list[str]]) -> None:
+    graph = Graph(needs)
+    assert graph.cycles() == _brute_force_cycles(needs)
+    if graph.cycles():
+        return
+    order = graph.order
+    assert sorted(order) == sorted(needs)
+    for node_id in needs:
+        reach = {n for n in needs[node_id] if n != node_id}
+        while True:
+            more = reach | {n for r in reach for n in needs[r] if n != r}
+            if more == reach:
+                break
+            reach = more
+        assert set(graph.ancestors(node_id)) == reach
+        assert all(order.index(a) < order.index(node_id) for a in reach)
+    # Among the nodes ready at each step, the first in file order runs first.
+    done: set[str] = set()
+    for node_id in order:
+        ready = [n for n in needs if n not in done and set(graph.needs[n]) <= done]
+        assert node_id == ready[0]
+        done.add(node_id)
+
+
+def test_long_chains_and_rings_need_no_recursion_and_little_time() -> None:
+    size = 5000
+    chain = Graph({f"n{i}": [f"n{i - 1}"] if i else [] for i in range(size)})
+    ring = Graph({f"n{i}": [f"n{(i - 1) % size}"] for i in range(size)})
+    start = time.perf_counter()
+    assert chain.cycles() == []
+    assert chain.order[-1] == "n4999"
+    assert all(f"n{i - 1}" in chain.ancestors(f"n{i}") for i in range(1, size))
+    assert len(chain.ancestors("n4999")) == size - 1
+    assert [len(c) for c in ring.cycles()] == [size]
+    assert time.perf_counter() - start < 10
+
+
+def test_loading_a_workflow_does_not_import_networkx() -> None:
+    code = "import sys, flowengine.language.workflow; print('networkx' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_cycle_is_a_validation_error() -> None:

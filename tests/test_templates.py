@@ -7,12 +7,11 @@ import traceback
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from jinja2 import Template, UndefinedError
+from jinja2 import TemplateNotFound, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.language.plan import ModelInfo
 from flowengine.language.templates import (
     CompiledTemplate,
     PromptPathError,
@@ -180,106 +179,111 @@ def test_prompt_file_loads_through_the_environment(tmp_path: Path) -> None:
     assert CompiledTemplate.from_file(env, "hello.j2").render({"name": "Ada"}) == "Hello Ada"
 
 
-# -- plain text templates render without Jinja, exactly as Jinja would --------------------------
+# -- data the run passes in: results and models, read through the sandbox -------------------------
 
 _CALL = CallResult(
     model="glm", model_id="z-ai/glm", provider="p", content="An answer.\n", success=True
 )
+_CRITIC = CallResult(model="kimi", model_id="k/kimi", provider="p", content="Nope.", success=True)
+_MODELS = {
+    "llama": ModelInfo("llama", "meta/llama", 4.0, "openrouter"),
+    "glm": ModelInfo("glm", "z-ai/glm", 1.0, "openrouter"),
+}
 _VALUES: dict[str, object] = {
     "prompt": "Explain {{ 7*7 }} {% raw %}\n",  # data, never a template
     "n": 3,
-    "nothing": None,
     "primary": _CALL,
     "select": SelectResult(model="glm", confidence=0.5, source="selector"),
-    "data": {"model": "kimi", "n": 1},
-    "flag": False,
+    "critiques": [_CALL, _CRITIC],
+    "models": _MODELS,
+    "model": _MODELS["llama"],
 }
-_READS = [
-    "prompt",
-    "n",
-    "nothing",
-    "primary",
-    "primary.model",
-    "primary.content",
-    "primary.usage.total_tokens",
-    "select.model",
-    "select.confidence",
-    "data.model",
-    "data.absent",
-    "flag",
-    "absent",
-    "primary.absent",
-    "primary.__class__",
-]
-_DELIMITERS = ("{{", "{%", "{#", "}}", "%}", "#}")
-_TEXT = st.text(alphabet=st.sampled_from(list("ab \n\t.:-<>{}%#")), max_size=12).filter(
-    lambda t: not any(m in t for m in _DELIMITERS) and not t.endswith("{")
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [
+        ("{{ primary.model }}", "glm"),
+        ("{{ select.model }}", "glm"),
+        ("{{ select.confidence }}", 0.5),
+        ("{{ models.llama.weight }}", 4.0),
+        ("{{ model.id }}", "meta/llama"),
+        ("{{ model }}", _MODELS["llama"]),
+        ("{{ primary.usage.total_tokens }}", None),
+        ("{{ critiques | map(attribute='content') | list }}", ["An answer.\n", "Nope."]),
+    ],
 )
-
-
-def _jinja(env: ImmutableSandboxedEnvironment, source: str, context: dict[str, object]) -> object:
-    """What Jinja alone makes of ``source``: its text, or its exception's type and message."""
-    try:
-        return env.from_string(source).render(context)
-    except Exception as exc:
-        return (type(exc), str(exc))
-
-
-@given(parts=st.lists(st.one_of(_TEXT, st.sampled_from(_READS)), max_size=6))
-@settings(max_examples=300, deadline=None)
-def test_plain_text_templates_render_as_jinja_does(parts: list[str]) -> None:
-    env = make_environment(None)
-    source = "".join(p if p not in _READS else f"{{{{ {p} }}}}" for p in parts)
-    if not source.strip() or single_expression(source) is not None:
-        return
-    try:
-        ours: object = CompiledTemplate(env, source).render(dict(_VALUES))
-    except Exception as exc:
-        ours = (type(exc), str(exc))
-    assert ours == _jinja(env, source, dict(_VALUES))
-
-
-def test_plain_text_templates_do_not_go_through_jinja(
-    env: ImmutableSandboxedEnvironment, monkeypatch: pytest.MonkeyPatch
+def test_templates_read_the_fields_of_results_and_models(
+    env: ImmutableSandboxedEnvironment, source: str, value: object
 ) -> None:
-    plain = CompiledTemplate(env, "Q: {{ prompt }}\nBy {{ primary.model }}:\n{{ primary }}\n")
-    looped = CompiledTemplate(env, "{% for c in [primary] %}{{ c }}{% endfor %}")
-
-    def jinja_context(*args: object, **kwargs: object) -> None:
-        raise AssertionError("rendered by Jinja")
-
-    monkeypatch.setattr(Template, "new_context", jinja_context)
-    assert plain.render(_VALUES) == "Q: Explain {{ 7*7 }} {% raw %}\n\nBy glm:\nAn answer.\n"
-    with pytest.raises(AssertionError, match="rendered by Jinja"):
-        looped.render(_VALUES)
+    assert CompiledTemplate(env, source).evaluate(_VALUES) == value
 
 
-def test_plain_text_template_errors_are_jinja_errors(env: ImmutableSandboxedEnvironment) -> None:
+def test_text_templates_read_the_same_fields(env: ImmutableSandboxedEnvironment) -> None:
+    template = CompiledTemplate(
+        env,
+        "Q: {{ prompt }}\nBy {{ primary.model }} ({{ model }}, {{ model.provider }}):\n"
+        "{{ primary.content }}{% for c in critiques %}- {{ c.model }}: {{ c.content }}\n"
+        "{% endfor %}",
+    )
+    assert template.render(_VALUES) == (
+        "Q: Explain {{ 7*7 }} {% raw %}\n\nBy glm (llama, openrouter):\nAn answer.\n"
+        "- glm: An answer.\n\n- kimi: Nope.\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ primary.__class__ }}",
+        "a {{ primary.__class__ }} b",
+        "{{ model.__class__.__mro__ }}",
+        "{{ primary.usage.__slots__ }}",
+        "{{ primary | attr('__class__') }}",
+        "{{ critiques | map(attribute='__class__') | join }}",
+    ],
+)
+def test_results_do_not_open_the_sandbox(env: ImmutableSandboxedEnvironment, source: str) -> None:
+    with pytest.raises((SecurityError, UndefinedError)):
+        CompiledTemplate(env, source).evaluate(_VALUES)
+
+
+def test_text_template_errors_are_jinja_errors(env: ImmutableSandboxedEnvironment) -> None:
     with pytest.raises(UndefinedError, match="'absent' is undefined"):
         CompiledTemplate(env, "a {{ absent }} b").render(_VALUES)
     with pytest.raises(UndefinedError, match="has no attribute 'absent'"):
         CompiledTemplate(env, "a {{ primary.absent }} b").render(_VALUES)
-    with pytest.raises((SecurityError, UndefinedError)):
-        CompiledTemplate(env, "a {{ primary.__class__ }} b").render(_VALUES)
+    with pytest.raises(UndefinedError, match="has no attribute 'absent'"):
+        CompiledTemplate(env, "{{ primary.absent }}").evaluate(_VALUES)
 
 
-def test_prompt_files_take_the_same_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prompt_files_include_others_and_report_their_own_lines(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts"
     prompts.mkdir()
     (prompts / "hello.j2").write_text("Hello {{ name }}\n")
     (prompts / "outer.j2").write_text("{% include 'hello.j2' %}, {{ name | upper }}!\n")
     (prompts / "broken.j2").write_text("line one\nHello {{ nobody }}\n")
+    (prompts / "native.j2").write_text("{{ items }}")
     env = make_environment(prompts)
-    hello, outer = (CompiledTemplate.from_file(env, n) for n in ("hello.j2", "outer.j2"))
-    broken = CompiledTemplate.from_file(env, "broken.j2")
+    outer = CompiledTemplate.from_file(env, "outer.j2")
     assert outer.render({"name": "Ada"}) == "Hello Ada, ADA!"
+    native = CompiledTemplate.from_file(env, "native.j2")
+    assert not native.is_native
+    assert native.evaluate({"items": [1, 2]}) == "[1, 2]"
     with pytest.raises(UndefinedError, match="'nobody' is undefined") as raised:
-        broken.render({})
+        CompiledTemplate.from_file(env, "broken.j2").render({})
     frames = traceback.extract_tb(raised.value.__traceback__)
     assert any(f.filename.endswith("broken.j2") and f.lineno == 2 for f in frames)
 
-    def jinja_context(*args: object, **kwargs: object) -> None:
-        raise AssertionError("rendered by Jinja")
 
-    monkeypatch.setattr(Template, "new_context", jinja_context)
-    assert hello.render({"name": "Ada"}) == "Hello Ada"
+def test_a_prompt_file_needs_a_prompts_folder(env: ImmutableSandboxedEnvironment) -> None:
+    with pytest.raises(TemplateNotFound):
+        CompiledTemplate.from_file(env, "hello.j2")
+
+
+def test_a_plain_mapping_is_the_context_and_globals_still_apply(
+    env: ImmutableSandboxedEnvironment,
+) -> None:
+    assert CompiledTemplate(env, "{{ range(n) | list }}").evaluate({"n": 3}) == [0, 1, 2]
+    text = CompiledTemplate(env, "{% for i in range(n) %}{{ i }}{% endfor %}").render({"n": 3})
+    assert text == "012"

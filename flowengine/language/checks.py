@@ -13,9 +13,9 @@ from pathlib import Path
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.errors import Problem, did_you_mean
-from flowengine.language import graph as dag
-from flowengine.language.loader import Source, YamlPath
-from flowengine.language.template_checks import Scope, TemplateChecks
+from flowengine.language.graph import Graph, describe_cycle
+from flowengine.language.source import Source, YamlPath
+from flowengine.language.template_checks import Names, TemplateChecks
 from flowengine.language.templates import is_template
 from flowengine.spec import FanoutNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
 
@@ -37,7 +37,8 @@ class Checker(TemplateChecks):
         self.source = source
         self.env = env
         self.prompts_dir = prompts_dir
-        self.graph = dag.build(spec)
+        self.graph = Graph.of(spec)
+        self.node_ids = frozenset(spec.nodes)
         self.problems: list[Problem] = []
         # Names (by section) that are in the file but failed structural checks. When set, this
         # is a second pass over what could be read: references to these names are not errors,
@@ -159,74 +160,71 @@ class Checker(TemplateChecks):
                         or f"known nodes: {', '.join(self.spec.nodes)}"
                     )
                     self.add(path, f"node '{node_id}' needs unknown node '{need}'", fix)
-        for cycle in dag.cycles(self.graph):
-            if len(cycle) < 2:
-                continue
-            first = cycle[0]
+        for cycle in self.graph.cycles():
             self.add(
-                ("nodes", first, "needs"),
-                f"cycle in needs: {dag.describe_cycle(cycle)}",
+                ("nodes", cycle[0], "needs"),
+                f"cycle in needs: {describe_cycle(cycle)}",
                 "remove one of these needs so the nodes can run in order",
                 key=True,
             )
 
     # -- templates ---------------------------------------------------------------------------
 
-    def scope_for(self, node_id: str) -> Scope:
+    def names_for(self, node_id: str) -> Names:
         node = self.spec.nodes[node_id]
-        allowed = set(self.spec.inputs) | {"inputs", "models"} | dag.ancestors(self.graph, node_id)
+        allowed = set(self.spec.inputs) | {"inputs", "models"}
         if isinstance(node, FanoutNode):
             allowed.add("model")
         allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
         unknown_ok = not self.readable("inputs", "*")
-        nodes = frozenset(self.spec.nodes)
-        needs = tuple(n for n in node.needs if n in nodes)
-        return Scope(frozenset(allowed), nodes, node_id, needs, unknown_ok)
+        needs = tuple(n for n in node.needs if n in self.node_ids)
+        upstream = self.graph.ancestors(node_id)
+        return Names(frozenset(allowed), self.node_ids, node_id, needs, unknown_ok, upstream)
 
     def check_node_templates(self, node_id: str) -> None:
         node = self.spec.nodes[node_id]
-        scope = self.scope_for(node_id)
+        names = self.names_for(node_id)
         base: YamlPath = ("nodes", node_id)
         if isinstance(node, LlmNode | FanoutNode):
             for path, text in _strings(node.vars, (*base, "vars")):
                 if is_template(text):
-                    self.check_inline(path, text, scope)
+                    self.check_inline(path, text, names)
             for name in node.vars:
-                if name in scope.allowed or name in scope.nodes:
+                if names.allows(name) or name in names.nodes:
                     self.add(
                         (*base, "vars", name),
                         f"var '{name}' hides a name of the same name",
                         "rename the var",
                         key=True,
                     )
-            scope = scope.with_names(node.vars)
+            names = names.with_names(node.vars)
             if node.template is not None:
-                self.check_inline((*base, "template"), node.template, scope)
+                self.check_inline((*base, "template"), node.template, names)
             if node.prompt is not None:
-                self.check_prompt_file((*base, "prompt"), node.prompt, scope)
+                self.check_prompt_file((*base, "prompt"), node.prompt, names)
             if node.system is not None:
-                self.check_inline((*base, "system"), node.system, scope)
-        model_scope = scope.with_names((), drop={"model"})
+                self.check_inline((*base, "system"), node.system, names)
+        model_names = names.with_names((), drop={"model"})
         if isinstance(node, LlmNode) and is_template(node.model):
-            self.check_inline((*base, "model"), node.model, model_scope)
+            self.check_inline((*base, "model"), node.model, model_names)
         if isinstance(node, FanoutNode):
             for i, alias in enumerate(node.models.exclude):
                 if is_template(alias):
-                    self.check_inline((*base, "models", "exclude", i), alias, model_scope)
+                    self.check_inline((*base, "models", "exclude", i), alias, model_names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""
         allowed = set(self.spec.inputs) | {"inputs", "models", "candidates"}
-        scope = Scope(frozenset(allowed), frozenset(), None)  # a router sees no node outputs
+        names = Names(frozenset(allowed), frozenset(), None)  # a router sees no node outputs
         for name, selector in self.spec.selectors.items():
             if not isinstance(selector, LlmSelector):
                 continue
             base: YamlPath = ("selectors", name)
             self.check_ref((*base, "model"), selector.model, self.spec.models, "model")
             if selector.template is not None:
-                self.check_inline((*base, "template"), selector.template, scope)
+                self.check_inline((*base, "template"), selector.template, names)
             if selector.prompt is not None:
-                self.check_prompt_file((*base, "prompt"), selector.prompt, scope)
+                self.check_prompt_file((*base, "prompt"), selector.prompt, names)
 
     def check_output(self) -> None:
         if self.spec.output is None:
@@ -234,10 +232,10 @@ class Checker(TemplateChecks):
         allowed = set(self.spec.inputs) | set(self.spec.nodes) | {"inputs", "models", "metadata"}
         allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
         unknown_ok = not self.readable("inputs", "*")
-        scope = Scope(frozenset(allowed), frozenset(self.spec.nodes), None, (), unknown_ok)
+        names = Names(frozenset(allowed), frozenset(self.spec.nodes), None, (), unknown_ok)
         for path, text in _strings(self.spec.output, ("output",)):
             if is_template(text):
-                self.check_inline(path, text, scope)
+                self.check_inline(path, text, names)
 
 
 def _strings(value: object, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:

@@ -1,8 +1,8 @@
-"""YAML -> WorkflowSpec, keeping the line and column of every value for error messages.
+"""YAML -> the plain data of a WorkflowSpec, keeping the line and column of every value.
 
-The loader reads the file with ruamel.yaml's round-trip parser (which records positions), adds the
-built-in providers, applies ``--set`` overrides, validates the structure with pydantic and maps each
-pydantic error back to a line of the file. Every problem of a file is reported at once.
+The loader reads the file with ruamel.yaml's round-trip parser (which records positions), applies
+``--set`` overrides and adds the built-in providers. Validating that data, and mapping pydantic's
+errors back to lines of the file, is :mod:`.schema_errors`'s part; :mod:`.workflow` joins the steps.
 """
 
 from __future__ import annotations
@@ -10,87 +10,20 @@ from __future__ import annotations
 import copy
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from flowengine.errors import Location, Problem, UsageError, WorkflowError
-from flowengine.language.schema_errors import Unreadable, salvage, translate
-from flowengine.spec import BUILTIN_PROVIDERS, WorkflowSpec
-
-PathPart = str | int
-YamlPath = tuple[PathPart, ...]
-
-
-@dataclass
-class Source:
-    """A workflow file's text and parsed tree, able to point at any value in it."""
-
-    file: str
-    text: str
-    root: Any = None
-    overrides: dict[YamlPath, str] = field(default_factory=dict)
-
-    @property
-    def lines(self) -> list[str]:
-        return self.text.splitlines()
-
-    def at(self, line: int | None, column: int | None = None) -> Location:
-        """A location from 1-based line and column, with the source line for display."""
-        if line is None:
-            return Location(self.file)
-        lines = self.lines
-        text = lines[line - 1] if 0 < line <= len(lines) else None
-        return Location(self.file, line, column or 1, text)
-
-    def locate(self, path: YamlPath, *, key: bool = False) -> Location:
-        """Where the value at ``path`` is (or its key, with ``key=True``).
-
-        A path that leads off the tree points at the deepest part that exists; a path set by an
-        override points at the ``--set`` that set it.
-        """
-        for prefix, flag in self.overrides.items():
-            if path[: len(prefix)] == prefix:
-                return Location(f"--set {flag}")
-        line, col = 1, 1
-        node = self.root
-        for i, part in enumerate(path):
-            pos = _position(node, part, key=key and i == len(path) - 1)
-            if pos is None:
-                break
-            line, col = pos
-            try:
-                node = node[part]
-            except (KeyError, IndexError, TypeError):
-                break
-        return self.at(line, col)
-
-
-def _position(node: Any, part: PathPart, *, key: bool) -> tuple[int, int] | None:
-    try:
-        if isinstance(node, CommentedMap) and part in node:
-            # An empty value (`defaults:`) has no place of its own: ruamel gives the place of
-            # the next token, often on a later line, so point at its key instead.
-            empty = node[part] is None
-            line, col = node.lc.key(part) if key or empty else node.lc.value(part)
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line, col = node.lc.item(part)
-        else:
-            return None
-    except (KeyError, AttributeError, TypeError, IndexError):
-        return None
-    if line is None:
-        return None
-    return int(line) + 1, int(col) + 1
+from flowengine.language.source import Source
+from flowengine.spec import BUILTIN_PROVIDERS
 
 
 def _yaml() -> YAML:
@@ -164,11 +97,7 @@ def _yaml_problem(source: Source, exc: MarkedYAMLError) -> Problem:
     where = _mark(source, mark)
     start = _mark(source, exc.context_mark)
     if isinstance(exc, DuplicateKeyError):
-        found = re.match(r'found duplicate key "(.*?)" with value', problem, re.DOTALL)
-        key = found.group(1) if found else "?"
-        first = _first_key_line(source.text, exc.context_mark, key, exc.problem_mark)
-        since = f" (first defined on line {first})" if first else ""
-        return Problem(where, f"duplicate key '{key}'{since}", "remove or rename one of the keys")
+        return _duplicate_key_problem(source, exc, where)
     if "'\\t'" in problem:
         return Problem(
             where,
@@ -203,6 +132,14 @@ def _yaml_problem(source: Source, exc: MarkedYAMLError) -> Problem:
     return Problem(
         where, f"YAML syntax: {message}", "check the indentation and quoting around this line"
     )
+
+
+def _duplicate_key_problem(source: Source, exc: DuplicateKeyError, where: Location) -> Problem:
+    found = re.match(r'found duplicate key "(.*?)" with value', str(exc.problem), re.DOTALL)
+    key = found.group(1) if found else "?"
+    first = _first_key_line(source.text, exc.context_mark, key, exc.problem_mark)
+    since = f" (first defined on line {first})" if first else ""
+    return Problem(where, f"duplicate key '{key}'{since}", "remove or rename one of the keys")
 
 
 def _mark(source: Source, mark: Any) -> Location:
@@ -331,41 +268,13 @@ def check_version(source: Source) -> None:
     )
 
 
-def spec_from_source(source: Source, overrides: Mapping[str, Any] | None = None) -> WorkflowSpec:
+def spec_data(source: Source, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The file's tree as the plain data a WorkflowSpec is validated from.
+
+    Applies the overrides to the tree (so errors can point at them), checks the format version
+    and adds the built-in providers.
+    """
     if overrides:
         apply_overrides(source, overrides)
     check_version(source)
-    data = _with_builtins(source.root)
-    try:
-        return WorkflowSpec.model_validate(data)
-    except ValidationError as exc:
-        problems = list(_problems(source, exc))
-        partial = salvage(data, exc)
-        if partial is not None:
-            problems += _cross_check(source, *partial)
-        raise WorkflowError(_unique(problems)) from None
-
-
-def _cross_check(source: Source, spec: WorkflowSpec, unreadable: Unreadable) -> list[Problem]:
-    """Cross-reference problems of the readable part of a file, reported with its structure's."""
-    # Imported here: validate builds on this module's Source.
-    from flowengine.language.checks import check
-    from flowengine.language.templates import make_environment
-
-    return check(spec, source, make_environment(None), None, unreadable)
-
-
-def _unique(problems: list[Problem]) -> list[Problem]:
-    seen: set[tuple[str, str]] = set()
-    kept = []
-    for problem in problems:
-        key = (str(problem.location), problem.message)
-        if key not in seen:
-            seen.add(key)
-            kept.append(problem)
-    return kept
-
-
-def _problems(source: Source, exc: ValidationError) -> Iterator[Problem]:
-    for error in exc.errors(include_url=False):
-        yield translate(source, error)
+    return _with_builtins(source.root)

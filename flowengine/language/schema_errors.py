@@ -1,4 +1,4 @@
-"""Translate pydantic validation errors into Problems that point at the YAML and say the fix."""
+"""Pydantic validation errors as Problems that point at the YAML and say the fix."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import json
 import re
 import types
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from flowengine.errors import Problem, did_you_mean
+from flowengine.language.source import PathPart, Source, YamlPath
 from flowengine.spec import NODE_TYPES, WorkflowSpec
-
-if TYPE_CHECKING:
-    from flowengine.language.loader import PathPart, Source, YamlPath
 
 _ENTITY = {
     "nodes": "node",
@@ -30,7 +28,7 @@ _KIND = {"nodes": "node", "providers": "provider", "selectors": "selector"}
 _TAGS = {"nodes": NODE_TYPES, "providers": ("openai", "offline"), "selectors": ("http", "llm")}
 
 
-def translate(source: Source, error: ErrorDetails) -> Problem:
+def problem_from_error(source: Source, error: ErrorDetails) -> Problem:
     """One pydantic error -> one Problem at the right line, with a fix where one is known."""
     path, _ = _walk(source.root, tuple(error["loc"]))
     kind = error["type"]

@@ -1,7 +1,7 @@
 """Template checks: syntax, prompt files inside prompts/, and the names each template reads.
 
 Every template (inline, in a prompt file, or included by one) is parsed without running it; each
-name it reads must be one its :class:`Scope` allows, else the problem points at the template's
+name it reads must be one its :class:`Names` allows, else the problem points at the template's
 own line and word, in the workflow file or the prompt file.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from jinja2 import TemplateNotFound
@@ -18,7 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from flowengine.errors import Location, Problem, did_you_mean
-from flowengine.language.loader import Source, YamlPath
+from flowengine.language.source import Source, YamlPath
 from flowengine.language.templates import PromptPathError, analyse, included_templates, prompt_file
 
 # Where a problem is, from the template's 1-based line and the word to point at (if any).
@@ -26,7 +26,7 @@ Where = Callable[[int, str | None], Location]
 
 
 @dataclass(frozen=True)
-class Scope:
+class Names:
     """The names a template may read, and what to say about the ones it may not."""
 
     allowed: frozenset[str]
@@ -34,9 +34,14 @@ class Scope:
     owner: str | None  # the node the template belongs to; None for the output mapping
     needs: tuple[str, ...] = ()  # the owner's needs, to write the fix
     unknown_ok: bool = False  # part of the file could not be read: unknown names may be there
+    upstream: Collection[str] = frozenset()  # the owner's ancestors, readable by name
+    hidden: frozenset[str] = frozenset()  # names this template may not read after all
+
+    def allows(self, name: str) -> bool:
+        return name not in self.hidden and (name in self.allowed or name in self.upstream)
 
     def problem(self, name: str) -> tuple[str, str | None] | None:
-        if name in self.allowed:
+        if self.allows(name):
             return None
         if name == self.owner:
             return (
@@ -56,18 +61,23 @@ class Scope:
             )
         if self.unknown_ok:
             return None
-        fix = did_you_mean(name, self.allowed) or (
-            f"names known here: {', '.join(sorted(self.allowed))}; declare an input under `inputs:`"
+        known = sorted({*self.allowed, *self.upstream} - self.hidden)
+        fix = did_you_mean(name, known) or (
+            f"names known here: {', '.join(known)}; declare an input under `inputs:`"
         )
         return f"template uses undefined name '{name}'", fix
 
-    def with_names(self, names: Iterable[str], *, drop: Iterable[str] = ()) -> Scope:
-        allowed = (self.allowed | set(names)) - set(drop)
-        return Scope(allowed, self.nodes, self.owner, self.needs, self.unknown_ok)
+    def with_names(self, names: Iterable[str], *, drop: Iterable[str] = ()) -> Names:
+        """These names and ``names``, less ``drop``."""
+        return replace(
+            self,
+            allowed=self.allowed | set(names),
+            hidden=(self.hidden - set(names)) | set(drop),
+        )
 
 
 class TemplateChecks:
-    """The template half of the workflow checker (mixed into ``validate.Checker``)."""
+    """The template half of the workflow checker (mixed into ``checks.Checker``)."""
 
     source: Source
     env: ImmutableSandboxedEnvironment
@@ -80,7 +90,7 @@ class TemplateChecks:
     ) -> None:
         self.problems.append(Problem(self.source.locate(path, key=key), message, fix))
 
-    def check_inline(self, path: YamlPath, text: str, scope: Scope) -> None:
+    def check_inline(self, path: YamlPath, text: str, names: Names) -> None:
         base = self.source.locate(path)
         raw = _value_at(self.source.root, path)
         block = isinstance(raw, LiteralScalarString | FoldedScalarString)
@@ -102,9 +112,9 @@ class TemplateChecks:
             column = _column_of(self.source.at(file_line).source_line, word, start)
             return self.source.at(file_line, column or start)
 
-        self.check_template(text, scope, where)
+        self.check_template(text, names, where)
 
-    def check_prompt_file(self, path: YamlPath, name: str, scope: Scope) -> None:
+    def check_prompt_file(self, path: YamlPath, name: str, names: Names) -> None:
         if self.partial:
             return
         if self.prompts_dir is None:
@@ -115,9 +125,9 @@ class TemplateChecks:
                 "create prompts/ next to the workflow, or write the prompt inline with `template:`",
             )
             return
-        self.check_prompt(path, name, scope, seen=set())
+        self.check_prompt(path, name, names, seen=set())
 
-    def check_prompt(self, path: YamlPath, name: str, scope: Scope, seen: set[str]) -> None:
+    def check_prompt(self, path: YamlPath, name: str, names: Names, seen: set[str]) -> None:
         assert self.prompts_dir is not None
         try:
             file = prompt_file(self.prompts_dir, name)
@@ -148,11 +158,11 @@ class TemplateChecks:
         def where(line: int, word: str | None) -> Location:
             return file_source.at(line, _column_of(file_source.at(line).source_line, word, 1))
 
-        self.check_template(text, scope, where)
+        self.check_template(text, names, where)
         for child in included_templates(self.env, text):
-            self.check_prompt(path, child, scope, seen)
+            self.check_prompt(path, child, names, seen)
 
-    def check_template(self, text: str, scope: Scope, where: Where) -> None:
+    def check_template(self, text: str, names: Names, where: Where) -> None:
         try:
             uses, issues = analyse(self.env, text)
         except TemplateNotFound as exc:  # pragma: no cover - analyse does not load files
@@ -161,7 +171,7 @@ class TemplateChecks:
         for issue in issues:
             self.problems.append(Problem(where(issue.line, issue.word), issue.message, issue.fix))
         for use in uses:
-            found = scope.problem(use.name)
+            found = names.problem(use.name)
             if found:
                 message, fix = found
                 self.problems.append(Problem(where(use.line, use.name), message, fix))

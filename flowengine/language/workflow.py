@@ -1,4 +1,9 @@
-"""The public ``Workflow``: a loaded, fully checked workflow file."""
+"""The public ``Workflow``: a loaded, fully checked workflow file.
+
+Loading joins the language layer's steps: parse the YAML (:mod:`.loader`), validate its
+structure (:mod:`.schema_errors` says what is wrong), then check how its parts relate
+(:mod:`.checks`). Every problem of a file is reported at once.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,24 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
+from pydantic import ValidationError
 
-from flowengine.errors import UsageError, WorkflowError, did_you_mean
-from flowengine.language import graph as dag
+from flowengine.errors import Problem, UsageError, WorkflowError, did_you_mean
+from flowengine.language import diagrams
 from flowengine.language.checks import check
-from flowengine.language.loader import Source, parse_source, read_source, spec_from_source
+from flowengine.language.graph import Graph
+from flowengine.language.loader import parse_source, read_source, spec_data
 from flowengine.language.plan import Plan, compile_plan
+from flowengine.language.schema_errors import problem_from_error, salvage
+from flowengine.language.source import Source
 from flowengine.language.templates import find_prompts_dir, make_environment
 from flowengine.results import RunResult
-from flowengine.run.engine import Engine
 from flowengine.spec import WorkflowSpec
 
 if TYPE_CHECKING:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from flowengine.run.engine import Engine
 
 _INPUT_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -56,7 +65,7 @@ class Workflow:
     def load(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> Workflow:
         """Read and check a workflow file; raise :class:`WorkflowError` listing every problem."""
         source = read_source(path)
-        spec = spec_from_source(source, overrides)
+        spec = checked_spec(source, overrides)
         return cls(spec, source, find_prompts_dir(Path(path)))
 
     @classmethod
@@ -70,7 +79,7 @@ class Workflow:
     ) -> Workflow:
         """Check a workflow given as YAML text; prompt files resolve in ``prompts_dir``."""
         source = parse_source(name, text)
-        spec = spec_from_source(source, overrides)
+        spec = checked_spec(source, overrides)
         return cls(spec, source, Path(prompts_dir) if prompts_dir is not None else None)
 
     @property
@@ -78,12 +87,23 @@ class Workflow:
         return self.spec.name
 
     @cached_property
-    def graph(self) -> nx.DiGraph:
-        return dag.build(self.spec)
+    def dag(self) -> Graph:
+        """The nodes and the edges their ``needs`` make."""
+        return Graph.of(self.spec)
 
-    @cached_property
+    @property
     def order(self) -> list[str]:
-        return dag.order(self.graph)
+        """The nodes in run order: needs first, file order among independent nodes."""
+        return self.dag.order
+
+    @property
+    def dependents(self) -> Mapping[str, tuple[str, ...]]:
+        """The nodes that need each node, in file order."""
+        return self.dag.dependents
+
+    def ancestors(self, node_id: str) -> set[str]:
+        """Every node ``node_id`` needs, directly or through others."""
+        return set(self.dag.ancestors(node_id))
 
     @cached_property
     def content_hash(self) -> str:
@@ -93,7 +113,7 @@ class Workflow:
     @cached_property
     def plan(self) -> Plan:
         """Templates compiled once, for every run of this workflow."""
-        return compile_plan(self.spec, self.graph, self.order, self.env)
+        return compile_plan(self.spec, self.dag, self.env)
 
     def bind_inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Check given inputs against ``inputs:``, apply defaults; raise UsageError if wrong."""
@@ -136,13 +156,47 @@ class Workflow:
         with every other run in the process. Pass an :class:`Engine` to share its HTTP session
         across many runs.
         """
+        # Imported here, not at the top: the language layer sits below the run layer, and
+        # loading or validating a workflow must not pay for importing aiohttp. A shim until
+        # this convenience moves above both layers.
+        from flowengine.run.engine import Engine
+
         if engine is not None:
             return await engine.run(self, inputs, **named_inputs)
         async with Engine(offline=offline) as own:
             return await own.run(self, inputs, **named_inputs)
 
     def to_mermaid(self) -> str:
-        return dag.to_mermaid(self.spec)
+        return diagrams.to_mermaid(self.spec, self.dag)
 
     def to_dot(self) -> str:
-        return dag.to_dot(self.spec)
+        return diagrams.to_dot(self.spec, self.dag)
+
+
+def checked_spec(source: Source, overrides: Mapping[str, Any] | None = None) -> WorkflowSpec:
+    """The spec of a parsed file; raise WorkflowError if its structure is wrong.
+
+    The error lists every structural problem and, found in the part of the file that could be
+    read, every cross-reference problem too: one run reports both kinds.
+    """
+    data = spec_data(source, overrides)
+    try:
+        return WorkflowSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [problem_from_error(source, error) for error in exc.errors(include_url=False)]
+        readable = salvage(data, exc)
+        if readable is not None:
+            spec, unreadable = readable
+            problems += check(spec, source, make_environment(None), None, unreadable)
+        raise WorkflowError(_unique(problems)) from None
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for problem in problems:
+        key = (str(problem.location), problem.message)
+        if key not in seen:
+            seen.add(key)
+            kept.append(problem)
+    return kept

@@ -1,0 +1,89 @@
+"""The workflow's DAG drawn as a Mermaid flowchart or a Graphviz digraph."""
+
+from __future__ import annotations
+
+from flowengine.language.graph import Graph
+from flowengine.spec import FanoutNode, LlmNode, SelectNode, WorkflowSpec
+
+
+def _label(spec: WorkflowSpec, node_id: str) -> str:
+    node = spec.nodes[node_id]
+    if isinstance(node, SelectNode):
+        detail = f"select · {node.selector}" if node.selector else "select · by weight"
+    elif isinstance(node, LlmNode):
+        model = node.model if "{" not in node.model else "chosen model"
+        detail = f"llm · {model}"
+    else:
+        assert isinstance(node, FanoutNode)
+        detail = f"fanout · {_fanout_models(spec, node)}"
+    return f"{node_id}<br/>{detail}"
+
+
+def _fanout_models(spec: WorkflowSpec, node: FanoutNode) -> str:
+    query = node.models
+    count = len(query.include) if query.include is not None else len(spec.models)
+    if query.top is not None:
+        count = min(count, query.top)
+    return f"{count} models"
+
+
+def _roots(graph: Graph) -> list[str]:
+    return [node_id for node_id in graph.nodes if not graph.needs[node_id]]
+
+
+def _leaves(graph: Graph) -> list[str]:
+    return [node_id for node_id in graph.nodes if not graph.dependents[node_id]]
+
+
+_SHAPES = {"select": ('{"', '"}'), "llm": ('["', '"]'), "fanout": ('[["', '"]]')}
+
+
+def to_mermaid(spec: WorkflowSpec, graph: Graph) -> str:
+    """A Mermaid flowchart: inputs, nodes by kind, and the output."""
+    lines = ["flowchart TD"]
+    for name in spec.inputs:
+        lines.append(f'    in_{name}(["{name}"])')
+    for node_id in graph.order:
+        left, right = _SHAPES[spec.nodes[node_id].type]
+        lines.append(f"    {_mid(node_id)}{left}{_escape(_label(spec, node_id))}{right}")
+    for name in spec.inputs:
+        for root in _roots(graph):
+            lines.append(f"    in_{name} --> {_mid(root)}")
+    for need, node_id in graph.edges:
+        lines.append(f"    {_mid(need)} --> {_mid(node_id)}")
+    lines.append('    output[/"output"/]')
+    for leaf in _leaves(graph):
+        lines.append(f"    {_mid(leaf)} --> output")
+    return "\n".join(lines) + "\n"
+
+
+def _mid(node_id: str) -> str:
+    # Prefixed so that ids such as `end` or `graph`, reserved words in Mermaid, stay valid.
+    return f"n_{node_id}"
+
+
+def _escape(text: str) -> str:
+    return text.replace('"', "#quot;")
+
+
+def to_dot(spec: WorkflowSpec, graph: Graph) -> str:
+    """A Graphviz digraph with the same content as the Mermaid chart."""
+    shapes = {"select": "diamond", "llm": "box", "fanout": "box3d"}
+    lines = [f'digraph "{spec.name}" {{', "    rankdir=TB;", '    node [fontname="Helvetica"];']
+    for name in spec.inputs:
+        lines.append(f'    "in_{name}" [label="{name}", shape=ellipse];')
+    for node_id in graph.order:
+        label = _label(spec, node_id).replace("<br/>", "\\n").replace('"', '\\"')
+        lines.append(
+            f'    "{node_id}" [label="{label}", shape={shapes[spec.nodes[node_id].type]}];'
+        )
+    for name in spec.inputs:
+        for root in _roots(graph):
+            lines.append(f'    "in_{name}" -> "{root}";')
+    for need, node_id in graph.edges:
+        lines.append(f'    "{need}" -> "{node_id}";')
+    lines.append('    "output" [shape=parallelogram];')
+    for leaf in _leaves(graph):
+        lines.append(f'    "{leaf}" -> "output";')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
