@@ -53,7 +53,8 @@ import aiohttp
 
 from benchmarks.handwritten import BY_WEIGHT, PARAMS, chat, select
 from flowengine import Engine, Workflow
-from flowengine.batch.runner import Batch, Row, batch_gc
+from flowengine.batch.rows import Row
+from flowengine.batch.runner import Batch, batch_gc
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "workflows" / "full.yaml"

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import random
+import shutil
+import tracemalloc
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,10 +18,15 @@ from typing import Any
 import pytest
 
 from flowengine import Engine, Workflow
-from flowengine.batch.runner import Batch, Totals, count_rows, done_rows
+from flowengine.batch import rows as rows_module
+from flowengine.batch.output import Output, done_rows
+from flowengine.batch.rows import count_rows, read_rows
+from flowengine.batch.runner import Batch, Totals
 from flowengine.errors import RunError, UsageError
 from flowengine.results import RunResult
 from tests.fakeserver import FakeServer, Reply
+
+DATA = Path(__file__).resolve().parent / "data" / "batch"
 
 ROWS_WF = """
 version: 1
@@ -64,6 +73,13 @@ def served_workflow(tmp_path: Path, srv: FakeServer, **overrides: Any) -> Workfl
     path = tmp_path / "served.yaml"
     path.write_text(SERVER_WF.replace("URL", srv.base_url))
     return Workflow.load(path, overrides=overrides)
+
+
+def object_input_workflow(tmp_path: Path) -> Workflow:
+    """The offline workflow with an input ``data`` of type object, which no node reads."""
+    path = tmp_path / "rows.yaml"
+    path.write_text(ROWS_WF.replace("LATENCY", "0ms"))
+    return Workflow.load(path, overrides={"inputs.data": {"type": "object", "default": {}}})
 
 
 def jsonl(tmp_path: Path, rows: list[Any], name: str = "rows.jsonl") -> Path:
@@ -226,6 +242,39 @@ async def test_a_run_that_breaks_fails_its_row_only(
     assert (totals.failed, totals.succeeded) == (1, 2)
 
 
+@pytest.mark.parametrize(
+    ("broken", "kind", "message"),
+    [
+        ("raise", "TypeError", "unhashable type: 'dict'"),
+        # A result no JSON line can hold: Python writes no integer this long.
+        ("result", "ValueError", "Exceeds the limit (4300 digits) for integer string conversion"),
+    ],
+)
+async def test_an_unforeseen_error_in_one_row_fails_that_row_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str, kind: str, message: str
+) -> None:
+    wf = offline_workflow(tmp_path)
+    run = Engine.run
+
+    async def breaking(self: Engine, workflow: Workflow, inputs: Any, **kw: Any) -> RunResult:
+        result = await run(self, workflow, inputs, **kw)
+        if inputs["prompt"] == "question 2":
+            if broken == "raise":
+                raise TypeError("unhashable type: 'dict'")  # a bug, say
+            result.output = {"n": 10**5000}
+        return result
+
+    monkeypatch.setattr(Engine, "run", breaking)
+    out = tmp_path / "out.jsonl"
+    totals = await run_batch(Batch(wf, jsonl(tmp_path, prompts(3)), out, concurrency=1))
+    found = by_row(out)
+    assert [found[n]["status"] for n in (1, 2, 3)] == ["succeeded", "failed", "succeeded"]
+    assert found[2]["error"]["type"] == kind
+    assert found[2]["error"]["message"].startswith(message)
+    assert found[2]["inputs"] == {"prompt": "question 2"}
+    assert (totals.failed, totals.succeeded) == (1, 2)
+
+
 async def test_the_fallback_models_calls_count_in_the_totals(
     tmp_path: Path, server: FakeServer
 ) -> None:
@@ -240,6 +289,149 @@ async def test_the_fallback_models_calls_count_in_the_totals(
     assert models["m"]["calls"] == 2 and models["m"]["success_rate"] == 0.0
     assert models["b"]["calls"] == 2 and models["b"]["success_rate"] == 1.0
     assert totals.calls == 4 and totals.succeeded == 2
+
+
+# -- rows no run can take ------------------------------------------------------------------------
+
+
+async def test_rows_that_stopped_every_batch_are_invalid_and_the_batch_goes_on(
+    tmp_path: Path,
+) -> None:
+    wf = offline_workflow(tmp_path)
+    rows = DATA / "unrunnable.jsonl"
+    out = tmp_path / "out.jsonl"
+    totals = await run_batch(Batch(wf, rows, out, concurrency=3))
+    found = by_row(out)  # every line complete JSON in valid UTF-8
+    assert {n: r["error"]["message"] for n, r in found.items() if r["error"]} == {
+        1: "line 1: input 'prompt' is not valid Unicode text (a lone surrogate at character 5)",
+        2: "line 2: not JSON (a number longer than 4300 digits)",
+        3: "line 3: nested deeper than 100 levels",
+    }
+    assert [found[n]["status"] for n in (1, 2, 3, 4)] == [*["invalid"] * 3, "succeeded"]
+    assert found[1]["inputs"] == {"prompt": "lone \ufffd surrogate"}  # U+FFFD: writable
+    assert (totals.invalid, totals.succeeded) == (3, 1)
+    again = await run_batch(Batch(wf, rows, out, resume=True))  # resume gets past them too
+    assert (again.skipped, again.skipped_not_ok, again.done) == (4, 3, 0)
+
+
+async def test_nesting_past_the_limit_makes_a_row_invalid(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    await run_batch(Batch(offline_workflow(tmp_path), DATA / "nesting.jsonl", out))
+    found = by_row(out)
+    assert found[1]["status"] == "succeeded"  # 100 levels: the row object and 99 arrays
+    assert found[2]["error"]["message"] == "line 2: nested deeper than 100 levels"
+
+
+async def test_a_lone_surrogate_anywhere_in_an_input_makes_its_row_invalid(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out.jsonl"
+    await run_batch(Batch(object_input_workflow(tmp_path), DATA / "surrogates.jsonl", out))
+    found = by_row(out)
+    assert found[1]["error"]["message"] == (
+        "line 1: input 'data' is not valid Unicode text "
+        "(a lone surrogate at character 1 of ['tags'][1])"
+    )
+    assert found[2]["error"]["message"] == (
+        "line 2: input 'data' is not valid Unicode text "
+        "(a lone surrogate at character 0 of the key ['\\ud83dkey'])"
+    )
+    assert found[2]["inputs"] == {"prompt": "b", "data": {"\ufffdkey": 1}}
+    assert found[3]["status"] == "succeeded"  # a column no input reads is not run
+    assert found[3]["inputs"] == {"prompt": "c", "n": 1, "data": {}}
+
+
+async def test_csv_cells_read_as_json_are_bounded_and_checked_too(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    await run_batch(Batch(object_input_workflow(tmp_path), DATA / "cells.csv", out))
+    found = by_row(out)
+    assert found[1]["error"]["message"] == "line 2: input 'data' is nested deeper than 100 levels"
+    assert found[2]["error"]["message"] == (
+        "line 3: input 'data' is not valid Unicode text (a lone surrogate at character 0 of ['k'])"
+    )
+    assert found[3]["status"] == "succeeded" and found[3]["inputs"]["data"] == {"k": 1}
+
+
+def test_a_line_longer_than_the_limit_is_invalid_and_never_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rows_module.MAX_ROW_BYTES == 10 * 2**20
+    monkeypatch.setattr(rows_module, "MAX_ROW_BYTES", 2**20)  # so the file can be 20 times longer
+    rows = tmp_path / "rows.jsonl"
+    with rows.open("wb") as handle:
+        handle.write(b'{"prompt": "' + b"x" * 20 * 2**20 + b'"}\n{"prompt": "next"}\n')
+    tracemalloc.start()
+    try:
+        found = [(row.line, row.problem) for row in read_rows(rows)]
+        counted = count_rows(rows)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found == [(1, "longer than 1 MB"), (2, None)] and counted == 2
+    assert peak < 3 * 2**20  # a bounded part of the line (20 MB), never all of it
+    # A line of exactly the limit is a row like any other.
+    padding = 2**20 - len(b'{"prompt": ""}\n')
+    rows.write_bytes(b'{"prompt": "' + b"y" * padding + b'"}\n')
+    assert [row.problem for row in read_rows(rows)] == [None]
+
+
+# -- the output file ------------------------------------------------------------------------------
+
+
+async def test_a_full_disk_stops_the_batch_with_one_clear_error_and_no_torn_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wf = offline_workflow(tmp_path)
+    rows = jsonl(tmp_path, prompts(6))
+    out = tmp_path / "out.jsonl"
+    real_write = os.write
+    calls = 0
+
+    def full_disk(fd: int, data: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            return real_write(fd, data)
+        if calls == 3:  # the disk fills in the middle of the third line
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "write", full_disk)
+        with pytest.raises(RunError) as caught:
+            await run_batch(Batch(wf, rows, out, concurrency=1))
+    assert str(caught.value) == (
+        f"{out}: cannot write the results (No space left on device); the rows written so far "
+        "are kept: fix that, then run the same command with --resume"
+    )
+    assert sorted(by_row(out)) == [1, 2]  # the torn third line was cut off
+    totals = await run_batch(Batch(wf, rows, out, resume=True))
+    assert (totals.skipped, totals.done) == (2, 4)
+    assert sorted(by_row(out)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_output_in_use_or_already_written_is_refused_under_the_lock(tmp_path: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "out.jsonl"
+    first = Output(out)
+    try:
+        with pytest.raises(UsageError, match=r"out\.jsonl is being written by another flowengine"):
+            Output(out, resume=True)
+    finally:
+        first.close()
+    with out.open("ab") as again:  # closing the output released its lock
+        fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # A batch that finished between another's check and its start: caught under the lock.
+    out.write_text('{"row": 1, "status": "succeeded"}\n')
+    with pytest.raises(UsageError, match="already has results; pass --resume"):
+        Output(out)
+    assert out.read_text() == '{"row": 1, "status": "succeeded"}\n'
+
+
+def test_resume_counts_a_row_written_twice_once(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    shutil.copy(DATA / "doubled_results.jsonl", out)
+    assert done_rows(out) == dict.fromkeys(range(1, 8), "succeeded")  # the last line counts
 
 
 # -- resume -------------------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +43,7 @@ LAUNCH = (
     "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "runpy.run_module('flowengine', run_name='__main__', alter_sys=True)"
 )
+DATA = Path(__file__).resolve().parent / "data" / "batch"
 PLAIN_LINE = re.compile(
     r"^rows: \d+/\d+ rows · \d+ failed · \d+ invalid · [\d.]+ calls/s · \d+ tokens · "
     r"(\$[\d.]+|cost n/a) · ETA (\d+s|-)$"
@@ -194,6 +197,66 @@ def test_an_unreadable_csv_file_is_a_usage_error(files: Path) -> None:
     )
 
 
+def test_rows_that_stopped_every_batch_are_skipped_and_resume_gets_past_them(files: Path) -> None:
+    shutil.copy(DATA / "unrunnable.jsonl", "rows.jsonl")
+    code, _, err = batch()
+    assert code == 1
+    assert (
+        "rows.jsonl: skipped row 1, line 1: input 'prompt' is not valid Unicode text "
+        "(a lone surrogate at character 5)\n"
+    ) in err
+    assert "rows.jsonl: skipped row 2, line 2: not JSON (a number longer than 4300 digits)\n" in err
+    assert "rows.jsonl: skipped row 3, line 3: nested deeper than 100 levels\n" in err
+    assert "  succeeded 1 · partial 0 · failed 0 · invalid 3" in err
+    assert "Traceback" not in err
+    assert rows_in(files / "out.jsonl") == {1: 1, 2: 1, 3: 1, 4: 1}  # valid UTF-8 JSON lines
+    code, _, err = batch("--resume")
+    assert code == 1
+    assert "0 rows this time (4 already done, 3 of them failed or invalid) -> out.jsonl" in err
+
+
+def test_a_full_disk_ends_the_batch_with_one_clear_line(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+    room = 1  # lines the disk has room for
+
+    def full_disk(fd: int, data: Any) -> int:
+        nonlocal room
+        if room:
+            room -= 1
+            return real_write(fd, data)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full_disk)
+    code, _, err = batch("--concurrency", "1")
+    assert code == 1
+    assert err.endswith(
+        "flowengine: error: out.jsonl: cannot write the results (No space left on device); "
+        "the rows written so far are kept: fix that, then run the same command with --resume\n"
+    )
+    assert "Traceback" not in err
+    assert rows_in(files / "out.jsonl") == {1: 1}
+
+
+def test_an_output_that_cannot_be_created_is_an_error_before_any_call(
+    files: Path, threaded_server: ThreadedServer
+) -> None:
+    Path("file").write_text("")
+    code, out, err = invoke(
+        "wf.yaml", "--input", "rows.jsonl", "--output", "file/out.jsonl", *against(threaded_server)
+    )
+    assert (code, out, err) == (
+        2,
+        "",
+        "flowengine: error: file/out.jsonl: cannot write the results (file is not a directory)\n",
+    )
+    assert threaded_server.server.count == 0
+    code, _, err = invoke("wf.yaml", "--input", "rows.jsonl", "--output", "new/dir/out.jsonl")
+    assert code == 0, err  # a missing directory is still created
+    assert rows_in(files / "new" / "dir" / "out.jsonl") == {1: 1, 2: 1, 3: 1}
+
+
 # -- progress -----------------------------------------------------------------------------------
 
 
@@ -246,6 +309,66 @@ def test_resume_runs_only_what_is_left_and_remembers_failures(files: Path) -> No
     code, _, err = batch("--resume", "--set", "providers.local.failure_rate=1")
     assert code == 1
     assert "0 rows this time (3 already done, 1 of them failed or invalid)" in err
+
+
+def test_resume_warns_about_rows_written_twice_and_counts_each_once(files: Path) -> None:
+    shutil.copy(DATA / "doubled_results.jsonl", "out.jsonl")
+    write_rows(Path("rows.jsonl"), 8)
+    code, _, err = batch("--resume")
+    assert code == 0, err  # row 2 failed the first time, and its last line succeeded
+    assert (
+        "flowengine: warning: out.jsonl holds 7 rows more than once (rows 1, 2, 3, 4, 5, ...), "
+        "as when two batches write it at once; each row counts once\n"
+    ) in err
+    assert "1 rows this time (7 already done) -> out.jsonl" in err
+    assert rows_in(files / "out.jsonl")[8] == 1
+
+
+# -- one batch per output -------------------------------------------------------------------------
+
+
+def in_use(pid: int) -> str:
+    """The error a batch gives for an output that the process ``pid`` is writing."""
+    # Linux tells which process holds a lock (/proc/locks); elsewhere the message has no pid.
+    holder = f" (pid {pid})" if Path("/proc/locks").exists() else ""
+    return (
+        f"flowengine: error: out.jsonl is being written by another flowengine batch{holder}; "
+        "wait for it to finish, or choose another --output\n"
+    )
+
+
+def test_an_output_another_batch_is_writing_is_refused_at_once(files: Path) -> None:
+    fcntl = pytest.importorskip("fcntl")
+    with open("out.jsonl", "ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running batch holds it
+        for extra in ([], ["--resume"]):
+            assert batch(*extra) == (2, "", in_use(os.getpid()))
+    assert (files / "out.jsonl").read_bytes() == b""
+
+
+def test_a_second_batch_process_on_an_output_in_use_stops_at_once(files: Path) -> None:
+    pytest.importorskip("fcntl")
+    # Every call takes 30 s: the first batch is surely still running when the second starts.
+    Path("slow.yaml").write_text(WORKFLOW.replace("latency: 0ms", "latency: 30s"))
+    command = [sys.executable, "-m", "flowengine", "batch", "slow.yaml", "--offline"]
+    command += ["--input", "rows.jsonl", "--output", "out.jsonl"]
+    first = subprocess.Popen(command, cwd=files, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (files / "out.jsonl").exists():  # it is locked as soon as it is opened
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first batch never opened its output"
+            time.sleep(0.01)
+        second = subprocess.run(
+            [*command, "--resume"], cwd=files, capture_output=True, text=True, timeout=30
+        )
+        assert (second.returncode, second.stderr) == (2, in_use(first.pid))
+        assert first.poll() is None
+    finally:
+        first.terminate()  # stops as Ctrl-C does
+        first.communicate(timeout=30)
+    assert first.returncode == 130
+    assert (files / "out.jsonl").read_bytes() == b""
 
 
 # -- real interruptions ---------------------------------------------------------------------------
