@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -241,15 +242,27 @@ async def test_locked_database_runs_without_cache_and_warns_once(
     holder = sqlite3.connect(private_database, isolation_level=None)
     holder.execute("PRAGMA journal_mode = DELETE")  # a writer that locks readers out too
     holder.execute("BEGIN EXCLUSIVE")
+    stalls: list[float] = []
+
+    async def watch_the_loop() -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            stalls.append(time.perf_counter() - before)
+
+    watcher = asyncio.create_task(watch_the_loop())
     try:
         with caplog.at_level(logging.WARNING, logger="flowengine"):
             result = await run_once(wf, "another question")
     finally:
+        watcher.cancel()
         holder.execute("ROLLBACK")
         holder.close()
     assert result.status == "succeeded" and server.count == 4
     [warning] = warnings_in(caplog)
     assert "the database is locked by another process" in warning
+    # reads never wait on the event loop; writes wait in the store's own thread
+    assert max(stalls) < 0.5
 
 
 def test_cli_no_cache(threaded_server: ThreadedServer, tmp_path: Path) -> None:

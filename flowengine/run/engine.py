@@ -94,7 +94,8 @@ class Engine:
 
     async def aclose(self) -> None:
         if self.store is not None:
-            self.store.close()
+            # Waits for the queued writes, which may wait for a lock: off the event loop.
+            await asyncio.to_thread(self.store.close)
         if self._session is not None and self._owns_session:
             await self._session.close()
         self._session = None

@@ -22,15 +22,18 @@ T = TypeVar("T")
 
 DEFAULT_PATH = Path(".flowengine") / "flowengine.db"
 ENV_PATH = "FLOWENGINE_DB"
-# Short, so that a database held by another process stalls the event loop for at most this long.
+# How long a command's read waits for another process's lock. An engine's reads, on its event
+# loop, never wait.
 BUSY_TIMEOUT_MS = 200
+# An engine's read waits this long at most, for a lock held a moment (a WAL checkpoint); a
+# read that still finds the database locked is a miss, and reads pause for BUSY_BACKOFF_S.
+READ_WAIT_MS = 20
 # Writes are made off the event loop (by the writer thread of an Engine's store, or by a command
 # that has no loop), so they can afford to wait longer for a busy database; after one still
 # finds it busy, writes are skipped for BUSY_BACKOFF_S, so that a
 # database locked for long delays neither the runs nor the engine's close by more than that.
 WRITE_TIMEOUT_MS = 2_000
 BUSY_BACKOFF_S = 5.0
-OPEN_ATTEMPTS = 20
 # The writer thread makes the writes waiting in its queue in one transaction, up to this many:
 # a commit costs more than the statements of many calls.
 WRITE_BATCH = 500
@@ -109,7 +112,8 @@ class Store:
         self.disabled_reason: str | None = None
         self.error: str | None = None  # why the last skipped read or write was skipped
         self._warned_busy = False
-        self._busy_until = 0.0
+        self._busy_until = 0.0  # writes are skipped until then
+        self._reads_off_until = 0.0  # an engine's reads are skipped until then
         self._conn: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -128,22 +132,24 @@ class Store:
                 log.warning("%s: %s; going on without cache and run records", self.path, reason)
 
     def _open(self, busy_ms: int) -> sqlite3.Connection:
+        """A connection with the tables made; waits at most about ``busy_ms`` in all."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
             self.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False
         )
+        deadline = time.monotonic() + busy_ms / 1000
         try:
             conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
             # Switching to WAL can report "locked" at once, without waiting, while another
-            # process opens the same new file: try again for a moment.
-            for attempt in range(OPEN_ATTEMPTS):
+            # process opens the same new file: try again for a moment, within the same bound.
+            while True:
                 try:
                     conn.execute("PRAGMA journal_mode = WAL")
                     conn.execute("PRAGMA synchronous = NORMAL")
                     conn.executescript(SCHEMA)
                     break
                 except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc) or attempt == OPEN_ATTEMPTS - 1:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
                         raise
                     time.sleep(0.05)
         except BaseException:
@@ -153,16 +159,30 @@ class Store:
 
     def use(self, work: Callable[[sqlite3.Connection], T]) -> T | None:
         """``work(connection)``; None when the store is off or a database error switched it off."""
-        if not self.enabled:
+        if not self.enabled or time.monotonic() < self._reads_off_until:
             return None
         with self._lock:
             if self._conn is None:
-                conn = self._guard(lambda: self._open(BUSY_TIMEOUT_MS))
+                conn = self._guard(self._open_reader)
                 if conn is None:
                     return None
                 self._conn = conn
             found = self._conn
             return self._guard(lambda: work(found))
+
+    def _open_reader(self) -> sqlite3.Connection | None:
+        if not self.background:
+            return self._open(BUSY_TIMEOUT_MS)
+        # An engine's reads run on its event loop: they never wait for a lock (a locked
+        # database is a cache miss, warned about once) and never create the file or its
+        # tables, which the writer thread does, off the loop.
+        if not self.path.exists():
+            return None
+        conn = sqlite3.connect(
+            self.path, timeout=READ_WAIT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {READ_WAIT_MS}")
+        return conn
 
     def write(self, work: Work, after: Callable[[], None] | None = None) -> None:
         """Make a write that must not be lost: queued when ``background``, else made now.
@@ -218,10 +238,11 @@ class Store:
                 return
             with self._write_lock:
                 if self._writer is None:
-                    self._writer = self._guard(lambda: self._open(WRITE_TIMEOUT_MS))
+                    self._writer = self._guard(lambda: self._open(WRITE_TIMEOUT_MS), write=True)
                 writer = self._writer
                 if writer is not None:
-                    self._guard(lambda: self._transaction(writer, [w for w, _ in batch]))
+                    work = [w for w, _ in batch]
+                    self._guard(lambda: self._transaction(writer, work), write=True)
         finally:
             for _, after in batch:
                 if after is not None:
@@ -243,17 +264,22 @@ class Store:
             raise
         db.execute("COMMIT")
 
-    def _guard(self, work: Callable[[], T]) -> T | None:
+    def _guard(self, work: Callable[[], T], *, write: bool = False) -> T | None:
         """``work()``, with database errors turned into a warning and a skipped operation."""
         try:
             return work()
         except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # read before the writer made the tables: a miss
+                return None
             if not _is_busy(exc):
                 self.disable(_describe(exc))
                 return None
             # Another process holds the lock: skip this read or write, keep the store.
             self.error = _describe(exc)
-            self._busy_until = time.monotonic() + BUSY_BACKOFF_S
+            if write:
+                self._busy_until = time.monotonic() + BUSY_BACKOFF_S
+            elif self.background:
+                self._reads_off_until = time.monotonic() + BUSY_BACKOFF_S
             if self.warn and not self._warned_busy:
                 self._warned_busy = True
                 log.warning("%s: %s; skipping some cache reads and writes", self.path, self.error)
