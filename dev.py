@@ -5,7 +5,8 @@
     python3 dev.py test        lint, format check, type check, and the whole test suite
     python3 dev.py flowengine ARGS...   any flowengine command
 
-The environment lives in .venv/ and is reinstalled only when pyproject.toml changes.
+The environment lives in .venv/ and is reinstalled only when pyproject.toml changes (or the
+version in flowengine/__init__.py, which the package's metadata is read from).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ STAMP = VENV / ".flowengine-installed"
 def ensure_env() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be started by an older python3
         sys.exit(f"flowengine needs Python 3.11 or newer; this is {sys.version.split()[0]}")
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    want = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + _version_line().encode()
+    ).hexdigest()
     if STAMP.exists() and STAMP.read_text() == want and (BIN / "flowengine").exists():
         return
     if not (BIN / "python").exists():
@@ -35,6 +38,11 @@ def ensure_env() -> None:
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
     STAMP.write_text(want)
+
+
+def _version_line() -> str:
+    init = (ROOT / "flowengine" / "__init__.py").read_text(encoding="utf-8")
+    return next((line for line in init.splitlines() if line.startswith("__version__")), "")
 
 
 def run(*args: str) -> int:

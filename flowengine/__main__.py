@@ -1,3 +1,6 @@
+"""``python -m flowengine``: the command line."""
+
 from flowengine.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

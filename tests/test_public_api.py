@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+import sys
+
+import pytest
 
 import flowengine
 
@@ -40,3 +44,17 @@ def test_errors_form_one_tree() -> None:
 
 def test_version_matches_the_package() -> None:
     assert flowengine.__version__ == importlib.metadata.version("flowengine")
+
+
+def test_names_load_on_first_use() -> None:
+    assert set(flowengine.__all__) <= set(dir(flowengine))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        flowengine.nothing  # noqa: B018
+
+
+def test_compare_stays_the_function_when_its_module_is_imported_first() -> None:
+    code = (
+        "import sys, flowengine.compare, flowengine; "
+        "assert flowengine.compare is sys.modules['flowengine.compare'].compare"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

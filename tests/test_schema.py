@@ -10,18 +10,25 @@ from ruamel.yaml import YAML
 
 from flowengine.spec import json_schema
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS = sorted((ROOT / "workflows").glob("*.yaml"))
+# The canonical files, shipped in the package; the repository's root links to them.
+STARTER = Path(__file__).resolve().parent.parent / "flowengine" / "starter"
+WORKFLOWS = sorted((STARTER / "workflows").glob("*.yaml"))
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../flowengine.schema.json"
 
 
 def test_schema_file_is_current() -> None:
     expected = json.dumps(json_schema(), indent=2) + "\n"
-    actual = (ROOT / "flowengine.schema.json").read_text(encoding="utf-8")
+    actual = (STARTER / "flowengine.schema.json").read_text(encoding="utf-8")
     assert actual == expected, (
-        "flowengine.schema.json is stale; regenerate it with "
-        "`flowengine schema > flowengine.schema.json`"
+        "flowengine/starter/flowengine.schema.json is stale; regenerate it with "
+        "`flowengine schema > flowengine/starter/flowengine.schema.json`"
     )
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_schema_comment_leads_to_the_schema(path: Path) -> None:
+    target = SCHEMA_COMMENT.partition("$schema=")[2]
+    assert (path.parent / target).resolve() == STARTER / "flowengine.schema.json"
 
 
 def test_schema_command_prints_the_schema() -> None:

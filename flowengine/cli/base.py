@@ -1,21 +1,46 @@
-"""What every command shares: the group, error handling, exit codes, common options."""
+"""What every command shares: the group, error handling, exit codes, common options.
+
+Start-up is part of the interface: ``flowengine --help`` and ``flowengine validate`` must not
+wait for the engine and its HTTP client to load. So the group imports a command's module only
+when that command runs or help is shown (``COMMANDS``), and the command modules import the
+engine, the store and rich inside the functions that use them.
+"""
 
 from __future__ import annotations
 
-import logging
+import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from flowengine import __version__
+from flowengine.cli.logs import verbose_option
+from flowengine.cli.starter import resolve_workflow
 from flowengine.errors import ConfigError, FlowEngineError, UsageError, WorkflowError
-from flowengine.language.loader import parse_override
+
+if TYPE_CHECKING:
+    from flowengine.language.workflow import Workflow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+# Every command: its name, then the module and attribute that define it.
+COMMANDS = {
+    "init": "flowengine.cli.init_cmd:init",
+    "run": "flowengine.cli.run_cmd:run",
+    "validate": "flowengine.cli.workflow_cmds:validate",
+    "graph": "flowengine.cli.workflow_cmds:graph",
+    "schema": "flowengine.cli.workflow_cmds:schema",
+    "models": "flowengine.cli.workflow_cmds:models",
+    "batch": "flowengine.cli.batch_cmd:batch",
+    "runs": "flowengine.cli.store_cmds:runs",
+    "compare": "flowengine.cli.store_cmds:compare",
+    "cache": "flowengine.cli.store_cmds:cache",
+}
 
 
 def err(text: str) -> None:
@@ -46,8 +71,19 @@ def handle_errors(func: F) -> F:
 
 
 def overrides_from(sets: tuple[str, ...]) -> dict[str, Any]:
+    from flowengine.language.loader import parse_override
+
     return dict(parse_override(item) for item in sets)
 
+
+def load(argument: str, overrides: dict[str, Any]) -> Workflow:
+    """The workflow a WORKFLOW argument names: a file, else the name of a shipped workflow."""
+    from flowengine.language.workflow import Workflow
+
+    return Workflow.load(resolve_workflow(argument), overrides)
+
+
+workflow_argument = click.argument("workflow", type=click.Path(dir_okay=True))
 
 set_option = click.option(
     "--set",
@@ -58,20 +94,34 @@ set_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="flowengine")
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when the command is looked up."""
+
+    def __init__(self, *args: Any, lazy: Mapping[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        added = [name for name in super().list_commands(ctx) if name not in self.lazy]
+        return [*self.lazy, *added]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(__version__, prog_name="flowengine")
+@verbose_option
 def cli() -> None:
-    """Declarative workflows for multi-model LLM pipelines."""
-    _log_to_stderr()
+    """Declarative workflows for multi-model LLM pipelines.
 
-
-class _Warnings(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        err(f"flowengine: {record.levelname.lower()}: {record.getMessage()}")
-
-
-def _log_to_stderr() -> None:
-    log = logging.getLogger("flowengine")
-    if not any(isinstance(h, _Warnings) for h in log.handlers):
-        log.addHandler(_Warnings(logging.WARNING))
-        log.propagate = False
+    Try `flowengine init` for a starter project, or `flowengine run critique --offline
+    --prompt "..."` for a shipped workflow with no key and no network.
+    """

@@ -1,22 +1,33 @@
-"""`flowengine run`: one run of a workflow, its result on stdout, progress on stderr."""
+"""`flowengine run`: one run of a workflow, its result on stdout, progress on stderr.
+
+The engine is imported inside the command, so that other commands never load it.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from flowengine.cli.base import EXIT_FAILED, cli, err, handle_errors, overrides_from, set_option
-from flowengine.cli.render import format_event, render_text
+from flowengine.cli.base import (
+    EXIT_FAILED,
+    err,
+    handle_errors,
+    load,
+    overrides_from,
+    set_option,
+    workflow_argument,
+)
+from flowengine.cli.logs import verbose_option
 from flowengine.errors import UsageError
-from flowengine.events import Event, Listener
-from flowengine.language.loader import parse_override
-from flowengine.language.workflow import Workflow
-from flowengine.results import RunResult
-from flowengine.run.engine import Engine
+
+if TYPE_CHECKING:
+    from flowengine.events import Event, Listener
+    from flowengine.language.workflow import Workflow
+    from flowengine.results import RunResult
+    from flowengine.run.engine import Engine
 
 
 def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
@@ -35,6 +46,8 @@ def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def progress_printer() -> Listener:
+    from flowengine.cli.render import format_event
+
     def listen(event: Event) -> None:
         line = format_event(event)
         if line:
@@ -43,8 +56,8 @@ def progress_printer() -> Listener:
     return listen
 
 
-@cli.command()
-@click.argument("workflow", type=click.Path(dir_okay=True))
+@click.command()
+@workflow_argument
 @click.option("--prompt", help="The `prompt` input.")
 @click.option("--input", "input_items", multiple=True, metavar="NAME=VALUE", help="An input.")
 @set_option
@@ -62,6 +75,7 @@ def progress_printer() -> Listener:
 @click.option(
     "--db", type=click.Path(dir_okay=False), help="The database for cache and run records."
 )
+@verbose_option
 @handle_errors
 def run(
     workflow: str,
@@ -77,8 +91,16 @@ def run(
     no_cache: bool,
     db: str | None,
 ) -> None:
-    """Run a workflow and print its result (JSON by default) on stdout."""
-    wf = Workflow.load(workflow, overrides_from(sets))
+    """Run a workflow and print its result (JSON by default) on stdout.
+
+    WORKFLOW is a file, or the name of a shipped workflow: critique, ensemble, full.
+    """
+    import asyncio
+
+    from flowengine.cli.render import render_text
+    from flowengine.run.engine import Engine
+
+    wf = load(workflow, overrides_from(sets))
     inputs = wf.bind_inputs(_typed_inputs(wf, inputs_from(prompt, input_items)))
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     listeners = [] if quiet else [progress_printer()]
@@ -100,6 +122,8 @@ def run(
 
 def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
     """Command-line text converted to each input's declared type."""
+    from flowengine.language.loader import parse_override
+
     typed = dict(values)
     for name, value in values.items():
         spec = wf.spec.inputs.get(name)

@@ -1,4 +1,8 @@
-"""Commands about workflow files: validate, graph, schema, models."""
+"""Commands about workflow files: validate, graph, schema, models.
+
+The language layer is imported inside each command, so that ``flowengine --help`` (which
+reads every command's help) does not load it.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +13,21 @@ import click
 
 from flowengine.cli.base import (
     EXIT_INVALID,
-    cli,
     err,
     handle_errors,
+    load,
     overrides_from,
     set_option,
+    workflow_argument,
 )
+from flowengine.cli.logs import verbose_option
 from flowengine.errors import WorkflowError
-from flowengine.language.workflow import Workflow
-from flowengine.spec import json_schema
 
 
-@cli.command()
+@click.command()
 @click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @set_option
+@verbose_option
 @handle_errors
 def validate(workflows: tuple[str, ...], sets: tuple[str, ...]) -> None:
     """Check workflow files without calling anything: every problem, with file:line:col."""
@@ -30,7 +35,7 @@ def validate(workflows: tuple[str, ...], sets: tuple[str, ...]) -> None:
     problems: list[WorkflowError] = []
     for path in workflows:
         try:
-            wf = Workflow.load(path, overrides)
+            wf = load(path, overrides)
         except WorkflowError as exc:
             problems.append(exc)
             continue
@@ -41,31 +46,35 @@ def validate(workflows: tuple[str, ...], sets: tuple[str, ...]) -> None:
         sys.exit(EXIT_INVALID)
 
 
-@cli.command()
-@click.argument("workflow", type=click.Path(dir_okay=True))
+@click.command()
+@workflow_argument
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid")
 @set_option
+@verbose_option
 @handle_errors
 def graph(workflow: str, fmt: str, sets: tuple[str, ...]) -> None:
     """Print the workflow's DAG as Mermaid (default) or Graphviz DOT."""
-    wf = Workflow.load(workflow, overrides_from(sets))
+    wf = load(workflow, overrides_from(sets))
     click.echo(wf.to_mermaid() if fmt == "mermaid" else wf.to_dot(), nl=False)
 
 
-@cli.command()
+@click.command()
+@verbose_option
 def schema() -> None:
     """Print the JSON Schema of the workflow format, for editors."""
+    from flowengine.spec import json_schema
+
     click.echo(json.dumps(json_schema(), indent=2))
 
 
-@cli.command()
-@click.argument("workflow", type=click.Path(dir_okay=True))
+@click.command()
+@workflow_argument
 @set_option
+@verbose_option
 @handle_errors
 def models(workflow: str, sets: tuple[str, ...]) -> None:
     """List the workflow's models in priority order (highest weight first)."""
-    wf = Workflow.load(workflow, overrides_from(sets))
-    spec = wf.spec
+    spec = load(workflow, overrides_from(sets)).spec
     rows = [("alias", "weight", "provider", "model id")]
     rows += [
         (alias, f"{spec.models[alias].weight:g}", spec.provider_of(alias), spec.models[alias].id)

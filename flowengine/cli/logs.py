@@ -1,0 +1,59 @@
+"""The library's log records on stderr, as ``flowengine: <level>: <message>``.
+
+The library logs to the ``flowengine`` logger and its children (``flowengine.run``,
+``flowengine.store``, ...). Warnings always show; ``-v`` adds INFO (retries, fallbacks),
+``-vv`` DEBUG. ``-v`` is accepted before the command and after it, and the two add up:
+``flowengine -v run ... -v`` is ``-vv``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_VERBOSITY = "flowengine.verbosity"
+_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)
+
+
+class _ToStderr(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        # click.echo looks up sys.stderr at each call, so a test runner's capture sees it.
+        click.echo(f"flowengine: {record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+def log_to_stderr(verbosity: int = 0) -> None:
+    """Show the ``flowengine`` logger's records on stderr: warnings, and more with verbosity."""
+    level = _LEVELS[min(max(verbosity, 0), len(_LEVELS) - 1)]
+    log = logging.getLogger("flowengine")
+    handler = next((h for h in log.handlers if isinstance(h, _ToStderr)), None)
+    if handler is None:
+        handler = _ToStderr()
+        log.addHandler(handler)
+        log.propagate = False
+    handler.setLevel(level)
+    log.setLevel(level)
+
+
+def _add_verbosity(ctx: click.Context, _param: click.Parameter, count: int) -> None:
+    # ctx.meta is shared by the group's context and the command's, so the counts add up.
+    total = ctx.meta.get(_VERBOSITY, 0) + count
+    ctx.meta[_VERBOSITY] = total
+    log_to_stderr(total)
+
+
+def verbose_option(func: F) -> F:
+    """``-v/--verbose``, on the group and on every command."""
+    option = click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        expose_value=False,
+        callback=_add_verbosity,
+        help="Log more on stderr: -v retries and fallbacks (INFO), -vv everything (DEBUG).",
+    )
+    return option(func)

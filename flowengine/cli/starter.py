@@ -1,0 +1,56 @@
+"""The starter project shipped inside the package, and workflow arguments that name its files.
+
+``flowengine/starter/`` holds the shipped workflows, their prompts, the JSON Schema and a
+README: exactly what ``flowengine init`` writes. The repository's ``workflows/``, ``prompts/``
+and ``flowengine.schema.json`` are links into it, so each file has one copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowengine.errors import Location, Problem, WorkflowError, did_you_mean
+
+
+def starter_dir() -> Path:
+    """The starter project's folder inside the installed package."""
+    from importlib.resources import files  # here: a command given a path never needs it
+
+    folder = files("flowengine") / "starter"
+    if not isinstance(folder, Path):  # a zipped install; not a layout pip produces
+        raise RuntimeError(f"flowengine's starter files are not on the file system: {folder}")
+    return folder
+
+
+def shipped_workflows() -> dict[str, Path]:
+    """The shipped workflows by name: ``critique`` -> ``.../starter/workflows/critique.yaml``."""
+    return {path.stem: path for path in sorted((starter_dir() / "workflows").glob("*.yaml"))}
+
+
+def starter_files() -> list[Path]:
+    """Every file of the starter project, relative to its folder."""
+    root = starter_dir()
+    return sorted(
+        path.relative_to(root)
+        for path in root.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+
+
+def resolve_workflow(argument: str) -> str:
+    """The file a WORKFLOW argument means: a path that exists, else a shipped workflow's name.
+
+    Raise WorkflowError ("no such file", listing the shipped names) when it is neither.
+    """
+    if Path(argument).exists():
+        return argument
+    shipped = shipped_workflows()
+    if argument in shipped:
+        return str(shipped[argument])
+    names = ", ".join(shipped)
+    close = did_you_mean(argument, shipped)
+    if close:
+        fix = f"{close} (shipped workflows: {names})"
+    else:
+        fix = f"check the path, or name a shipped workflow: {names}"
+    raise WorkflowError([Problem(Location(argument), "no such file", fix)])
