@@ -485,3 +485,21 @@ nodes:
     assert failed.error is not None and failed.error.type == "internal"
     assert failed.attempts == 1  # a bug is not retried
     assert failed.error.message == "provider 'openrouter' raised ValueError: unexpected field 'x'"
+
+
+async def test_a_finished_run_leaves_no_reference_cycles() -> None:
+    """Runs are freed by reference counting alone: a service with thousands of runs in flight
+    does not wait for the garbage collector to give their memory back."""
+    import gc
+
+    wf = Workflow.load(CRITIQUE)
+    async with Engine(offline=True, environ={}) as engine:
+        await engine.run(wf, prompt="warm up")
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(5):
+                await engine.run(wf, prompt=f"question {i}")
+            assert gc.collect() == 0
+        finally:
+            gc.enable()

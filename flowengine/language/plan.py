@@ -36,6 +36,9 @@ class CompiledNode:
     model: Any = None
     include: list[Any] | None = None
     exclude: list[Any] = field(default_factory=list)
+    #: Whether a fanout's messages may differ from model to model: its templates read
+    #: ``model``. If not, they are rendered once for all of its calls.
+    per_model: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,5 +125,18 @@ def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironme
         needs,
         include=include,
         exclude=compile_value(env, query.exclude),
+        per_model=_reads_model(prompt, system, common["vars"]),
         **common,
     )
+
+
+def _reads_model(*values: Any) -> bool:
+    """Whether any template in ``values`` (compiled ones, in mappings or lists) reads `model`."""
+    for value in values:
+        if isinstance(value, CompiledTemplate) and value.may_read("model"):
+            return True
+        if isinstance(value, dict) and _reads_model(*value.values()):
+            return True
+        if isinstance(value, list) and _reads_model(*value):
+            return True
+    return False

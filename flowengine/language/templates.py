@@ -8,7 +8,7 @@ are never rendered as templates themselves.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,21 @@ class PromptPathError(ValueError):
     """A prompt path that is absolute or climbs out of the prompts directory."""
 
 
+class PromptEnvironment(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, whose templates hold their globals in a plain dict.
+
+    Jinja's default, a ChainMap over the environment's globals, is copied key by key on every
+    render; a workflow never changes its globals after loading, and a dict copies in one step
+    (about a tenth of a render's cost in the engine benchmark).
+    """
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        return {**self.globals, **(d or {})}
+
+
 def make_environment(prompts_dir: Path | None) -> ImmutableSandboxedEnvironment:
     loader = FileSystemLoader(str(prompts_dir)) if prompts_dir is not None else None
-    return ImmutableSandboxedEnvironment(
+    return PromptEnvironment(
         loader=loader,
         undefined=StrictUndefined,
         autoescape=False,
@@ -159,6 +171,7 @@ class CompiledTemplate:
         expr = single_expression(source)
         self._expr = env.compile_expression(expr, undefined_to_none=False) if expr else None
         self._template = None if expr else env.from_string(source)
+        self._names = _names_read(env, source)
 
     @classmethod
     def from_file(cls, env: ImmutableSandboxedEnvironment, name: str) -> CompiledTemplate:
@@ -170,7 +183,12 @@ class CompiledTemplate:
         self.name = name
         self._expr = None
         self._template = env.get_template(name)
+        self._names = _names_read(env, env.loader.get_source(env, name)[0])
         return self
+
+    def may_read(self, name: str) -> bool:
+        """Whether rendering may read the variable ``name`` (always, when it includes others)."""
+        return self._names is None or name in self._names
 
     @property
     def is_native(self) -> bool:
@@ -191,6 +209,14 @@ class CompiledTemplate:
         if self._template is None:
             return str(self.evaluate(context))
         return self._template.render(context)
+
+
+def _names_read(env: ImmutableSandboxedEnvironment, source: str) -> frozenset[str] | None:
+    """The variables a template reads; None when it includes or imports other templates."""
+    ast = env.parse(source)
+    if any(True for _ in meta.find_referenced_templates(ast)):
+        return None
+    return frozenset(meta.find_undeclared_variables(ast))
 
 
 def compile_value(env: ImmutableSandboxedEnvironment, value: Any) -> Any:

@@ -7,6 +7,7 @@ engine, the scheduler or another node's state.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,14 @@ class NodeFailure(Exception):
         self.output = output
 
 
+def _emit(
+    listeners: Sequence[Listener], run_id: str, workflow: str, kind: Any, **fields: Any
+) -> None:
+    event = Event(kind, run_id, workflow, **fields)
+    for listener in listeners:
+        listener(event)
+
+
 class Run:
     """The state of one run: its inputs, the models it may use, its calls and listeners."""
 
@@ -52,6 +61,9 @@ class Run:
         self.inputs = inputs
         self.listeners = listeners
         self.allowed = allowed  # model aliases this run may use, by weight
+        # A function, not a method: the call path keeps it, and a bound method would tie the
+        # two in a reference cycle that only the garbage collector could free.
+        self.emit = functools.partial(_emit, listeners, self.run_id, self.spec.name)
         self.selector_confidence: float | None = None
         #: The confidence a selector gave each model, which that model's results carry.
         self.scores: dict[str, float] = {}
@@ -66,11 +78,6 @@ class Run:
         )
         self._targets: dict[str, Target] = {}
         self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
-
-    def emit(self, kind: Any, **fields: Any) -> None:
-        event = Event(kind, self.run_id, self.spec.name, **fields)
-        for listener in self.listeners:
-            listener(event)
 
     def target(self, alias: str) -> Target:
         """Where calls for ``alias`` go, resolved once per run."""

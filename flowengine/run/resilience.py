@@ -13,8 +13,7 @@ The pieces compose as (:mod:`flowengine.run.calls` is the one place that does it
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
 from aiolimiter import AsyncLimiter
@@ -85,19 +84,28 @@ class ProviderLimits:
     def from_spec(cls, spec: ProviderBase) -> ProviderLimits:
         return cls(spec.rate_limit, spec.max_concurrency)
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Wait for a concurrency slot, then for the rate limit, then run the body."""
-        async with self.semaphore or contextlib.nullcontext():
+    def slot(self) -> ProviderLimits:
+        """``async with limits.slot():`` waits for a concurrency slot, then for the rate limit."""
+        return self
+
+    async def __aenter__(self) -> None:
+        if self.semaphore is not None:
+            await self.semaphore.acquire()
+        try:
             if self.limiter is not None:
                 await self.limiter.acquire()
-            self.started += 1
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
+        except BaseException:  # cancelled while waiting for the rate limit
+            if self.semaphore is not None:
+                self.semaphore.release()
+            raise
+        self.started += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.in_flight -= 1
+        if self.semaphore is not None:
+            self.semaphore.release()
 
 
 class AuthGate:

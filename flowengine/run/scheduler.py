@@ -170,9 +170,13 @@ class Scheduler:
         status: Any = "succeeded"
         output: Any = None
         error: ErrorInfo | None = None
+        runner = RUNNERS[node.spec.type]
         try:
-            async with asyncio.timeout(node.spec.timeout):
-                output = await RUNNERS[node.spec.type](ctx)
+            if node.spec.timeout is None:
+                output = await runner(ctx)
+            else:
+                async with asyncio.timeout(node.spec.timeout):
+                    output = await runner(ctx)
         except NodeFailure as exc:
             status, output, error = "failed", exc.output, exc.error
         except TimeoutError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from flowengine.language.templates import evaluate_value
@@ -44,11 +43,14 @@ async def run(ctx: NodeContext) -> list[CallResult]:
     aliases = chosen_models(ctx)
     # Every prompt is rendered before any call starts: a template error then fails the node
     # before anything is paid for, and leaves no call half-made.
-    prompts = [messages(node, {**ctx.scope, "model": ctx.models[a]}) for a in aliases]
-    cap = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
+    if node.per_model:
+        prompts = [messages(node, {**ctx.scope, "model": ctx.models[a]}) for a in aliases]
+    else:
+        prompts = [messages(node, ctx.scope)] * len(aliases)
+    cap = asyncio.Semaphore(spec.max_concurrency or max(len(aliases), 1))
 
     async def one(alias: str, sent: list[dict[str, str]]) -> CallResult:
-        async with cap or contextlib.nullcontext():
+        async with cap:
             return await ctx.call(alias, sent)
 
     async with asyncio.TaskGroup() as group:
