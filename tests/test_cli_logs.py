@@ -12,6 +12,7 @@ import pytest
 from flowengine.cli import cli
 from flowengine.cli.logs import log_to_stderr
 from tests.clirunner import invoke
+from tests.fakeserver import Reply, ThreadedServer
 
 # Half of all attempts fail, with 1 ms between attempts: retries are certain, failures are not.
 FLAKY = """\
@@ -98,3 +99,33 @@ def test_records_of_any_flowengine_logger_show_at_their_level(
     logging.getLogger("flowengine.providers").info("now shown")
     logging.getLogger("flowengine.providers").debug("still hidden")
     assert capsys.readouterr().err == ("flowengine: warning: shown\nflowengine: info: now shown\n")
+
+
+def test_a_failing_run_says_each_thing_once_without_v(tmp_path: Path) -> None:
+    path = tmp_path / "failing.yaml"
+    path.write_text(FLAKY.replace("failure_rate: 0.5", "failure_rate: 1"), encoding="utf-8")
+    code, _, err = invoke("run", str(path), "--prompt", "q")
+    assert code == 1
+    assert "✗ answers/a: simulated failure" in err  # the progress line
+    assert not [line for line in err.splitlines() if line.startswith("flowengine: warning")]
+
+
+def test_v_never_shows_the_api_key(threaded_server: ThreadedServer, tmp_path: Path) -> None:
+    key = "sk-or-v1-LOGTEST-5b7e1d9c2a"
+    threaded_server.server.script(
+        Reply.error(500, f"upstream said: Authorization: Bearer {key}"),
+        Reply.error(401, f"Incorrect API key provided: {key}"),
+    )
+    path = tmp_path / "wf.yaml"
+    path.write_text(
+        "version: 1\nname: keyed\nmodels:\n  a: {id: model-a}\n"
+        f"providers:\n  openrouter: {{base_url: '{threaded_server.base_url}',"
+        " retry: {attempts: 3, initial: 1ms, max: 1ms}}\n"
+        "nodes:\n  answer: {type: llm, model: a, template: q}\n",
+        encoding="utf-8",
+    )
+    code, out, err = invoke("run", str(path), "-vv", "--no-cache", env={"OPENROUTER_API_KEY": key})
+    assert code == 1
+    assert "flowengine: info:" in err and "retrying" in err  # the 500 was logged, then retried
+    assert "401" in err
+    assert "LOGTEST" not in err and "LOGTEST" not in out

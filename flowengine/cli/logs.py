@@ -4,6 +4,10 @@ The library logs to the ``flowengine`` logger and its children (``flowengine.run
 ``flowengine.store``, ...). Warnings always show; ``-v`` adds INFO (retries, fallbacks),
 ``-vv`` DEBUG. ``-v`` is accepted before the command and after it, and the two add up:
 ``flowengine -v run ... -v`` is ``-vv``.
+
+Without ``-v``, the run layer's records (``flowengine.run``) are left to the commands' own
+views: ``run`` prints each node and failed call as progress lines, ``batch`` records each row
+and sums them up, so its warnings would only say the same thing twice.
 """
 
 from __future__ import annotations
@@ -37,6 +41,15 @@ def log_to_stderr(verbosity: int = 0) -> None:
         log.propagate = False
     handler.setLevel(level)
     log.setLevel(level)
+    logging.getLogger("flowengine.run").setLevel(
+        logging.ERROR if verbosity <= 0 else logging.NOTSET
+    )
+
+
+def verbosity() -> int:
+    """How many ``-v`` the current command was given."""
+    ctx = click.get_current_context(silent=True)
+    return int(ctx.meta.get(_VERBOSITY, 0)) if ctx is not None else 0
 
 
 def _add_verbosity(ctx: click.Context, _param: click.Parameter, count: int) -> None:

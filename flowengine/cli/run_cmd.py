@@ -20,7 +20,7 @@ from flowengine.cli.base import (
     set_option,
     workflow_argument,
 )
-from flowengine.cli.logs import verbose_option
+from flowengine.cli.logs import verbose_option, verbosity
 from flowengine.errors import UsageError
 
 if TYPE_CHECKING:
@@ -45,10 +45,13 @@ def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
-def progress_printer() -> Listener:
+def progress_printer(calls: bool = True) -> Listener:
+    """Progress lines on stderr; ``calls=False`` leaves retries and failed calls to the log."""
     from flowengine.cli.render import format_event
 
     def listen(event: Event) -> None:
+        if not calls and event.kind in ("call_retried", "call_finished"):
+            return
         line = format_event(event)
         if line:
             err(line)
@@ -103,7 +106,8 @@ def run(
     wf = load(workflow, overrides_from(sets))
     inputs = wf.bind_inputs(_typed_inputs(wf, inputs_from(prompt, input_items)))
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    listeners = [] if quiet else [progress_printer()]
+    # With -v the log tells of every retry and failed call; the progress lines keep the nodes.
+    listeners = [] if quiet else [progress_printer(calls=verbosity() == 0)]
     engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
     result = asyncio.run(_run(engine, wf, inputs, only or None, model_list))
     text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
