@@ -20,7 +20,8 @@ EventKind = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a run makes about twenty, and a frozen dataclass takes three times as long to build.
+@dataclass(slots=True)
 class Event:
     """Something that happened in a run. Fields that do not apply to a kind are None."""
 

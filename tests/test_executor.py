@@ -254,6 +254,56 @@ async def test_after_401_no_further_call_to_that_provider(server: FakeServer) ->
     assert result.error is not None and result.error.status == 401
 
 
+async def test_after_401_a_fanout_says_the_upstream_text_once_and_counts_one_call(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    upstream = "User not found. " + "x" * 200  # a long upstream text, as providers send
+    for model in ("vendor/a", "vendor/b", "vendor/c"):
+        server.always_for(model, Reply.error(401, upstream))
+    wf = inline(
+        f"""\
+version: 1
+name: gated
+providers:
+  openrouter: {{base_url: "{server.base_url}", max_concurrency: 1}}
+models:
+  a: {{id: vendor/a, weight: 3}}
+  b: {{id: vendor/b, weight: 2}}
+  c: {{id: vendor/c, weight: 1}}
+nodes:
+  all: {{type: fanout, models: {{}}, template: "q"}}
+""",
+        tmp_path,
+    )
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(wf)
+    assert server.count == 1
+    assert result.metadata.calls == 1  # one request was sent
+    assert sum(m.calls for m in result.metrics.models.values()) == 1
+    assert result.error is not None
+    assert result.error.message.count("User not found") == 1
+    assert len(result.error.message) < 600
+    not_sent = [c for c in result.nodes["all"].output if c.attempts == 0]
+    assert len(not_sent) == 2
+    assert all("rejected the API key earlier" in (c.error.message or "") for c in not_sent)
+
+
+async def test_the_key_is_checked_for_every_workflow_and_none_is_kept(server: FakeServer) -> None:
+    import gc
+    import weakref
+
+    async with Engine(environ={}) as engine:
+        for _ in range(3):  # a new workflow object each time, as a service loads them
+            wf = critique(server)
+            with pytest.raises(ConfigError, match="OPENROUTER_API_KEY is not set"):
+                await engine.run(wf, prompt="q")
+        kept = weakref.ref(wf)
+        del wf
+        gc.collect()
+        assert kept() is None  # the engine holds no workflow it has seen
+    assert server.count == 0
+
+
 async def test_min_success(server: FakeServer, tmp_path: Path) -> None:
     server.always_for("bad", Reply.error(422, "nope"))
     wf = inline(

@@ -147,6 +147,7 @@ async def test_cost_from_the_price_list_when_usage_has_none(tmp_path: Path) -> N
         assert result.metrics.models["a"].cost == pytest.approx(0.0004 + 0.0002)
         assert result.metrics.models["b"].cost is None
         assert result.metadata.cost == pytest.approx(0.0006)
+        assert result.metadata.cost_complete is False  # model-b's call has no price: a floor
 
         # Another engine (another process, say) reads the list from the database.
         server.script_for("model-a", Reply.ok("x2", usage=usage(10, 10)))
@@ -163,6 +164,7 @@ async def test_usage_cost_wins_and_the_list_is_not_fetched(tmp_path: Path) -> No
         assert server.models_requests == 0
         assert result.nodes["one"].output.usage.cost == 0.5
         assert result.metadata.cost == pytest.approx(1.25)
+        assert result.metadata.cost_complete is True
 
 
 async def test_cost_is_null_when_the_price_list_is_unreachable(tmp_path: Path) -> None:
@@ -334,3 +336,32 @@ def test_price_lists_keep_only_real_prices() -> None:
     }
     assert pricing.parse_prices(body) == {"a": (0.000001, 0.000002)}
     assert pricing.parse_prices({"data": "nope"}) == {} == pricing.parse_prices([])
+
+
+QUEUED = """\
+version: 1
+name: queued
+providers:
+  local: {{base_url: "{url}", rate_limit: {{requests: 1, per: 150ms}}}}
+models:
+  a: {{id: model-a, provider: local, weight: 3}}
+  b: {{id: model-b, provider: local, weight: 2}}
+  c: {{id: model-c, provider: local, weight: 1}}
+nodes:
+  all: {{type: fanout, template: "q"}}
+"""
+
+
+async def test_time_waiting_for_the_rate_limit_is_queue_time_not_latency(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    server.latency = 0.02
+    result = await run(workflow(tmp_path, server, QUEUED))
+    calls = result.nodes["all"].output
+    waited = sorted(c.queued_s for c in calls)
+    assert waited[0] < 0.05 and waited[2] > 0.2  # the third waited for two windows
+    assert all(0.01 < c.latency_s < 0.15 for c in calls)  # the server's 20 ms, not the wait
+    total = sum(m.queued_s for m in result.metrics.models.values())
+    assert total == pytest.approx(sum(waited), abs=1e-5)
+    p95 = max(m.latency_p95_s or 0.0 for m in result.metrics.models.values())
+    assert p95 < 0.15

@@ -18,7 +18,13 @@ from typing import Any
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, Completion, Provider
 from flowengine.results import CallResult, ErrorInfo
-from flowengine.run.resilience import AuthGate, ProviderLimits, call_with_retries, stray_error
+from flowengine.run.resilience import (
+    AuthGate,
+    NotSent,
+    ProviderLimits,
+    call_with_retries,
+    stray_error,
+)
 from flowengine.spec import Retry
 from flowengine.store.cache import ResponseCache, cache_key, encode_messages
 from flowengine.store.prices import PriceBook
@@ -28,7 +34,7 @@ from flowengine.store.records import CallRecord
 Emit = Callable[..., None]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Target:
     """Where the calls of one model alias go."""
 
@@ -95,8 +101,9 @@ class CallPath:
             result = self._success(target, hit, clock, attempts=0, cached=True)
         elif blocked is not None:
             # Not sent: the provider rejected the key earlier in this run (attempts 0).
-            result = self._failure(target, self.gate.refusal(target.provider_name), clock)
-            result.attempts = 0
+            refusal = self.gate.refusal(target.provider_name)
+            refusal.attempts = 0
+            result = self._failure(target, refusal, clock)
         else:
             result, completion = await self._fetch(node_id, target, request, retry, clock)
             if cache is not None and completion is not None:
@@ -122,6 +129,8 @@ class CallPath:
                 on_retry=on_retry,
             )
         except CallError as error:
+            if isinstance(error, NotSent):  # its last attempt was stopped by the auth gate
+                error.attempts -= 1
             result = self._failure(target, error, clock, queued=queued[0])
             return result, None
         latency = time.perf_counter() - clock  # the call's own time, before any pricing
@@ -134,11 +143,12 @@ class CallPath:
     async def _attempt(
         self, target: Target, request: ChatRequest, queued: list[float]
     ) -> Completion:
-        """One attempt: the auth gate, then the provider's limits, then the request."""
-        self.gate.check(target.provider_name)
+        """One attempt: the provider's limits, then the auth gate, then the request."""
         waiting = time.perf_counter()
         async with target.limits.slot():
             queued[0] += time.perf_counter() - waiting
+            # Checked once a slot is ours: a 401 may have come while this call waited for it.
+            self.gate.check(target.provider_name)
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             try:

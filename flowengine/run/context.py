@@ -13,13 +13,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowengine.events import Event, Listener
-from flowengine.language.plan import CompiledNode, ModelInfo
-from flowengine.language.templates import CompiledTemplate
-from flowengine.providers import Provider, call_selector
+from flowengine.language.plan import CompiledNode
+from flowengine.language.templates import CompiledTemplate, ModelInfo
+from flowengine.providers import call_selector
 from flowengine.results import CallResult, ErrorInfo, SelectResult
 from flowengine.run.calls import CallPath, Target
-from flowengine.run.resilience import ProviderLimits
-from flowengine.spec import HttpSelector, NodeSpec, OpenAIProvider, WorkflowSpec
+from flowengine.spec import HttpSelector, NodeSpec, WorkflowSpec
 
 if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
@@ -76,31 +75,13 @@ class Run:
             timeline=[] if engine.record else None,
             confidence=self.scores,
         )
-        self._targets: dict[str, Target] = {}
-        self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
+        self._targets = engine.targets(workflow)
 
     def target(self, alias: str) -> Target:
-        """Where calls for ``alias`` go, resolved once per run."""
+        """Where calls for ``alias`` go, resolved once per engine and workflow."""
         found = self._targets.get(alias)
         if found is None:
-            name = self.spec.provider_of(alias)
-            spec = self.spec.providers[name]
-            if name not in self._providers:
-                self._providers[name] = self.engine.provider(name, spec)
-            provider, limits = self._providers[name]
-            # Offline answers cost nothing and never change: caching them would only add I/O.
-            live = provider.spec
-            cache_url = live.base_url if isinstance(live, OpenAIProvider) else None
-            found = self._targets[alias] = Target(
-                alias=alias,
-                model_id=self.spec.models[alias].id,
-                provider_name=name,
-                provider=provider,
-                limits=limits,
-                timeout=self.spec.defaults.timeout or spec.timeout,
-                retry=self.spec.defaults.retry or spec.retry,
-                cache_url=cache_url,
-            )
+            found = self._targets[alias] = self.engine.target(self.spec, alias)
         return found
 
     def resolve_alias(self, name: str) -> str | None:

@@ -15,10 +15,11 @@ import aiohttp
 from flowengine.errors import ConfigError
 from flowengine.events import Listener
 from flowengine.providers import Provider, ProviderContext, create_provider
+from flowengine.run.calls import Target
 from flowengine.run.log import log_event
 from flowengine.run.resilience import ProviderLimits
 from flowengine.run.scheduler import execute
-from flowengine.spec import OfflineProvider, OpenAIProvider, ProviderBase
+from flowengine.spec import OfflineProvider, OpenAIProvider, ProviderBase, WorkflowSpec
 from flowengine.store.cache import ResponseCache
 from flowengine.store.db import Store
 from flowengine.store.prices import PriceBook
@@ -80,6 +81,11 @@ class Engine:
         self._session = session
         self._owns_session = session is None
         self._providers: dict[str, tuple[Provider, ProviderLimits]] = {}
+        # Where each workflow's calls go, for as long as the workflow exists: weak keys, so
+        # that a service loading thousands of workflows keeps none it no longer uses.
+        self._targets: weakref.WeakKeyDictionary[Workflow, dict[str, Target]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     async def __aenter__(self) -> Engine:
         return self
@@ -100,6 +106,7 @@ class Engine:
             await self._session.close()
         self._session = None
         self._providers.clear()
+        self._targets.clear()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -126,6 +133,28 @@ class Engine:
             found = (create_provider(name, live, ctx), shared_limits(key, live))
             self._providers[key] = found
         return found
+
+    def targets(self, workflow: Workflow) -> dict[str, Target]:
+        """The table of where ``workflow``'s calls go, filled by :meth:`target` as runs need."""
+        return self._targets.setdefault(workflow, {})
+
+    def target(self, spec: WorkflowSpec, alias: str) -> Target:
+        """Where calls for model ``alias`` of a workflow go: its provider, limits and policy."""
+        name = spec.provider_of(alias)
+        provider_spec = spec.providers[name]
+        provider, limits = self.provider(name, provider_spec)
+        # Offline answers cost nothing and never change: caching them would only add I/O.
+        live = provider.spec
+        return Target(
+            alias=alias,
+            model_id=spec.models[alias].id,
+            provider_name=name,
+            provider=provider,
+            limits=limits,
+            timeout=spec.defaults.timeout or provider_spec.timeout,
+            retry=spec.defaults.retry or provider_spec.retry,
+            cache_url=live.base_url if isinstance(live, OpenAIProvider) else None,
+        )
 
     def check_credentials(self, workflow: Workflow, aliases: Iterable[str]) -> None:
         """Raise ConfigError naming the variable to set when a used provider has no key."""

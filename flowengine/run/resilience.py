@@ -108,6 +108,10 @@ class ProviderLimits:
             self.semaphore.release()
 
 
+class NotSent(CallError):
+    """A call the auth gate stopped before it was sent: it is not counted as an attempt."""
+
+
 class AuthGate:
     """Stops calls to a provider once it has rejected the API key (HTTP 401 or no key).
 
@@ -129,7 +133,7 @@ class AuthGate:
         """The error that blocked ``provider``, or None."""
         return self._blocked.get(provider)
 
-    def refusal(self, provider: str) -> CallError:
+    def refusal(self, provider: str) -> NotSent:
         """The error of a call not made because ``provider`` is blocked.
 
         Short, and not quoting the first error: that one is in the run's result already, and
@@ -137,8 +141,8 @@ class AuthGate:
         """
         first = self._blocked[provider]
         if first.status is None:  # no key at all: its message says which variable to set
-            return CallError("auth", f"not called: {first.message}")
-        return CallError(
+            return NotSent("auth", f"not called: {first.message}")
+        return NotSent(
             "auth",
             f"not called: provider '{provider}' rejected the API key earlier in this run",
             status=first.status,

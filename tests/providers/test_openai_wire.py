@@ -392,3 +392,31 @@ async def test_usage_that_is_not_finite_is_left_out(
     result = await provider.complete(REQUEST)
     assert result.content == "hi"
     assert result.usage == Usage(prompt_tokens=None, completion_tokens=2, total_tokens=None)
+
+
+async def test_a_reply_with_tool_calls_and_no_text_is_an_answer(
+    mocked: aioresponses, provider: OpenAICompatible
+) -> None:
+    calls = [
+        {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "lookup", "arguments": '{"city": "Paris"}'},
+        }
+    ]
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    body = {"choices": [{"message": message, "finish_reason": "tool_calls"}]}
+    mocked.post(URL, payload=body)
+    result = await provider.complete(REQUEST)
+    assert (result.content, result.finish_reason, result.tool_calls) == ("", "tool_calls", calls)
+
+
+async def test_a_key_echoed_across_the_excerpt_limit_leaves_no_prefix(
+    mocked: aioresponses, provider: OpenAICompatible
+) -> None:
+    # the key starts 190 characters in: an excerpt cut at 200 would show its first characters
+    body = {"error": {"message": "x" * 170 + f" Authorization: Bearer {KEY} is not valid"}}
+    mocked.post(URL, status=400, payload=body)
+    error = await fail(provider)
+    assert KEY[:8] not in error.message and "sk-or-v1" not in error.message
+    assert "Bearer ***" in error.message

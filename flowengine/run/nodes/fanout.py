@@ -47,9 +47,11 @@ async def run(ctx: NodeContext) -> list[CallResult]:
         prompts = [messages(node, {**ctx.scope, "model": ctx.models[a]}) for a in aliases]
     else:
         prompts = [messages(node, ctx.scope)] * len(aliases)
-    cap = asyncio.Semaphore(spec.max_concurrency or max(len(aliases), 1))
+    cap = asyncio.Semaphore(spec.max_concurrency) if spec.max_concurrency else None
 
     async def one(alias: str, sent: list[dict[str, str]]) -> CallResult:
+        if cap is None:
+            return await ctx.call(alias, sent)
         async with cap:
             return await ctx.call(alias, sent)
 
