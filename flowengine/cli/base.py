@@ -71,8 +71,14 @@ def handle_errors(func: F) -> F:
 
 
 def overrides_from(sets: tuple[str, ...]) -> dict[str, Any]:
+    """``--set PATH=VALUE`` items as overrides; text that is not UTF-8 is refused first."""
+    from flowengine.language.inputs import check_text
     from flowengine.language.loader import parse_override
 
+    for item in sets:
+        path, _, value = item.partition("=")
+        check_text("the path in --set PATH=VALUE", path)
+        check_text(f"--set {path.strip()}", value)
     return dict(parse_override(item) for item in sets)
 
 

@@ -6,7 +6,6 @@ The engine is imported inside the command, so that other commands never load it.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -31,16 +30,25 @@ if TYPE_CHECKING:
 
 
 def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
-    """``--input k=v`` pairs as text (typed later by each input's declared type), and --prompt."""
+    """``--input k=v`` pairs as text (typed later by each input's declared type), and --prompt.
+
+    Text that is not UTF-8 (bytes Python kept as lone surrogates) is refused here, before it
+    could be parsed or sent anywhere.
+    """
+    from flowengine.language.inputs import check_text
+
     values: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
+        check_text("the name in --input NAME=VALUE", name)
         if not sep or not name.strip():
             raise UsageError(
                 f"--input {item}: expected NAME=VALUE", "for example --input topic=physics"
             )
+        check_text(f"input '{name.strip()}'", value)
         values[name.strip()] = value
     if prompt is not None:
+        check_text("input 'prompt'", prompt)
         values["prompt"] = prompt
     return values
 
@@ -100,39 +108,56 @@ def run(
     """
     import asyncio
 
+    from flowengine.cli import result_file
     from flowengine.cli.render import render_text
     from flowengine.run.engine import Engine
 
+    given = inputs_from(prompt, input_items)
     wf = load(workflow, overrides_from(sets))
-    inputs = wf.bind_inputs(_typed_inputs(wf, inputs_from(prompt, input_items)))
+    given = _typed_inputs(wf, given)
+    wf.bind_inputs(given)  # every input problem now, before anything else; the run binds again
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    if out:
+        result_file.prepare(out)
     # With -v the log tells of every retry and failed call; the progress lines keep the nodes.
     listeners = [] if quiet else [progress_printer(calls=verbosity() == 0)]
     engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
-    result = asyncio.run(_run(engine, wf, inputs, only or None, model_list))
+    result = asyncio.run(_run(engine, wf, given, only or None, model_list))
     text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
+    written = True
     if out:
-        Path(out).write_text(text, encoding="utf-8")
-        err(f"result written to {out}")
+        written = result_file.write(out, text, result.run_id, db)
     else:
         click.echo(text, nl=False)
+    _report(result)
+    if result.status == "failed" or not written:
+        sys.exit(EXIT_FAILED)
+
+
+def _report(result: RunResult) -> None:
+    """A line on stderr for a run that did not fully succeed."""
     if result.status == "failed":
         error = result.error
         err(f"flowengine: run failed: {error.message if error else 'see the result'}")
-        sys.exit(EXIT_FAILED)
-    if result.status == "partial":
+    elif result.status == "partial":
         err("flowengine: run finished with failures (status: partial)")
 
 
 def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
     """Command-line text converted to each input's declared type."""
+    from flowengine.language.inputs import MAX_DEPTH, flow_depth, too_deep
     from flowengine.language.loader import parse_override
 
     typed = dict(values)
     for name, value in values.items():
         spec = wf.spec.inputs.get(name)
         if spec is not None and spec.type != "string" and isinstance(value, str):
-            typed[name] = parse_override(f"{name}={value}")[1]
+            if flow_depth(value) > MAX_DEPTH:  # refused before the parser spends seconds on it
+                raise too_deep(name)
+            try:
+                typed[name] = parse_override(f"{name}={value}")[1]
+            except RecursionError:  # block style nests deep too: `- - - ... x`
+                raise too_deep(name) from None
     return typed
 
 
