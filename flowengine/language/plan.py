@@ -10,6 +10,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from flowengine.language.graph import Graph
 from flowengine.language.templates import (
     CompiledTemplate,
+    ModelInfo,
     compile_value,
 )
 from flowengine.spec import (
@@ -41,19 +42,6 @@ class CompiledNode:
     per_model: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """A model as templates see it (``models.llama.weight``, ``model.id``); renders as its alias."""
-
-    alias: str
-    id: str
-    weight: float
-    provider: str
-
-    def __str__(self) -> str:
-        return self.alias
-
-
 @dataclass(frozen=True)
 class Plan:
     nodes: dict[str, CompiledNode]
@@ -66,6 +54,8 @@ class Plan:
     by_weight: tuple[str, ...]
     #: The prompt of each `llm` selector (a router model).
     routers: dict[str, CompiledTemplate] = field(default_factory=dict)
+    #: Whether ``output:`` reads ``metadata``, which is then made for it.
+    output_reads_metadata: bool = True
 
 
 def compile_plan(spec: WorkflowSpec, graph: Graph, env: ImmutableSandboxedEnvironment) -> Plan:
@@ -90,6 +80,7 @@ def compile_plan(spec: WorkflowSpec, graph: Graph, env: ImmutableSandboxedEnviro
         models,
         tuple(spec.model_sorted()),
         routers=routers,
+        output_reads_metadata=_reads("metadata", output),
     )
 
 
@@ -125,18 +116,18 @@ def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironme
         needs,
         include=include,
         exclude=compile_value(env, query.exclude),
-        per_model=_reads_model(prompt, system, common["vars"]),
+        per_model=_reads("model", prompt, system, common["vars"]),
         **common,
     )
 
 
-def _reads_model(*values: Any) -> bool:
-    """Whether any template in ``values`` (compiled ones, in mappings or lists) reads `model`."""
+def _reads(name: str, *values: Any) -> bool:
+    """Whether any template in ``values`` (compiled ones, in mappings or lists) reads ``name``."""
     for value in values:
-        if isinstance(value, CompiledTemplate) and value.may_read("model"):
+        if isinstance(value, CompiledTemplate) and value.may_read(name):
             return True
-        if isinstance(value, dict) and _reads_model(*value.values()):
+        if isinstance(value, dict) and _reads(name, *value.values()):
             return True
-        if isinstance(value, list) and _reads_model(*value):
+        if isinstance(value, list) and _reads(name, *value):
             return True
     return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import math
 import re
@@ -97,6 +98,12 @@ def _clamp(seconds: float) -> float | None:
 def parse_json(reply: HttpReply, what: str) -> Any:
     """The body as JSON, or a retryable ``malformed`` error quoting the start of the body."""
     try:
+        # UTF-8 first, as JSON over HTTP is: json.loads(bytes) would guess the encoding in
+        # Python code on every reply. Only a body that is not UTF-8 gets json's own guess.
+        return json.loads(reply.body.decode("utf-8-sig"))
+    except ValueError:  # UnicodeDecodeError included
+        pass
+    try:
         return json.loads(reply.body)
     except ValueError:
         raise CallError(
@@ -108,51 +115,30 @@ def parse_json(reply: HttpReply, what: str) -> Any:
         ) from None
 
 
-async def post_json(
-    session: aiohttp.ClientSession,
-    url: str,
-    payload: Mapping[str, Any],
-    *,
-    headers: Mapping[str, str],
-    timeout: float,
-    what: str,
-) -> HttpReply:
-    """POST ``payload`` as JSON and read the whole reply; every failure is a :class:`CallError`.
-
-    ``what`` names the remote side in messages ("provider 'openrouter'", "model selector").
-    The request headers, which may hold an API key, never appear in a message or a cause.
-    """
-    return await _request(session, "POST", url, payload, headers, timeout, what)
-
-
-async def get(
-    session: aiohttp.ClientSession,
-    url: str,
-    *,
-    headers: Mapping[str, str],
-    timeout: float,
-    what: str,
-) -> HttpReply:
-    """GET ``url`` and read the whole reply; every failure is a :class:`CallError`."""
-    return await _request(session, "GET", url, None, headers, timeout, what)
-
-
-async def _request(
+async def request(
     session: aiohttp.ClientSession,
     method: str,
     url: str,
-    payload: Mapping[str, Any] | None,
+    payload: Mapping[str, Any] | None = None,
+    *,
     headers: Mapping[str, str],
     timeout: float,
     what: str,
 ) -> HttpReply:
+    """Send ``payload`` as JSON (if any) and read the whole reply; every failure is a
+    :class:`CallError`.
+
+    ``what`` names the remote side in messages ("provider 'openrouter'", "model selector").
+    The request headers, which may hold an API key, never appear in a message or a cause,
+    and the key is masked in the reply's body, should a server echo it.
+    """
     try:
         async with session.request(
             method,
             url,
             json=payload,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            headers=headers or None,  # aiohttp does less for no headers than for {}
+            timeout=_client_timeout(timeout),
         ) as response:
             body = _masked(await response.read(), headers)
             return HttpReply(response.status, response.headers, body)
@@ -163,6 +149,11 @@ async def _request(
         hidden = isinstance(exc, aiohttp.ClientResponseError) or _quotes_key(exc, headers)
         cause = None if hidden else exc
     raise clean from cause
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(total: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total)  # immutable: one per distinct timeout
 
 
 def _api_key(headers: Mapping[str, str]) -> str | None:

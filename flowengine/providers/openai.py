@@ -14,14 +14,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowengine.errors import CallError
+from flowengine.providers import http
 from flowengine.providers.base import ChatRequest, Completion, ProviderContext
 from flowengine.providers.http import (
     HttpReply,
-    get,
     is_retryable_status,
     parse_json,
     parse_retry_after,
-    post_json,
     snippet,
 )
 from flowengine.results import Usage
@@ -55,8 +54,9 @@ class OpenAICompatible:
 
     async def price_list(self) -> Any:
         """The provider's ``GET /models`` reply (prices per token, on OpenRouter)."""
-        reply = await get(
+        reply = await http.request(
             self._ctx.session,
+            "GET",
             f"{self._spec.base_url}/models",
             headers=self.headers(),
             timeout=min(self._spec.timeout, 10.0),
@@ -99,8 +99,9 @@ class OpenAICompatible:
         """Make one attempt; any failure is raised as :class:`CallError`."""
         # model and messages win over params, so a stray param cannot redirect the call.
         payload = {**request.params, "model": request.model_id, "messages": request.messages}
-        reply = await post_json(
+        reply = await http.request(
             self._ctx.session,
+            "POST",
             self._url,
             payload,
             headers=self.headers(),
@@ -286,5 +287,8 @@ def _number(usage: dict[str, Any], key: str) -> float | None:
 
 
 def _count(usage: dict[str, Any], key: str) -> int | None:
+    value = usage.get(key)
+    if type(value) is int:  # the usual case: it needs no conversion
+        return value
     number = _number(usage, key)
     return None if number is None else int(number)

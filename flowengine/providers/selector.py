@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from flowengine.errors import CallError
-from flowengine.providers.http import HttpReply, parse_json, post_json, snippet
+from flowengine.providers.http import HttpReply, parse_json, request, snippet
 from flowengine.spec import HttpSelector
 
 
@@ -30,8 +30,14 @@ async def call_selector(
         model, scores = await call_selector(spec, session, "Explain quantum computing")
     """
     what = f"model selector at {spec.url}"
-    reply = await post_json(
-        session, spec.url, {"prompt": prompt}, headers=spec.headers, timeout=spec.timeout, what=what
+    reply = await request(
+        session,
+        "POST",
+        spec.url,
+        {"prompt": prompt},
+        headers=spec.headers,
+        timeout=spec.timeout,
+        what=what,
     )
     return _reply(reply, what)
 

@@ -134,7 +134,8 @@ class CallPath:
             result = self._failure(target, error, clock, queued=queued[0])
             return result, None
         latency = time.perf_counter() - clock  # the call's own time, before any pricing
-        completion = await self._priced(target, completion)
+        if completion.usage.cost is None:
+            completion = await self._priced(target, completion)
         result = self._success(
             target, completion, clock, attempts=attempts, latency=latency, queued=queued[0]
         )
@@ -173,7 +174,7 @@ class CallPath:
     async def _priced(self, target: Target, completion: Completion) -> Completion:
         """The completion with its cost from the provider's price list, when it has one."""
         price_list = getattr(target.provider, "price_list", None)
-        if completion.usage.cost is not None or price_list is None or self.prices is None:
+        if price_list is None or self.prices is None:
             return completion
         if target.cache_url is None:
             return completion

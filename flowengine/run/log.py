@@ -22,31 +22,43 @@ def _why(error: ErrorInfo | None) -> str:
     return f"{error.type}{status}: {error.message}"
 
 
-def log_event(event: Event) -> None:
-    """Log one event at its level; events nobody logs cost one comparison."""
-    where = f"{event.workflow} {event.run_id}"
+def _where(event: Event) -> str:
     node = f"{event.node}/{event.model}" if event.model else str(event.node)
-    if event.kind == "call_retried":
+    return f"{event.workflow} {event.run_id}: {node}"
+
+
+def log_event(event: Event) -> None:
+    """Log one event at its level; an event nobody logs costs a comparison or two."""
+    kind = event.kind
+    if kind == "call_finished":
+        if event.status == "failed":
+            log.warning("%s: call failed (%s)", _where(event), _why(event.error))
+        elif log.isEnabledFor(logging.DEBUG):
+            cached = " (cached)" if event.cached else ""
+            log.debug("%s: call succeeded in %.3fs%s", _where(event), event.duration_s, cached)
+    elif kind == "call_retried":
         log.info(
-            "%s: %s: attempt %s failed (%s); retrying in %.1fs",
-            where,
-            node,
+            "%s: attempt %s failed (%s); retrying in %.1fs",
+            _where(event),
             event.attempt,
             _why(event.error),
             event.delay_s or 0.0,
         )
-    elif event.kind == "selector_fallback":
+    elif kind == "selector_fallback":
         log.info(
-            "%s: %s: selector fallback to '%s': %s", where, event.node, event.model, event.reason
+            "%s %s: %s: selector fallback to '%s': %s",
+            event.workflow,
+            event.run_id,
+            event.node,
+            event.model,
+            event.reason,
         )
-    elif event.kind == "call_finished":
-        if event.status == "failed":
-            log.warning("%s: %s: call failed (%s)", where, node, _why(event.error))
-        elif log.isEnabledFor(logging.DEBUG):
-            cached = " (cached)" if event.cached else ""
-            log.debug("%s: %s: call succeeded in %.3fs%s", where, node, event.duration_s, cached)
-    elif event.kind == "node_failed":
-        log.warning("%s: node %s failed (%s)", where, event.node, _why(event.error))
-    elif event.kind == "run_finished":
+    elif kind == "node_failed":
+        log.warning("%s: node failed (%s)", _where(event), _why(event.error))
+    elif kind == "run_finished":
         level = logging.WARNING if event.status == "failed" else logging.INFO
-        log.log(level, "%s: run %s in %.2fs", where, event.status, event.duration_s or 0.0)
+        if log.isEnabledFor(level):
+            took = event.duration_s or 0.0
+            log.log(
+                level, "%s %s: run %s in %.2fs", event.workflow, event.run_id, event.status, took
+            )
