@@ -37,6 +37,9 @@ BUSY_BACKOFF_S = 5.0
 # The writer thread makes the writes waiting in its queue in one transaction, up to this many:
 # a commit costs more than the statements of many calls.
 WRITE_BATCH = 500
+# How long the writer lets writes gather before making them, at most: the delay before a cache
+# entry or a run record reaches the file (a run's own cache hits are served from memory).
+GATHER_S = 0.05
 # Each connection's page cache, in KiB (as a negative number, SQLite's way). Reads are lookups
 # by primary key and writes are appends: SQLite's default of 2 MiB per connection buys nothing.
 CACHE_KIB = -256
@@ -219,15 +222,22 @@ class Store:
         assert self._queue is not None
         stop = False
         while not stop:
-            batch: list[Queued] = []
-            item = self._queue.get()
-            while item is not None and len(batch) < WRITE_BATCH:
-                batch.append(item)
+            first = self._queue.get()
+            stop = first is None
+            batch = [] if first is None else [first]
+            if not stop:
+                # Let writes gather for a moment: one transaction then makes many, and the
+                # event loop is not held up by a thread that wakes for every single write.
+                time.sleep(GATHER_S)
+            while not stop and len(batch) < WRITE_BATCH:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            stop = item is None
+                if item is None:
+                    stop = True
+                else:
+                    batch.append(item)
             try:
                 if batch and self.enabled:
                     self._write_now(batch)
@@ -257,13 +267,11 @@ class Store:
         db.execute("BEGIN")
         try:
             for work in batch:
-                db.execute("SAVEPOINT one")  # each write whole or not at all
+                # A write of several statements makes itself whole or nothing (records.py).
                 try:
                     work(db)
                 except (ValueError, TypeError, OverflowError, sqlite3.InterfaceError) as exc:
-                    db.execute("ROLLBACK TO one")
                     log.warning("%s: a write was skipped: %s", self.path, exc)
-                db.execute("RELEASE one")
         except BaseException:
             db.execute("ROLLBACK")
             raise

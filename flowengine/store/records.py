@@ -88,8 +88,17 @@ def save_run(
     ]
 
     def write(db: sqlite3.Connection) -> None:
-        db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-        db.executemany("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", calls)
+        db.execute("SAVEPOINT run")  # the run and its calls, whole or not at all
+        try:
+            db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            db.executemany(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", calls
+            )
+        except BaseException:
+            db.execute("ROLLBACK TO run")
+            raise
+        finally:
+            db.execute("RELEASE run")
 
     store.write(write)
 
