@@ -11,9 +11,9 @@ from jinja2 import TemplateNotFound, UndefinedError
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from flowengine.language.plan import ModelInfo
 from flowengine.language.templates import (
     CompiledTemplate,
+    ModelInfo,
     PromptPathError,
     analyse,
     compile_value,

@@ -145,8 +145,9 @@ def _report(result: RunResult) -> None:
 
 def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
     """Command-line text converted to each input's declared type."""
+    from flowengine.language.bounded_yaml import YamlLimit
     from flowengine.language.inputs import MAX_DEPTH, flow_depth, too_deep
-    from flowengine.language.loader import parse_override
+    from flowengine.language.loader import parse_value
 
     typed = dict(values)
     for name, value in values.items():
@@ -155,9 +156,11 @@ def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
             if flow_depth(value) > MAX_DEPTH:  # refused before the parser spends seconds on it
                 raise too_deep(name)
             try:
-                typed[name] = parse_override(f"{name}={value}")[1]
-            except RecursionError:  # block style nests deep too: `- - - ... x`
-                raise too_deep(name) from None
+                typed[name] = parse_value(value)
+            except YamlLimit as exc:  # block style nests deep too: `- - - ... x`
+                if exc.deep:
+                    raise too_deep(name) from None
+                raise UsageError(f"input '{name}': {exc.message}", exc.fix) from None
     return typed
 
 

@@ -7,12 +7,15 @@ may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections import ChainMap
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.errors import Problem, did_you_mean
+from flowengine.language.ancestry import ancestry
+from flowengine.language.fields import METADATA, MODEL, NODE_OUTPUTS, ListOf, Shape, Table
 from flowengine.language.graph import Graph, describe_cycle
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.template_checks import Names, TemplateChecks
@@ -38,13 +41,15 @@ class Checker(TemplateChecks):
         self.env = env
         self.prompts_dir = prompts_dir
         self.graph = Graph.of(spec)
+        self.cycles = self.graph.cycles()
+        self.upstream = ancestry(self.graph, self.cycles)
         self.node_ids = frozenset(spec.nodes)
         self.problems: list[Problem] = []
         # Names (by section) that are in the file but failed structural checks. When set, this
-        # is a second pass over what could be read: references to these names are not errors,
-        # and prompt files wait until the structure is fixed.
+        # is a pass over what could be read: references to these names are not errors.
         self.partial = unreadable is not None
         self.unreadable = {section: set(names) for section, names in (unreadable or {}).items()}
+        self.shapes = self.known_shapes()
 
     def readable(self, section: str, name: str) -> bool:
         names = self.unreadable.get(section, set())
@@ -54,15 +59,24 @@ class Checker(TemplateChecks):
         self.check_names()
         self.check_references()
         self.check_needs()
-        if not self.problems_of("cycle"):
-            for node_id in self.spec.nodes:
-                self.check_node_templates(node_id)
-            self.check_output()
+        # Templates are checked even when the needs form a cycle: ancestors are still defined
+        # (see .ancestry), so one pass reports the cycle and every template problem too.
+        for node_id in self.spec.nodes:
+            self.check_node_templates(node_id)
+        self.check_output()
         self.check_routers()
         return self.problems
 
-    def problems_of(self, word: str) -> list[Problem]:
-        return [p for p in self.problems if word in p.message]
+    def known_shapes(self) -> dict[str, Shape]:
+        """What templates read whose fields are known: node outputs, ``models``, ``inputs``."""
+        spec = self.spec
+        shapes: dict[str, Shape] = {n: NODE_OUTPUTS[node.type] for n, node in spec.nodes.items()}
+        # Where part of a section could not be read, any name may be in it.
+        models = None if self.unreadable.get("models") else tuple(spec.models)
+        inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)
+        shapes["models"] = Table("models", "model", models, MODEL)
+        shapes["inputs"] = Table("inputs", "input", inputs)
+        return shapes
 
     # -- names and references -------------------------------------------------------------
 
@@ -73,6 +87,7 @@ class Checker(TemplateChecks):
                     ("nodes", node_id),
                     f"node id '{node_id}' is reserved",
                     "rename the node",
+                    code="reserved-name",
                     key=True,
                 )
             elif node_id in self.spec.inputs:
@@ -80,6 +95,7 @@ class Checker(TemplateChecks):
                     ("nodes", node_id),
                     f"node id '{node_id}' is also the name of an input",
                     "rename the node or the input: templates read both by name",
+                    code="name-clash",
                     key=True,
                 )
         for name in self.spec.inputs:
@@ -88,6 +104,7 @@ class Checker(TemplateChecks):
                     ("inputs", name),
                     f"input name '{name}' is reserved",
                     "rename the input",
+                    code="reserved-name",
                     key=True,
                 )
 
@@ -129,6 +146,7 @@ class Checker(TemplateChecks):
                     f"min_success is {node.min_success}, but the fanout calls at most "
                     f"{count} models",
                     f"lower min_success to {count} or add models",
+                    code="min-success",
                 )
 
     def check_models(self, path: YamlPath, aliases: Iterable[str]) -> None:
@@ -136,35 +154,39 @@ class Checker(TemplateChecks):
             if not is_template(alias):
                 self.check_ref((*path, i), alias, self.spec.models, "model")
 
-    def check_ref(self, path: YamlPath, name: str, known: Iterable[str], what: str) -> None:
-        names = list(known)
+    def check_ref(self, path: YamlPath, name: str, known: Collection[str], what: str) -> None:
         section = {"model": "models", "provider": "providers", "selector": "selectors"}[what]
-        if name in names or not self.readable(section, name):
+        if name in known or not self.readable(section, name):  # a dict: no pass over it
             return
+        names = list(known)
         fix = did_you_mean(name, names)
         if fix is None:
+            more = f", and {len(names) - 20:,} more" if len(names) > 20 else ""
             fix = f"declare it under `{section}:`" + (
-                f" (known: {', '.join(names)})" if names else ""
+                f" (known: {', '.join(names[:20])}{more})" if names else ""
             )
-        self.add(path, f"unknown {what} '{name}'", fix)
+        self.add(path, f"unknown {what} '{name}'", fix, code=f"unknown-{what}")
 
     def check_needs(self) -> None:
         for node_id, node in self.spec.nodes.items():
             for i, need in enumerate(node.needs):
                 path: YamlPath = ("nodes", node_id, "needs", i)
                 if need == node_id:
-                    self.add(path, f"node '{node_id}' needs itself", "remove it from its own needs")
+                    fix = "remove it from its own needs"
+                    self.add(path, f"node '{node_id}' needs itself", fix, code="self-need")
                 elif need not in self.spec.nodes and self.readable("nodes", need):
                     fix = (
                         did_you_mean(need, self.spec.nodes)
                         or f"known nodes: {', '.join(self.spec.nodes)}"
                     )
-                    self.add(path, f"node '{node_id}' needs unknown node '{need}'", fix)
-        for cycle in self.graph.cycles():
+                    message = f"node '{node_id}' needs unknown node '{need}'"
+                    self.add(path, message, fix, code="unknown-need")
+        for cycle in self.cycles:
             self.add(
                 ("nodes", cycle[0], "needs"),
                 f"cycle in needs: {describe_cycle(cycle)}",
                 "remove one of these needs so the nodes can run in order",
+                code="cycle",
                 key=True,
             )
 
@@ -178,8 +200,25 @@ class Checker(TemplateChecks):
         allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
         unknown_ok = not self.readable("inputs", "*")
         needs = tuple(n for n in node.needs if n in self.node_ids)
-        upstream = self.graph.ancestors(node_id)
-        return Names(frozenset(allowed), self.node_ids, node_id, needs, unknown_ok, upstream)
+        upstream = self.upstream(node_id) if self.needs_read(node_id) else self.node_ids
+        shapes = (
+            ChainMap[str, Shape]({"model": MODEL}, self.shapes)
+            if node.type == "fanout"
+            else self.shapes
+        )
+        return Names(
+            frozenset(allowed), self.node_ids, node_id, needs, unknown_ok, upstream, shapes=shapes
+        )
+
+    def needs_read(self, node_id: str) -> bool:
+        """Whether the node's needs could be read: if not, it may read any other node."""
+        if not self.partial:
+            return True
+        nodes = self.source.root.get("nodes")
+        raw = nodes.get(node_id) if isinstance(nodes, dict) else None
+        written = raw.get("needs") if isinstance(raw, dict) else None
+        # Needs that failed the structural checks were left out of the spec.
+        return not written or bool(self.spec.nodes[node_id].needs)
 
     def check_node_templates(self, node_id: str) -> None:
         node = self.spec.nodes[node_id]
@@ -195,6 +234,7 @@ class Checker(TemplateChecks):
                         (*base, "vars", name),
                         f"var '{name}' hides a name of the same name",
                         "rename the var",
+                        code="var-hides-name",
                         key=True,
                     )
             names = names.with_names(node.vars)
@@ -215,7 +255,13 @@ class Checker(TemplateChecks):
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""
         allowed = set(self.spec.inputs) | {"inputs", "models", "candidates"}
-        names = Names(frozenset(allowed), frozenset(), None)  # a router sees no node outputs
+        shapes = {
+            "models": self.shapes["models"],
+            "inputs": self.shapes["inputs"],
+            "candidates": ListOf("a list of models", MODEL),
+        }
+        # A router sees no node outputs.
+        names = Names(frozenset(allowed), frozenset(), None, shapes=shapes)
         for name, selector in self.spec.selectors.items():
             if not isinstance(selector, LlmSelector):
                 continue
@@ -232,7 +278,10 @@ class Checker(TemplateChecks):
         allowed = set(self.spec.inputs) | set(self.spec.nodes) | {"inputs", "models", "metadata"}
         allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
         unknown_ok = not self.readable("inputs", "*")
-        names = Names(frozenset(allowed), frozenset(self.spec.nodes), None, (), unknown_ok)
+        shapes = ChainMap[str, Shape]({"metadata": METADATA}, self.shapes)
+        names = Names(
+            frozenset(allowed), frozenset(self.spec.nodes), None, (), unknown_ok, shapes=shapes
+        )
         for path, text in _strings(self.spec.output, ("output",)):
             if is_template(text):
                 self.check_inline(path, text, names)

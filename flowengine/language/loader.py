@@ -1,8 +1,10 @@
 """YAML -> the plain data of a WorkflowSpec, keeping the line and column of every value.
 
-The loader reads the file with ruamel.yaml's round-trip parser (which records positions), applies
-``--set`` overrides and adds the built-in providers. Validating that data, and mapping pydantic's
-errors back to lines of the file, is :mod:`.schema_errors`'s part; :mod:`.workflow` joins the steps.
+The loader reads the file (a regular file of at most 10 MB, :mod:`.files`) with ruamel.yaml's
+round-trip parser, which records positions, within bounds on nesting and aliases
+(:mod:`.bounded_yaml`); it applies ``--set`` overrides and adds the built-in providers.
+Validating that data, and mapping pydantic's errors back to lines of the file, is
+:mod:`.schema_errors`'s part; :mod:`.workflow` joins the steps.
 """
 
 from __future__ import annotations
@@ -15,28 +17,35 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from flowengine.errors import Location, Problem, UsageError, WorkflowError
+from flowengine.language.bounded_yaml import MAX_DEPTH, YamlLimit, bounded_yaml, collector_paused
+from flowengine.language.files import (
+    MAX_WORKFLOW_BYTES,
+    TOO_LARGE_FIX,
+    FileRefused,
+    read_bytes,
+    size_text,
+)
 from flowengine.language.source import Source
 from flowengine.spec import BUILTIN_PROVIDERS
 
 
-def _yaml() -> YAML:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    return yaml
-
-
 def read_source(path: str | Path) -> Source:
-    """Read and parse a workflow file; raise WorkflowError for I/O and YAML syntax problems."""
+    """Read and parse a workflow file; raise WorkflowError for I/O and YAML syntax problems.
+
+    Only a regular file of at most :data:`MAX_WORKFLOW_BYTES` is read (see :mod:`.files`).
+    """
     name = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = read_bytes(path, MAX_WORKFLOW_BYTES, "a workflow file")
+        # As Path.read_text would: universal newlines, so that hashes and lines do not
+        # depend on the platform the file was saved on.
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise WorkflowError(
             [
@@ -49,20 +58,33 @@ def read_source(path: str | Path) -> Source:
         raise WorkflowError(
             [Problem(Location(name), "is a directory, not a workflow file", "name a .yaml file")]
         ) from None
+    except FileRefused as exc:
+        raise WorkflowError([Problem(Location(name), exc.message, exc.fix)]) from None
     except UnicodeDecodeError as exc:
         raise WorkflowError(
             [Problem(Location(name), f"not UTF-8 text ({exc.reason})", "save the file as UTF-8")]
         ) from None
     except OSError as exc:
         raise WorkflowError([Problem(Location(name), f"cannot read: {exc.strerror}")]) from None
+    except ValueError:  # os.stat refuses a path with a NUL character in it
+        raise WorkflowError(
+            [Problem(Location(repr(name)), "the path contains a NUL character", "remove it")]
+        ) from None
     return parse_source(name, text)
 
 
 def parse_source(name: str, text: str) -> Source:
     """Parse YAML text; the document must be a mapping."""
+    if len(text) > MAX_WORKFLOW_BYTES:  # text given directly (Workflow.from_string), not read
+        limit = size_text(MAX_WORKFLOW_BYTES)
+        message = f"is larger than {limit}, the most flowengine reads of a workflow"
+        raise WorkflowError([Problem(Location(name), message, TOO_LARGE_FIX)])
     source = Source(name, text)
     try:
-        root = _yaml().load(text)
+        with collector_paused():
+            root = bounded_yaml().load(text)
+    except YamlLimit as exc:
+        raise WorkflowError([Problem(_mark(source, exc.mark), exc.message, exc.fix)]) from None
     except MarkedYAMLError as exc:
         raise WorkflowError([_yaml_problem(source, exc)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
@@ -157,8 +179,8 @@ def _mark(source: Source, mark: Any) -> Location:
 def _first_key_line(text: str, mapping_mark: Any, key: str, duplicate_mark: Any) -> int | None:
     """The line where ``key`` first appears in the mapping that starts at ``mapping_mark``."""
     try:
-        root = YAML(typ="rt").compose(text)
-    except (YAMLError, ValueError, TypeError, RecursionError):
+        root = bounded_yaml().compose(text)
+    except (YAMLError, YamlLimit, ValueError, TypeError, RecursionError):
         return None
     stack: list[Any] = [root]
     while stack:
@@ -183,10 +205,20 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"--set {text}: expected PATH=VALUE", "for example --set models.llama.weight=4"
         )
     try:
-        value = YAML(typ="safe").load(StringIO(raw)) if raw.strip() else ""
+        return dotted.strip(), parse_value(raw)
+    except YamlLimit as exc:
+        raise UsageError(f"--set {dotted.strip()}=...: {exc.message}", exc.fix) from None
+
+
+def parse_value(raw: str) -> Any:
+    """Command-line text typed as YAML (``4`` -> 4, ``[a, b]`` -> a list); not YAML: the text.
+
+    Raises YamlLimit for a value nested too deep or whose aliases expand too far.
+    """
+    try:
+        return bounded_yaml("safe").load(StringIO(raw)) if raw.strip() else ""
     except YAMLError:
-        value = raw
-    return dotted.strip(), value
+        return raw
 
 
 def apply_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
@@ -195,6 +227,11 @@ def apply_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
         parts = dotted.split(".")
         if any(not p for p in parts):
             raise UsageError(f"--set {dotted}: empty part in path", "use dots between names only")
+        if len(parts) > MAX_DEPTH:
+            raise UsageError(
+                f"--set {dotted[:40]}...: the path has more than {MAX_DEPTH} parts",
+                "name a value of the workflow, such as models.llama.weight",
+            )
         flag = f"{dotted}={_yaml_text(value)}"
         node = source.root
         for depth, part in enumerate(parts[:-1]):
@@ -245,8 +282,13 @@ def _plain(value: Any) -> Any:
     return _scalar(value)
 
 
+_BUILTIN_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def _scalar(value: Any) -> Any:
     # ruamel returns str/int/float subclasses that carry formatting; pydantic wants the builtins.
+    if type(value) in _BUILTIN_SCALARS:  # most values: no subclass to unwrap
+        return value
     for kind in (bool, str, int, float):
         if isinstance(value, kind):
             return kind(value)

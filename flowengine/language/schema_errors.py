@@ -39,7 +39,9 @@ def problem_from_error(source: Source, error: ErrorDetails) -> Problem:
         allowed = _fields(_walk(source.root, tuple(error["loc"])[:-1])[1])
         fix = _unknown_key_fix(key, allowed)
         parent = ".".join(str(p) for p in path[:-1]) or "the top level"
-        return Problem(source.locate(path, key=True), f"unknown key '{key}' in {parent}", fix)
+        return Problem(
+            source.locate(path, key=True), f"unknown key '{key}' in {parent}", fix, "unknown-key"
+        )
     if kind == "missing":
         return _missing_problem(source, path)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
@@ -55,7 +57,7 @@ def problem_from_error(source: Source, error: ErrorDetails) -> Problem:
         )
     elif kind == "list_type" and path:
         fix = f"write a list: `{path[-1]}: [a, b]`"
-    return Problem(source.locate(path), f"{where}: {message}", fix)
+    return Problem(source.locate(path), f"{where}: {message}", fix, "invalid-value")
 
 
 # Pydantic's wording, said as a YAML author would: "expected a number, got 'heavy'".
@@ -142,10 +144,10 @@ def _missing_problem(source: Source, path: YamlPath) -> Problem:
         names = [str(n) for n in source.root[parent[0]] if (parent[0], n) not in source.overrides]
         fix = did_you_mean(str(parent[1]), names) or f"to declare a new one, also set {owner}.{key}"
         what = _ENTITY.get(str(parent[0]), "entry")
-        return Problem(source.locate(parent), f"there is no {what} '{parent[1]}' to override", fix)
-    return Problem(
-        source.locate(parent, key=True), f"{owner} is missing required key '{key}'", f"add `{key}:`"
-    )
+        message = f"there is no {what} '{parent[1]}' to override"
+        return Problem(source.locate(parent), message, fix, "no-such-entry")
+    message = f"{owner} is missing required key '{key}'"
+    return Problem(source.locate(parent, key=True), message, f"add `{key}:`", "missing-key")
 
 
 def _tag_problem(source: Source, path: YamlPath, kind: str, ctx: dict[str, Any]) -> Problem:
@@ -159,6 +161,7 @@ def _tag_problem(source: Source, path: YamlPath, kind: str, ctx: dict[str, Any])
             source.locate(path, key=True),
             f"{name} has no `type`",
             f"add `type:`, one of: {', '.join(expected)}",
+            "missing-type",
         )
     tag = str(ctx.get("tag"))
     fix = did_you_mean(tag, expected)
@@ -167,7 +170,8 @@ def _tag_problem(source: Source, path: YamlPath, kind: str, ctx: dict[str, Any])
         if fix
         else f"use one of: {', '.join(expected)}"
     )
-    return Problem(source.locate((*path, "type")), f"{name}: unknown {what} type '{tag}'", fix)
+    message = f"{name}: unknown {what} type '{tag}'"
+    return Problem(source.locate((*path, "type")), message, fix, "unknown-type")
 
 
 def _key_problem(source: Source, path: YamlPath, msg: str) -> Problem:
@@ -180,7 +184,8 @@ def _key_problem(source: Source, path: YamlPath, msg: str) -> Problem:
     what = {"nodes": "node id", "inputs": "input name", "models": "model alias"}.get(
         section, "name"
     )
-    return Problem(source.locate(path, key=True), f"{what} '{name}' is not valid ({msg})", fix)
+    message = f"{what} '{name}' is not valid ({msg})"
+    return Problem(source.locate(path, key=True), message, fix, "invalid-name")
 
 
 def _walk(root: Any, loc: tuple[Any, ...]) -> tuple[YamlPath, Any]:

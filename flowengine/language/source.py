@@ -40,11 +40,12 @@ class Source:
         """Where the value at ``path`` is (or its key, with ``key=True``).
 
         A path that leads off the tree points at the deepest part that exists; a path set by an
-        override points at the ``--set`` that set it.
+        override points at the ``--set`` that set it: the most specific one, since an earlier
+        ``--set`` may have made up the mapping a later one sets a value in.
         """
-        for prefix, flag in self.overrides.items():
-            if path[: len(prefix)] == prefix:
-                return Location(f"--set {flag}")
+        found = [prefix for prefix in self.overrides if path[: len(prefix)] == prefix]
+        if found:
+            return Location(f"--set {self.overrides[max(found, key=len)]}")
         line, col = 1, 1
         node = self.root
         for i, part in enumerate(path):

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from jinja2 import TemplateNotFound
+from jinja2 import TemplateNotFound, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from flowengine.errors import Location, Problem, did_you_mean
+from flowengine.language.fields import Shape, field_issues
+from flowengine.language.prompt_files import PromptFileError
 from flowengine.language.source import Source, YamlPath
-from flowengine.language.templates import PromptPathError, analyse, included_templates, prompt_file
+from flowengine.language.templates import analyse, references
 
 # Where a problem is, from the template's 1-based line and the word to point at (if any).
 Where = Callable[[int, str | None], Location]
@@ -36,28 +38,39 @@ class Names:
     unknown_ok: bool = False  # part of the file could not be read: unknown names may be there
     upstream: Collection[str] = frozenset()  # the owner's ancestors, readable by name
     hidden: frozenset[str] = frozenset()  # names this template may not read after all
+    # What names hold where their fields are known (node outputs, `models`...), to check the
+    # fields templates read; names the node sets itself (`vars`) hold what it computes.
+    shapes: Mapping[str, Shape] = field(default_factory=dict)
+    own: frozenset[str] = frozenset()
 
     def allows(self, name: str) -> bool:
         return name not in self.hidden and (name in self.allowed or name in self.upstream)
 
-    def problem(self, name: str) -> tuple[str, str | None] | None:
+    def shape(self, name: str) -> Shape | None:
+        return None if name in self.hidden or name in self.own else self.shapes.get(name)
+
+    def problem(self, name: str) -> tuple[str, str | None, str] | None:
+        """What is wrong with reading ``name`` here: message, fix and code; None if nothing."""
         if self.allows(name):
             return None
         if name == self.owner:
             return (
                 f"template uses '{name}', the output of its own node",
                 "read an upstream node instead",
+                "own-output",
             )
         if name in self.nodes:
             needs = ", ".join([*self.needs, name])
             return (
                 f"template uses node '{name}', which is not among the needs of node '{self.owner}'",
                 f"add '{name}' to the needs of '{self.owner}': `needs: [{needs}]`",
+                "not-a-need",
             )
         if name == "model":
             return (
                 "template uses 'model', which exists only in fanout nodes",
                 "use the node's `model:` value instead",
+                "fanout-only-name",
             )
         if self.unknown_ok:
             return None
@@ -65,14 +78,15 @@ class Names:
         fix = did_you_mean(name, known) or (
             f"names known here: {', '.join(known)}; declare an input under `inputs:`"
         )
-        return f"template uses undefined name '{name}'", fix
+        return f"template uses undefined name '{name}'", fix, "undefined-name"
 
     def with_names(self, names: Iterable[str], *, drop: Iterable[str] = ()) -> Names:
-        """These names and ``names``, less ``drop``."""
+        """These names (set by the node itself) and ``names``, less ``drop``."""
         return replace(
             self,
             allowed=self.allowed | set(names),
             hidden=(self.hidden - set(names)) | set(drop),
+            own=self.own | set(names),
         )
 
 
@@ -83,12 +97,11 @@ class TemplateChecks:
     env: ImmutableSandboxedEnvironment
     prompts_dir: Path | None
     problems: list[Problem]
-    partial: bool
 
     def add(
-        self, path: YamlPath, message: str, fix: str | None = None, *, key: bool = False
+        self, path: YamlPath, message: str, fix: str | None, *, code: str, key: bool = False
     ) -> None:
-        self.problems.append(Problem(self.source.locate(path, key=key), message, fix))
+        self.problems.append(Problem(self.source.locate(path, key=key), message, fix, code))
 
     def check_inline(self, path: YamlPath, text: str, names: Names) -> None:
         base = self.source.locate(path)
@@ -115,31 +128,36 @@ class TemplateChecks:
         self.check_template(text, names, where)
 
     def check_prompt_file(self, path: YamlPath, name: str, names: Names) -> None:
-        if self.partial:
-            return
         if self.prompts_dir is None:
             self.add(
                 path,
                 f"prompt file '{name}': there is no prompts/ folder beside the workflow "
                 "or above it",
                 "create prompts/ next to the workflow, or write the prompt inline with `template:`",
+                code="no-prompts-folder",
             )
             return
         self.check_prompt(path, name, names, seen=set())
 
     def check_prompt(self, path: YamlPath, name: str, names: Names, seen: set[str]) -> None:
-        assert self.prompts_dir is not None
-        try:
-            file = prompt_file(self.prompts_dir, name)
-        except PromptPathError as exc:
-            self.add(path, str(exc), "name a file inside prompts/, such as critique.j2")
-            return
-        if name in seen:
-            return
+        self.check_loaded(name, names, self.source.locate(path), (), seen)
+
+    def check_loaded(
+        self, name: str, names: Names, at: Location, chain: tuple[str, ...], seen: set[str]
+    ) -> None:
+        """The prompt file ``name``, loaded as a run loads it; a load problem is put ``at``."""
         seen.add(name)
+        if self.prompts_dir is None or self.env.loader is None:
+            message = f"template includes '{name}', but there is no prompts/ folder"
+            fix = "create prompts/ next to the workflow, or write the included text inline"
+            self.problems.append(Problem(at, message, fix, "no-prompts-folder"))
+            return
         try:
-            text = file.read_text(encoding="utf-8")
-        except (FileNotFoundError, IsADirectoryError):
+            text, file, _ = self.env.loader.get_source(self.env, name)
+        except PromptFileError as exc:
+            self.problems.append(Problem(at, str(exc), exc.fix, exc.code))
+            return
+        except TemplateNotFound:
             existing = sorted(
                 str(p.relative_to(self.prompts_dir)) for p in self.prompts_dir.rglob("*.j2")
             )
@@ -147,34 +165,80 @@ class TemplateChecks:
                 did_you_mean(name, existing)
                 or f"files in prompts/: {', '.join(existing) or 'none'}"
             )
-            self.add(path, f"prompt file '{name}' not found in {_display(self.prompts_dir)}/", fix)
+            message = f"prompt file '{name}' not found in {_display(self.prompts_dir)}/"
+            self.problems.append(Problem(at, message, fix, "prompt-not-found"))
             return
-        except (OSError, UnicodeDecodeError) as exc:
-            self.add(path, f"cannot read prompt file '{name}': {exc}")
-            return
-        display = _display(file)
-        file_source = Source(display, text)
+        file_source = Source(_display(Path(file or name)), text)
 
         def where(line: int, word: str | None) -> Location:
             return file_source.at(line, _column_of(file_source.at(line).source_line, word, 1))
 
-        self.check_template(text, names, where)
-        for child in included_templates(self.env, text):
-            self.check_prompt(path, child, names, seen)
+        self.check_template(text, names, where, (*chain, name), seen)
 
-    def check_template(self, text: str, names: Names, where: Where) -> None:
+    def check_includes(
+        self, text: str, names: Names, where: Where, chain: tuple[str, ...], seen: set[str]
+    ) -> None:
+        """What a template includes, imports or extends, each at the line of its tag."""
+        for reference in references(self.env, text):
+            at = where(reference.line, reference.name)
+            if reference.name in chain:
+                cycle = " -> ".join([*chain[chain.index(reference.name) :], reference.name])
+                message = f"cycle in includes: {cycle}"
+                fix = "remove one of these includes: rendering them would never end"
+                self.problems.append(Problem(at, message, fix, "include-cycle"))
+            elif reference.name not in seen and not (
+                reference.optional and not self.loadable(reference.name)
+            ):
+                self.check_loaded(reference.name, names, at, chain, seen)
+
+    def loadable(self, name: str) -> bool:
+        try:
+            return self.env.loader is not None and bool(self.env.loader.get_source(self.env, name))
+        except PromptFileError:
+            return True  # there, but refused: `ignore missing` does not excuse that
+        except TemplateNotFound:
+            return False
+
+    def check_template(
+        self,
+        text: str,
+        names: Names,
+        where: Where,
+        chain: tuple[str, ...] = (),
+        seen: set[str] | None = None,
+    ) -> None:
+        """A template's own problems, then those of the prompt files it includes.
+
+        ``chain`` is the prompt files that include this one, to tell a cycle; ``seen`` the ones
+        already checked for this template.
+        """
+        self.check_includes(text, names, where, chain, set() if seen is None else seen)
         try:
             uses, issues = analyse(self.env, text)
         except TemplateNotFound as exc:  # pragma: no cover - analyse does not load files
-            self.problems.append(Problem(where(1, None), f"template not found: {exc}"))
+            self.problems.append(
+                Problem(where(1, None), f"template not found: {exc}", None, "template")
+            )
             return
         for issue in issues:
-            self.problems.append(Problem(where(issue.line, issue.word), issue.message, issue.fix))
+            at = where(issue.line, issue.word)
+            self.problems.append(Problem(at, issue.message, issue.fix, "template"))
         for use in uses:
             found = names.problem(use.name)
             if found:
-                message, fix = found
-                self.problems.append(Problem(where(use.line, use.name), message, fix))
+                self.problems.append(Problem(where(use.line, use.name), *found))
+        self.check_fields(text, names, where)
+
+    def check_fields(self, text: str, names: Names, where: Where) -> None:
+        """The fields the template reads of node outputs, models and metadata exist."""
+        try:
+            # Parsed again: analyse() keeps its syntax tree to itself.
+            ast = self.env.parse(text)
+        except TemplateSyntaxError:
+            return  # analyse() reported it
+        for issue in field_issues(ast, names.shape):
+            at = where(issue.line, issue.word)
+            self.problems.append(Problem(at, issue.message, issue.fix, issue.code))
 
 
 _TAG = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)")

@@ -7,6 +7,7 @@ are never rendered as templates themselves.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import (
-    FileSystemLoader,
     StrictUndefined,
     TemplateNotFound,
+    TemplateRuntimeError,
     TemplateSyntaxError,
     Undefined,
     meta,
@@ -24,6 +25,29 @@ from jinja2 import (
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+# PromptPathError and prompt_file are re-exported: they were defined here first.
+from flowengine.errors import did_you_mean
+from flowengine.language.prompt_files import PromptLoader
+from flowengine.language.prompt_files import PromptPathError as PromptPathError
+from flowengine.language.prompt_files import prompt_file as prompt_file
+from flowengine.language.sandbox import (
+    MAX_DIGITS,
+    MAX_ITEMS,
+    BoundedSandbox,
+    TemplateTooDeep,
+    binop_problem,
+    tree_depth,
+)
+from flowengine.results import CallResult, ErrorInfo, SelectResult, Usage
+
+_BUILTINS = "https://jinja.palletsprojects.com/en/stable/templates/#list-of-builtin-{what}s"
+_SMALLER = (
+    f"make a smaller value: a template makes at most {MAX_ITEMS:,} characters or items, "
+    f"and numbers of at most {MAX_DIGITS:,} digits"
+)
+# Syntax trees this deep or deeper are compiled while checking. The shallowest that Python's
+# compiler refuses is 21 nested {% for %} blocks, 23 levels deep; prompts are 4 to 10.
+_COMPILE_DEPTH = 16
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 TEMPLATE_MARKERS = ("{{", "{%", "{#")
 
@@ -41,12 +65,28 @@ def single_expression(text: str) -> str | None:
     return None if any(m in expr for m in ("{{", "}}", "{%", "%}")) else expr.strip()
 
 
-class PromptPathError(ValueError):
-    """A prompt path that is absolute or climbs out of the prompts directory."""
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model as templates see it (``models.llama.weight``, ``model.id``); renders as its alias."""
+
+    alias: str
+    id: str
+    weight: float
+    provider: str
+
+    def __str__(self) -> str:
+        return self.alias
 
 
-class PromptEnvironment(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, whose templates hold their globals in a plain dict.
+#: The fields of the plain data types templates read (results, model entries), by type.
+DATA_FIELDS: dict[type, frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls))
+    for cls in (CallResult, SelectResult, Usage, ErrorInfo, ModelInfo)
+}
+
+
+class PromptEnvironment(BoundedSandbox):
+    """Jinja's immutable sandbox (with bounds), whose templates hold their globals in a plain dict.
 
     Jinja's default, a ChainMap over the environment's globals, is copied key by key on every
     render; a workflow never changes its globals after loading, and a dict copies in one step
@@ -56,9 +96,18 @@ class PromptEnvironment(ImmutableSandboxedEnvironment):
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         return {**self.globals, **(d or {})}
 
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # A result's fields are plain data (strings, numbers, nested results), safe to read:
+        # answering that at once spares the sandbox's general checks on most reads templates
+        # make. Every other attribute of every object goes through those checks unchanged.
+        fields = DATA_FIELDS.get(type(obj))
+        if fields is not None and attr in fields:
+            return True
+        return super().is_safe_attribute(obj, attr, value)
+
 
 def make_environment(prompts_dir: Path | None) -> ImmutableSandboxedEnvironment:
-    loader = FileSystemLoader(str(prompts_dir)) if prompts_dir is not None else None
+    loader = PromptLoader(prompts_dir) if prompts_dir is not None else None
     return PromptEnvironment(
         loader=loader,
         undefined=StrictUndefined,
@@ -76,17 +125,6 @@ def find_prompts_dir(workflow_path: Path) -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
-
-
-def prompt_file(prompts_dir: Path, name: str) -> Path:
-    """The file for ``prompt: name``; raise PromptPathError if it would escape prompts/."""
-    if Path(name).is_absolute() or "\\" in name:
-        raise PromptPathError(f"prompt path {name!r} must be relative to prompts/")
-    root = prompts_dir.resolve()
-    target = (root / name).resolve()
-    if not target.is_relative_to(root):
-        raise PromptPathError(f"prompt path {name!r} leads outside prompts/")
-    return target
 
 
 @dataclass(frozen=True)
@@ -108,20 +146,29 @@ class TemplateIssue:
 def analyse(
     env: ImmutableSandboxedEnvironment, source: str
 ) -> tuple[list[NameUse], list[TemplateIssue]]:
-    """Parse a template: the undeclared variables it reads, and syntax or safety problems."""
+    """Parse a template: the undeclared variables it reads, and syntax or safety problems.
+
+    A template nested deep enough is compiled too, so that whatever passes here also compiles
+    when a run compiles it.
+    """
     try:
         ast = env.parse(source)
     except TemplateSyntaxError as exc:
-        return [], [
-            TemplateIssue(f"template syntax: {exc.message}", exc.lineno or 1, _syntax_fix(exc))
-        ]
-    undeclared = meta.find_undeclared_variables(ast) - set(env.globals)
+        return [], [_syntax_issue(exc)]
+    unknown = list(_unknown_filters(env, ast))
+    if unknown:  # compiling would fail on the first of them, with less to say
+        return [], [*unknown, *_unsafe(ast)]
+    try:
+        undeclared = meta.find_undeclared_variables(ast) - set(env.globals)
+        _compile(env, source, ast)
+    except TemplateSyntaxError as exc:  # from the code generator or Python's compiler
+        return [], [_syntax_issue(exc)]
     first_line: dict[str, int] = {}
     for name_node in ast.find_all(nodes.Name):
         if name_node.name in undeclared and name_node.ctx == "load":
             first_line.setdefault(name_node.name, name_node.lineno)
     uses = [NameUse(name, first_line.get(name, 1)) for name in sorted(undeclared)]
-    return sorted(uses, key=lambda u: (u.line, u.name)), list(_unsafe(ast))
+    return sorted(uses, key=lambda u: (u.line, u.name)), [*_unsafe(ast), *_too_large(ast)]
 
 
 def _unsafe(ast: nodes.Template) -> Iterator[TemplateIssue]:
@@ -144,6 +191,58 @@ def _const(node: nodes.Node) -> Any:
     return node.value if isinstance(node, nodes.Const) else None
 
 
+def _unknown_filters(
+    env: ImmutableSandboxedEnvironment, ast: nodes.Template
+) -> Iterator[TemplateIssue]:
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        what, known = (
+            ("filter", env.filters) if isinstance(node, nodes.Filter) else ("test", env.tests)
+        )
+        if node.name not in known:
+            fix = did_you_mean(node.name, known) or f"see {_BUILTINS.format(what=what)}"
+            yield TemplateIssue(f"unknown {what} '{node.name}'", node.lineno, fix, node.name)
+
+
+def _too_large(ast: nodes.Template) -> Iterator[TemplateIssue]:
+    """Operations on constants whose result a run would refuse (``'a' * 3000000000``)."""
+    for node in ast.find_all((nodes.Mul, nodes.Pow, nodes.Mod)):
+        assert isinstance(node, nodes.BinExpr)
+        if isinstance(node.left, nodes.Const) and isinstance(node.right, nodes.Const):
+            problem = binop_problem(node.operator, node.left.value, node.right.value)
+            if problem is not None:
+                word = node.operator if node.operator != "%" else None  # `{%` has one too
+                yield TemplateIssue(f"template: {problem}", node.lineno, _SMALLER, word)
+
+
+def _compile(env: ImmutableSandboxedEnvironment, source: str, ast: nodes.Template) -> None:
+    """Compile a template that nests deep enough to reach Python's compiler limits (20 nested
+    loops, 100 levels of indentation), as a run does: a lone ``{{ expr }}`` both ways.
+
+    Shallower templates are not compiled: that would double the time checks take.
+    """
+    if tree_depth(ast)[0] < _COMPILE_DEPTH:
+        return
+    env.compile(source)
+    expr = single_expression(source)
+    if expr:
+        env.compile_expression(expr, undefined_to_none=False)
+
+
+def _syntax_issue(exc: TemplateSyntaxError) -> TemplateIssue:
+    if isinstance(exc, TemplateTooDeep):
+        return _too_deep_issue(exc.lineno)
+    return TemplateIssue(f"template syntax: {exc.message}", exc.lineno or 1, _syntax_fix(exc))
+
+
+def _too_deep_issue(line: int) -> TemplateIssue:
+    return TemplateIssue(
+        "template nested too deeply",
+        line,
+        "nest fewer {% if %} / {% for %} blocks and brackets, and chain fewer operators; an "
+        "inner part can move to a prompt file that this one includes",
+    )
+
+
 def _syntax_fix(exc: TemplateSyntaxError) -> str:
     text = exc.message or ""
     if "end of template" in text or "endfor" in text or "endif" in text:
@@ -151,11 +250,36 @@ def _syntax_fix(exc: TemplateSyntaxError) -> str:
     return "check the {{ ... }} and {% ... %} delimiters on this line"
 
 
-def included_templates(env: ImmutableSandboxedEnvironment, source: str) -> list[str]:
+@dataclass(frozen=True)
+class Reference:
+    """A template that a template includes, imports or extends by name, and where."""
+
+    name: str
+    line: int
+    optional: bool = False  # `{% include ... ignore missing %}`
+
+
+def references(env: ImmutableSandboxedEnvironment, source: str) -> list[Reference]:
+    """The templates ``source`` names in include, import, from-import and extends tags.
+
+    Names computed while rendering (``{% include var %}``) are not known here; the loader
+    still keeps every load inside prompts/.
+    """
     try:
-        return [n for n in meta.find_referenced_templates(env.parse(source)) if n is not None]
+        ast = env.parse(source)
     except TemplateSyntaxError:
         return []
+    found = []
+    for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        assert isinstance(node, nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport)
+        target = node.template
+        items = target.items if isinstance(target, nodes.Tuple | nodes.List) else [target]
+        optional = isinstance(node, nodes.Include) and node.ignore_missing
+        for item in items:
+            name = _const(item)
+            if isinstance(name, str):
+                found.append(Reference(name, node.lineno, optional))
+    return found
 
 
 class CompiledTemplate:
@@ -182,6 +306,7 @@ class CompiledTemplate:
         self.source = ""
         self.name = name
         self._expr = None
+        # The loader reads each file once, so asking it for the text again costs no read.
         self._template = env.get_template(name)
         self._names = _names_read(env, env.loader.get_source(env, name)[0])
         return self
@@ -198,7 +323,10 @@ class CompiledTemplate:
         """The native value for ``{{ expr }}``; the rendered string for anything else."""
         if self._expr is None:
             return self.render(context)
-        value = self._expr(context)
+        try:
+            value = self._expr(context)
+        except RecursionError:
+            raise _recursed() from None
         if isinstance(value, Undefined):
             # An expression's value is not printed, so StrictUndefined (and the sandbox, which
             # answers an unsafe read with an Undefined) would not raise by itself.
@@ -208,7 +336,16 @@ class CompiledTemplate:
     def render(self, context: Mapping[str, Any]) -> str:
         if self._template is None:
             return str(self.evaluate(context))
-        return self._template.render(context)
+        try:
+            return self._template.render(context)
+        except RecursionError:
+            raise _recursed() from None
+
+
+def _recursed() -> TemplateRuntimeError:
+    # A macro that calls itself, or an include whose name is computed while rendering: the
+    # checks cannot see either, and the run must fail the node, not the process.
+    return TemplateRuntimeError("template recursed too deeply (a macro or include calling itself?)")
 
 
 def _names_read(env: ImmutableSandboxedEnvironment, source: str) -> frozenset[str] | None:
