@@ -160,6 +160,9 @@ def _tool_calls(message: Any) -> list[dict[str, Any]] | None:
     return kept or None
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _content(message: Any) -> str | None:
     """The message text; a list of content parts is joined."""
     if not isinstance(message, dict):
@@ -168,7 +171,11 @@ def _content(message: Any) -> str | None:
     if isinstance(content, list):
         parts = [p.get("text") for p in content if isinstance(p, dict)]
         content = "".join(p for p in parts if isinstance(p, str))
-    return content if isinstance(content, str) and content.strip() else None
+    if not isinstance(content, str) or not content.strip():
+        return None
+    # JSON may escape a lone surrogate ("\ud800"), which no UTF-8 file, record or reply can
+    # hold: it becomes U+FFFD, as an undecodable byte would.
+    return _LONE_SURROGATE.sub("\ufffd", content)
 
 
 def _empty(finish: str | None, what: str) -> CallError:

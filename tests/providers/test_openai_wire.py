@@ -420,3 +420,12 @@ async def test_a_key_echoed_across_the_excerpt_limit_leaves_no_prefix(
     error = await fail(provider)
     assert KEY[:8] not in error.message and "sk-or-v1" not in error.message
     assert "Bearer ***" in error.message
+
+
+async def test_a_lone_surrogate_in_an_answer_becomes_a_replacement_character(
+    mocked: aioresponses, provider: OpenAICompatible
+) -> None:
+    mocked.post(URL, body='{"choices": [{"message": {"content": "caf\\ud800e"}}]}')
+    result = await provider.complete(REQUEST)
+    assert result.content == "caf\ufffde"
+    result.content.encode("utf-8")  # writable to any file, record or reply
