@@ -71,6 +71,7 @@ def validate_time(path: Path, runs: int) -> tuple[float, str]:
         started = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "flowengine", "validate", str(path)],
+            cwd=path.parent,  # not the checkout: `-m` would import its flowengine first
             capture_output=True,
             text=True,
             check=False,
