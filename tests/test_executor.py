@@ -435,13 +435,34 @@ async def test_inputs_are_checked() -> None:
         wf.bind_inputs({"promt": "x"})
 
 
+# A fanout over three models of the built-in offline provider's type.
+THREE_MODELS = """\
+version: 1
+name: {name}
+models:
+  a: {{id: vendor/a, weight: 3}}
+  b: {{id: vendor/b, weight: 2}}
+  c: {{id: vendor/c, weight: 1}}
+nodes:
+  all: {{type: fanout, models: {{}}, template: "q"{extra}}}
+"""
+
+
+def offline_is(monkeypatch: pytest.MonkeyPatch, provider: Any) -> None:
+    """Make ``type: offline`` (what --offline uses) build ``provider(name, spec)`` in this test."""
+    from flowengine.providers import registry
+
+    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
+    registry.register_provider("offline", lambda name, spec, ctx: provider(name, spec))
+
+
 # -- a cancelled run ends every call it started ----------------------------------------------
 
 
 async def test_a_cancelled_run_ends_every_call_of_its_fanout_and_keeps_what_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from flowengine.providers import ChatRequest, Completion, registry
+    from flowengine.providers import ChatRequest, Completion
 
     ended: list[str] = []
     slow_started = asyncio.Event()
@@ -462,21 +483,8 @@ async def test_a_cancelled_run_ends_every_call_of_its_fanout_and_keeps_what_fini
                 await asyncio.sleep(0.01)  # cleanup that takes time, as a closed request's does
                 ended.append(request.model_id)
 
-    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
-    registry.register_provider("offline", lambda name, spec, ctx: Slow(name, spec))
-    wf = inline(
-        """\
-version: 1
-name: slow-fanout
-models:
-  a: {id: vendor/a, weight: 3}
-  b: {id: vendor/b, weight: 2}
-  c: {id: vendor/c, weight: 1}
-nodes:
-  all: {type: fanout, models: {}, template: "q"}
-""",
-        tmp_path,
-    )
+    offline_is(monkeypatch, Slow)
+    wf = inline(THREE_MODELS.format(name="slow-fanout", extra=""), tmp_path)
     events: list[Event] = []
     async with Engine(offline=True, environ={}, cache=False, listeners=[events.append]) as engine:
         task = asyncio.create_task(engine.run(wf))
@@ -497,7 +505,7 @@ nodes:
 async def test_a_provider_that_raises_fails_only_its_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flowengine.providers import ChatRequest, Completion, registry
+    from flowengine.providers import ChatRequest, Completion
 
     class Buggy:
         """A plugin with a bug: it raises ValueError, not CallError, for one model."""
@@ -511,21 +519,9 @@ async def test_a_provider_that_raises_fails_only_its_call(
                 raise ValueError("unexpected field 'x'")
             return Completion(content=f"answer from {request.model_id}")
 
-    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
-    registry.register_provider("offline", lambda name, spec, ctx: Buggy(name, spec))
-    wf = inline(
-        """\
-version: 1
-name: buggy-plugin
-models:
-  a: {id: vendor/a, weight: 3}
-  b: {id: vendor/b, weight: 2}
-  c: {id: vendor/c, weight: 1}
-nodes:
-  all: {type: fanout, models: {}, template: "q", retry: {attempts: 3, initial: 1ms}}
-""",
-        tmp_path,
-    )
+    offline_is(monkeypatch, Buggy)
+    extra = ", retry: {attempts: 3, initial: 1ms}"
+    wf = inline(THREE_MODELS.format(name="buggy-plugin", extra=extra), tmp_path)
     async with Engine(offline=True, environ={}, cache=False, record=False) as engine:
         result = await engine.run(wf)
     assert result.status == "partial"

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowengine.batch.rows import LONE_SURROGATE
 from flowengine.errors import RunError, UsageError
+from flowengine.text import without_lone_surrogates
 
 if sys.platform != "win32":
     import fcntl
@@ -78,7 +78,7 @@ def encode(record: Mapping[str, Any]) -> bytes:
     try:
         return line.encode("utf-8")
     except UnicodeEncodeError:
-        return LONE_SURROGATE.sub("\ufffd", line).encode("utf-8")
+        return without_lone_surrogates(line).encode("utf-8")
 
 
 def check_output(path: Path, resume: bool) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import re
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -19,13 +18,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from flowengine.errors import UsageError
+from flowengine.language.inputs import MAX_DEPTH, find_lone_surrogate, nested_too_deep
 from flowengine.language.workflow import Workflow
+from flowengine.text import LONE_SURROGATE
 
 MAX_ROW_BYTES = 10 * 2**20  # a longer line is an invalid row, skipped without being kept
-MAX_DEPTH = 100  # arrays and objects nested deeper make a row invalid
 SKIP_BLOCK = 2**16  # bytes read at a time while skipping the rest of a line too long
-# A JSON escape such as "\ud800" gives a str that has no UTF-8 form.
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ def _jsonl_row(number: int, line_no: int, raw: bytes | None) -> Row:
     except UnicodeDecodeError:
         return Row(number, line_no, None, "not UTF-8 text")
     value, problem = _parse(text)
-    if problem is None and _too_deep(value):
+    if problem is None and nested_too_deep(value):
         problem = f"nested deeper than {MAX_DEPTH} levels"
     if problem is not None:
         return Row(number, line_no, None, problem)
@@ -111,24 +109,6 @@ def _parse(text: str) -> tuple[Any, str | None]:
         return None, f"not JSON (a number longer than {sys.get_int_max_str_digits()} digits)"
     except RecursionError:  # the parser nests as deep as the value: far past MAX_DEPTH
         return None, f"nested deeper than {MAX_DEPTH} levels"
-
-
-def _too_deep(value: Any) -> bool:
-    """Whether arrays and objects nest more than ``MAX_DEPTH`` levels in ``value``.
-
-    Level by level, not by recursion, so that the check itself cannot run out of stack.
-    """
-    level = [value] if isinstance(value, dict | list) else []
-    for _ in range(MAX_DEPTH):
-        level = [
-            child
-            for container in level
-            for child in (container.values() if isinstance(container, dict) else container)
-            if isinstance(child, dict | list)
-        ]
-        if not level:
-            return False
-    return True
 
 
 # -- CSV ------------------------------------------------------------------------------------------
@@ -212,28 +192,12 @@ def _typed(name: str, text: str, kind: str) -> Any:
 def _checked(name: str, value: Any) -> Any:
     """``value`` if a run can take it. A lone surrogate would break the run (its records are
     UTF-8), and only a JSON escape or a CSV cell read as JSON can make one."""
-    if _too_deep(value):  # a JSONL row is checked whole; a CSV cell only once it is read
+    if nested_too_deep(value):  # a JSONL row is checked whole; a CSV cell only once it is read
         raise UsageError(f"input '{name}' is nested deeper than {MAX_DEPTH} levels")
-    where = _lone_surrogate(value)
-    if where is not None:
+    found = find_lone_surrogate(value)
+    if found is not None:
+        text, place = found
+        index = next(LONE_SURROGATE.finditer(text)).start()
+        where = f"character {index}" + (f" of {place}" if place else "")
         raise UsageError(f"input '{name}' is not valid Unicode text (a lone surrogate at {where})")
     return value
-
-
-def _lone_surrogate(value: Any, place: str = "") -> str | None:
-    """Where ``value`` holds a lone surrogate, in a string or a key: ``character 5``, or
-    ``character 0 of ['tags'][2]``. Recursive: nesting is already bounded by MAX_DEPTH."""
-    if isinstance(value, str):
-        found = LONE_SURROGATE.search(value)
-        if found is None:
-            return None
-        return f"character {found.start()}" + (f" of {place}" if place else "")
-    if not isinstance(value, dict | list):
-        return None
-    for key, item in value.items() if isinstance(value, dict) else enumerate(value):
-        inner = f"{place}[{key!r}]"  # repr escapes a surrogate in a key
-        in_key = _lone_surrogate(key, f"the key {inner}") if isinstance(key, str) else None
-        where = in_key or _lone_surrogate(item, inner)
-        if where is not None:
-            return where
-    return None

@@ -146,18 +146,16 @@ def _report(result: RunResult) -> None:
 def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
     """Command-line text converted to each input's declared type."""
     from flowengine.language.bounded_yaml import YamlLimit
-    from flowengine.language.inputs import MAX_DEPTH, flow_depth, too_deep
+    from flowengine.language.inputs import too_deep
     from flowengine.language.loader import parse_value
 
     typed = dict(values)
     for name, value in values.items():
         spec = wf.spec.inputs.get(name)
         if spec is not None and spec.type != "string" and isinstance(value, str):
-            if flow_depth(value) > MAX_DEPTH:  # refused before the parser spends seconds on it
-                raise too_deep(name)
             try:
                 typed[name] = parse_value(value)
-            except YamlLimit as exc:  # block style nests deep too: `- - - ... x`
+            except YamlLimit as exc:  # nested too deep, in flow or block style
                 if exc.deep:
                     raise too_deep(name) from None
                 raise UsageError(f"input '{name}': {exc.message}", exc.fix) from None

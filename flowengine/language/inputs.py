@@ -7,23 +7,20 @@ the run is recorded, after every call was paid for; it is refused before the fir
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flowengine.errors import UsageError
+from flowengine.text import LONE_SURROGATE
 
 #: Arrays and objects nested deeper are refused: JSON, pydantic and templates recurse over them.
 MAX_DEPTH = 100
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _NOT_UTF8_FIX = "pass UTF-8 text"
-_QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'", re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def text_problem(text: str) -> str | None:
     """Why ``text`` has no UTF-8 form (``byte 0xe9 at character 4``), or None if it has one."""
-    found = _LONE_SURROGATE.search(text)
+    found = LONE_SURROGATE.search(text)
     if found is None:
         return None
     code = ord(found.group())
@@ -40,29 +37,53 @@ def check_text(what: str, text: str) -> None:
 
 
 def check_value(name: str, value: Any) -> None:
-    """Raise UsageError if input ``name`` holds text with no UTF-8 form (in a string or a key,
-    at any depth) or nests arrays and objects deeper than :data:`MAX_DEPTH`.
+    """Raise UsageError if input ``name`` nests arrays and objects deeper than
+    :data:`MAX_DEPTH` or holds text with no UTF-8 form (in a string or a key, at any depth)."""
+    if nested_too_deep(value):
+        raise too_deep(name)
+    found = find_lone_surrogate(value)
+    if found is not None:
+        text, place = found
+        problem = text_problem(text)
+        where = f"{problem} of {place}" if place else problem
+        raise UsageError(f"input '{name}' is not valid UTF-8 text ({where})", _NOT_UTF8_FIX)
 
-    Walks with its own stack, so that a value nested thousands deep is refused, not a
-    RecursionError.
+
+def nested_too_deep(value: Any) -> bool:
+    """Whether arrays and objects nest more than :data:`MAX_DEPTH` levels in ``value``.
+
+    Level by level, not by recursion, so that the check itself cannot run out of stack.
     """
-    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+def find_lone_surrogate(value: Any) -> tuple[str, str] | None:
+    """The first string or key in ``value`` that holds a lone surrogate, and where it is
+    (``['tags'][1]``, ``the key ['x']``, or "" for ``value`` itself); None if there is none."""
+    stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
-        item, place, depth = stack.pop()
+        item, place = stack.pop()
         if isinstance(item, str):
-            problem = text_problem(item)
-            if problem is not None:
-                where = f"{problem} of {place}" if place else problem
-                raise UsageError(f"input '{name}' is not valid UTF-8 text ({where})", _NOT_UTF8_FIX)
+            if LONE_SURROGATE.search(item):
+                return item, place
         elif isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                raise too_deep(name)
             pairs = list(item.items() if isinstance(item, dict) else enumerate(item))
             for key, child in reversed(pairs):  # the stack pops them in order
                 inner = f"{place}[{key!r}]"  # repr escapes a surrogate in a key
-                stack.append((child, inner, depth + 1))
+                stack.append((child, inner))
                 if isinstance(key, str):
-                    stack.append((key, f"the key {inner}", depth))
+                    stack.append((key, f"the key {inner}"))
+    return None
 
 
 def too_deep(name: str) -> UsageError:
@@ -70,20 +91,3 @@ def too_deep(name: str) -> UsageError:
         f"input '{name}' is nested deeper than {MAX_DEPTH} levels",
         f"pass at most {MAX_DEPTH} levels of arrays and objects",
     )
-
-
-def flow_depth(text: str) -> int:
-    """How deep YAML flow collections (``[...]``, ``{...}``) nest in ``text``, quoted strings
-    left out: never less than the depth of the value it parses to in flow style.
-
-    Checked before parsing because ruamel's scanner takes time quadratic in this depth
-    (3000 levels: seconds) before its parser fails with a RecursionError.
-    """
-    depth = deepest = 0
-    for found in _BRACKET.finditer(_QUOTED.sub("", text)):
-        if found.group() in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth = max(depth - 1, 0)
-    return deepest

@@ -25,6 +25,7 @@ from flowengine.providers.http import (
 )
 from flowengine.results import Usage
 from flowengine.spec import OpenAIProvider, ProviderBase
+from flowengine.text import without_lone_surrogates
 
 # String error codes that mean the request or the key is wrong: trying again cannot help.
 _FATAL_CODE = re.compile(
@@ -160,9 +161,6 @@ def _tool_calls(message: Any) -> list[dict[str, Any]] | None:
     return kept or None
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _content(message: Any) -> str | None:
     """The message text; a list of content parts is joined."""
     if not isinstance(message, dict):
@@ -175,7 +173,7 @@ def _content(message: Any) -> str | None:
         return None
     # JSON may escape a lone surrogate ("\ud800"), which no UTF-8 file, record or reply can
     # hold: it becomes U+FFFD, as an undecodable byte would.
-    return _LONE_SURROGATE.sub("\ufffd", content)
+    return without_lone_surrogates(content)
 
 
 def _empty(finish: str | None, what: str) -> CallError:
