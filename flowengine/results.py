@@ -59,6 +59,8 @@ class CallResult:
     cached: bool = False
     #: Tool calls the model asked for (OpenAI's ``message.tool_calls``), when it did.
     tool_calls: list[dict[str, Any]] | None = None
+    #: The answer parsed as JSON and valid against the node's ``schema:``; None without one.
+    data: Any = None
 
     def __str__(self) -> str:
         return self.content or ""

@@ -154,6 +154,12 @@ class OpenAIProvider(ProviderBase):
         description="Name of the environment variable holding the API key. Keys never go in YAML.",
     )
     headers: dict[str, str] = {}
+    structured: Literal["json_schema", "json_object"] = Field(
+        default="json_schema",
+        description="How a node's `schema:` is sent. json_schema: OpenAI's structured outputs "
+        "(response_format json_schema). json_object: JSON mode (response_format json_object), "
+        "with the schema stated in the system message, for servers without json_schema.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -323,6 +329,14 @@ class Prompted(NodeBase):
         description='Extra names for the prompt, evaluated first: `responses: "{{ answers }}"`.',
     )
     params: Params = {}
+    # `schema` would shadow BaseModel.schema: the field has another name, the file says `schema`.
+    output_schema: dict[str, Any] | str | None = Field(
+        default=None,
+        alias="schema",
+        description="The answer must be JSON matching this JSON Schema (draft 2020-12): a "
+        "mapping, or a .json/.yaml file relative to the workflow's folder. The parsed answer "
+        "is the result's `data`.",
+    )
 
     @model_validator(mode="after")
     def _one_prompt(self) -> Prompted:

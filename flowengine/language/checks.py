@@ -10,12 +10,22 @@ from __future__ import annotations
 from collections import ChainMap
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.errors import Problem, did_you_mean
 from flowengine.language.ancestry import ancestry
-from flowengine.language.fields import METADATA, MODEL, NODE_OUTPUTS, ListOf, Shape, Table
+from flowengine.language.fields import (
+    METADATA,
+    MODEL,
+    NODE_OUTPUTS,
+    ListOf,
+    Shape,
+    Table,
+    data_shape,
+    node_output,
+)
 from flowengine.language.graph import Graph, describe_cycle
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.template_checks import Names, TemplateChecks
@@ -35,8 +45,10 @@ class Checker(TemplateChecks):
         env: ImmutableSandboxedEnvironment,
         prompts_dir: Path | None,
         unreadable: Mapping[str, Iterable[str]] | None = None,
+        schemas: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self.spec = spec
+        self.schemas = schemas or {}
         self.source = source
         self.env = env
         self.prompts_dir = prompts_dir
@@ -71,6 +83,9 @@ class Checker(TemplateChecks):
         """What templates read whose fields are known: node outputs, ``models``, ``inputs``."""
         spec = self.spec
         shapes: dict[str, Shape] = {n: NODE_OUTPUTS[node.type] for n, node in spec.nodes.items()}
+        for node_id, schema in self.schemas.items():
+            # What the node's schema describes is what templates read of its `data`.
+            shapes[node_id] = node_output(spec.nodes[node_id].type, data_shape(schema, schema))
         # Where part of a section could not be read, any name may be in it.
         models = None if self.unreadable.get("models") else tuple(spec.models)
         inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)
@@ -304,10 +319,13 @@ def check(
     env: ImmutableSandboxedEnvironment,
     prompts_dir: Path | None,
     unreadable: Mapping[str, Iterable[str]] | None = None,
+    schemas: Mapping[str, dict[str, Any]] | None = None,
 ) -> list[Problem]:
     """Every cross-reference problem of a structurally valid workflow.
 
     ``unreadable`` names, by section (``"nodes"``, ``"models"``...), the entries that failed
     structural validation and were left out of ``spec``; ``"*"`` stands for a whole section.
+    ``schemas`` are the nodes' response schemas that could be read (see
+    :mod:`.response_schemas`): templates reading ``.data`` of those nodes are checked by them.
     """
-    return Checker(spec, source, env, prompts_dir, unreadable).run()
+    return Checker(spec, source, env, prompts_dir, unreadable, schemas).run()

@@ -25,6 +25,7 @@ from typing import Any, TypeAlias
 from jinja2 import nodes
 
 from flowengine.errors import did_you_mean
+from flowengine.language.response_schemas import resolve_ref
 from flowengine.language.templates import ModelInfo
 from flowengine.results import CallResult, RunMetadata, SelectResult
 
@@ -93,6 +94,42 @@ MODEL = record_of(ModelInfo, "a model")
 # The output mapping reads the metadata as a dict: its methods answer too.
 METADATA = Record("metadata", dict.fromkeys(RunMetadata.model_fields), _DICT_METHODS)
 NODE_OUTPUTS: Mapping[str, Shape] = {"llm": CALL, "fanout": CALLS, "select": SELECT}
+_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what})
+
+#: Keywords that let an object hold more than its listed properties, or one of several shapes.
+_OPEN_OBJECT = ("patternProperties", "allOf", "anyOf", "oneOf", "if", "$ref", "$dynamicRef")
+
+
+def node_output(kind: str, data: Shape | None) -> Shape:
+    """The output of an ``llm`` or ``fanout`` node whose ``data`` has a known shape."""
+    call = Record(CALL.what, {**CALL.fields, "data": data})
+    return call if kind == "llm" else ListOf(CALLS.what, call)
+
+
+def data_shape(schema: Any, root: Mapping[str, Any], depth: int = 0) -> Shape | None:
+    """What a template may read of data that ``schema`` describes: the properties of an object
+    (nested objects and arrays too); None where anything may be there.
+
+    An object with ``additionalProperties`` other than false, or one shaped by ``anyOf``,
+    ``$ref``..., or no ``properties`` at all, may have any field.
+    """
+    ref = schema.get("$ref") if isinstance(schema, dict) else None
+    if isinstance(ref, str) and ref.startswith("#") and len(schema) == 1 and depth < 16:
+        return data_shape(resolve_ref(dict(root), ref), root, depth + 1)
+    if not isinstance(schema, dict) or depth > 32 or any(k in schema for k in _OPEN_OBJECT):
+        return None
+    properties = schema.get("properties")
+    if isinstance(properties, dict) and properties:
+        if schema.get("additionalProperties", False) is not False:
+            return None
+        fields = {name: data_shape(sub, root, depth + 1) for name, sub in properties.items()}
+        return Record("the data (properties of its schema)", fields, _DICT_METHODS)
+    items = schema.get("items")
+    if schema.get("type") == "array" and "prefixItems" not in schema:
+        item = data_shape(items, root, depth + 1)
+        return ListOf("a list", item) if item is not None else None
+    return None
+
 
 # Filters that return their list, or one item of it; filters that read an attribute of each item,
 # by keyword (`map(attribute='content')`) or as their first argument (`selectattr('success')`).
@@ -155,7 +192,7 @@ class _Walk:
         else:
             value = self.roots(node.name) if named else local[node.name]
         # Messages name a node's output as the node; anything else as the template writes it.
-        is_node = named and value in NODE_OUTPUTS.values()
+        is_node = named and isinstance(value, Record | ListOf) and value.what in _NODE_OUTPUT_KINDS
         label = f"node '{node.name}'" if is_node and isinstance(node, nodes.Name) else None
         for link in reversed(chain):
             base = value

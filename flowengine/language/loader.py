@@ -80,15 +80,7 @@ def parse_source(name: str, text: str) -> Source:
         message = f"is larger than {limit}, the most flowengine reads of a workflow"
         raise WorkflowError([Problem(Location(name), message, TOO_LARGE_FIX)])
     source = Source(name, text)
-    try:
-        with collector_paused():
-            root = bounded_yaml().load(text)
-    except YamlLimit as exc:
-        raise WorkflowError([Problem(_mark(source, exc.mark), exc.message, exc.fix)]) from None
-    except MarkedYAMLError as exc:
-        raise WorkflowError([_yaml_problem(source, exc)]) from None
-    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
-        raise WorkflowError([Problem(Location(name), f"YAML syntax: {exc}")]) from None
+    root = load_yaml(source)
     if root is None:
         raise WorkflowError(
             [Problem(source.at(1, 1), "the file is empty", "start the file with `version: 1`")]
@@ -107,6 +99,19 @@ def parse_source(name: str, text: str) -> Source:
         )
     source.root = root
     return source
+
+
+def load_yaml(source: Source) -> Any:
+    """The YAML tree of ``source.text``, with positions; WorkflowError at the problem if none."""
+    try:
+        with collector_paused():
+            return bounded_yaml().load(source.text)
+    except YamlLimit as exc:
+        raise WorkflowError([Problem(_mark(source, exc.mark), exc.message, exc.fix)]) from None
+    except MarkedYAMLError as exc:
+        raise WorkflowError([_yaml_problem(source, exc)]) from None
+    except (YAMLError, ValueError, TypeError, RecursionError) as exc:
+        raise WorkflowError([Problem(Location(source.file), f"YAML syntax: {exc}")]) from None
 
 
 _BRACKETS = {"flow sequence": ("list", "[", "]"), "flow mapping": ("mapping", "{", "}")}
@@ -256,7 +261,7 @@ def _yaml_text(value: Any) -> str:
 
 def _with_builtins(root: Mapping[str, Any]) -> dict[str, Any]:
     """Plain data for pydantic, with built-in providers merged under the file's own."""
-    data: dict[str, Any] = _plain(root)
+    data: dict[str, Any] = plain(root)
     providers = data.get("providers")
     if providers is None or isinstance(providers, dict):
         merged = copy.deepcopy(BUILTIN_PROVIDERS)
@@ -274,11 +279,12 @@ def _with_builtins(root: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A YAML tree as plain dicts, lists and builtin scalars."""
     if isinstance(value, dict):
-        return {_scalar(k): _plain(v) for k, v in value.items()}
+        return {_scalar(k): plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return _scalar(value)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.language.graph import Graph
+from flowengine.language.response_schemas import ResponseSchema
 from flowengine.language.templates import (
     CompiledTemplate,
     ModelInfo,
@@ -40,6 +42,8 @@ class CompiledNode:
     #: Whether a fanout's messages may differ from model to model: its templates read
     #: ``model``. If not, they are rendered once for all of its calls.
     per_model: bool = True
+    #: The JSON Schema the node's answers must match (``schema:``), if it has one.
+    response: ResponseSchema | None = None
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,18 @@ class Plan:
     output_reads_metadata: bool = True
 
 
-def compile_plan(spec: WorkflowSpec, graph: Graph, env: ImmutableSandboxedEnvironment) -> Plan:
+def compile_plan(
+    spec: WorkflowSpec,
+    graph: Graph,
+    env: ImmutableSandboxedEnvironment,
+    schemas: Mapping[str, dict[str, Any]] | None = None,
+) -> Plan:
     order = graph.order
-    nodes = {node_id: _compile_node(node_id, spec.nodes[node_id], env) for node_id in order}
+    schemas = schemas or {}
+    nodes = {
+        node_id: _compile_node(node_id, spec.nodes[node_id], env, schemas.get(node_id))
+        for node_id in order
+    }
     dependents = {node_id: graph.dependents[node_id] for node_id in order}
     output = compile_value(env, spec.output) if spec.output is not None else None
     models = {
@@ -90,7 +103,12 @@ def _router_template(selector: LlmSelector, env: ImmutableSandboxedEnvironment) 
     return CompiledTemplate(env, selector.template or ROUTER_TEMPLATE, "router")
 
 
-def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironment) -> CompiledNode:
+def _compile_node(
+    node_id: str,
+    node: NodeSpec,
+    env: ImmutableSandboxedEnvironment,
+    schema: dict[str, Any] | None,
+) -> CompiledNode:
     needs = tuple(dict.fromkeys(node.needs))
     if isinstance(node, SelectNode):
         return CompiledNode(node_id, node, needs)
@@ -104,6 +122,7 @@ def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironme
         "prompt": prompt,
         "system": system,
         "vars": compile_value(env, node.vars),
+        "response": ResponseSchema.of(node_id, schema) if schema is not None else None,
     }
     if isinstance(node, LlmNode):
         return CompiledNode(node_id, node, needs, model=compile_value(env, node.model), **common)

@@ -234,10 +234,15 @@ def _union_member(tp: Any, tag: Any) -> Any:
     return None
 
 
+def _keys(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's fields by the key a file writes: the alias where there is one (`schema`)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
+
+
 def _child_type(tp: Any, part: Any) -> Any:
     tp = _unwrap(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        field = tp.model_fields.get(str(part))
+        field = _keys(tp).get(str(part))
         return field.annotation if field else None
     origin = get_origin(tp)
     if origin is dict:
@@ -250,7 +255,7 @@ def _child_type(tp: Any, part: Any) -> Any:
 def _fields(tp: Any) -> list[str]:
     tp = _unwrap(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return list(tp.model_fields)
+        return list(_keys(tp))
     return []
 
 

@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # PromptPathError and prompt_file are re-exported: they were defined here first.
 from flowengine.errors import did_you_mean
+from flowengine.language.json_text import fromjson
 from flowengine.language.prompt_files import PromptLoader
 from flowengine.language.prompt_files import PromptPathError as PromptPathError
 from flowengine.language.prompt_files import prompt_file as prompt_file
@@ -108,7 +109,7 @@ class PromptEnvironment(BoundedSandbox):
 
 def make_environment(prompts_dir: Path | None) -> ImmutableSandboxedEnvironment:
     loader = PromptLoader(prompts_dir) if prompts_dir is not None else None
-    return PromptEnvironment(
+    env = PromptEnvironment(
         loader=loader,
         undefined=StrictUndefined,
         autoescape=False,
@@ -116,6 +117,8 @@ def make_environment(prompts_dir: Path | None) -> ImmutableSandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.add_filter("fromjson", fromjson)
+    return env
 
 
 def find_prompts_dir(workflow_path: Path) -> Path | None:

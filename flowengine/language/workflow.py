@@ -23,6 +23,7 @@ from flowengine.language.graph import Graph
 from flowengine.language.inputs import check_value
 from flowengine.language.loader import parse_source, read_source, spec_data
 from flowengine.language.plan import Plan, compile_plan
+from flowengine.language.response_schemas import load_schemas
 from flowengine.language.schema_errors import problem_from_error, salvage
 from flowengine.language.source import Source
 from flowengine.language.templates import find_prompts_dir, make_environment
@@ -54,12 +55,21 @@ class Workflow:
         result.output["primary_response"]["model"]
     """
 
-    def __init__(self, spec: WorkflowSpec, source: Source, prompts_dir: Path | None) -> None:
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        source: Source,
+        prompts_dir: Path | None,
+        *,
+        folder: Path | None = None,
+    ) -> None:
         self.spec = spec
         self.source = source
         self.prompts_dir = prompts_dir
         self.env: ImmutableSandboxedEnvironment = make_environment(prompts_dir)
-        problems = check(spec, source, self.env, prompts_dir)
+        #: Each node's response schema (`schema:`), read once: what was checked is what runs.
+        self.schemas, problems = load_schemas(spec, source, folder, prompts_dir)
+        problems += check(spec, source, self.env, prompts_dir, schemas=self.schemas)
         if problems:
             raise WorkflowError(problems)
 
@@ -68,8 +78,9 @@ class Workflow:
         """Read and check a workflow file; raise :class:`WorkflowError` listing every problem."""
         source = read_source(path)
         prompts_dir = find_prompts_dir(Path(path))
-        spec = checked_spec(source, overrides, prompts_dir)
-        return cls(spec, source, prompts_dir)
+        folder = Path(path).parent
+        spec = checked_spec(source, overrides, prompts_dir, folder)
+        return cls(spec, source, prompts_dir, folder=folder)
 
     @classmethod
     def from_string(
@@ -80,11 +91,13 @@ class Workflow:
         prompts_dir: str | Path | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> Workflow:
-        """Check a workflow given as YAML text; prompt files resolve in ``prompts_dir``."""
+        """Check a workflow given as YAML text; prompt files resolve in ``prompts_dir``, and
+        schema files in the folder that holds it."""
         source = parse_source(name, text)
-        folder = Path(prompts_dir) if prompts_dir is not None else None
-        spec = checked_spec(source, overrides, folder)
-        return cls(spec, source, folder)
+        prompts = Path(prompts_dir) if prompts_dir is not None else None
+        folder = prompts.parent if prompts is not None else None
+        spec = checked_spec(source, overrides, prompts, folder)
+        return cls(spec, source, prompts, folder=folder)
 
     @property
     def name(self) -> str:
@@ -117,7 +130,7 @@ class Workflow:
     @cached_property
     def plan(self) -> Plan:
         """Templates compiled once, for every run of this workflow."""
-        return compile_plan(self.spec, self.dag, self.env)
+        return compile_plan(self.spec, self.dag, self.env, self.schemas)
 
     def bind_inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Check given inputs against ``inputs:``, apply defaults; raise UsageError if wrong.
@@ -186,13 +199,16 @@ class Workflow:
 
 
 def checked_spec(
-    source: Source, overrides: Mapping[str, Any] | None = None, prompts_dir: Path | None = None
+    source: Source,
+    overrides: Mapping[str, Any] | None = None,
+    prompts_dir: Path | None = None,
+    folder: Path | None = None,
 ) -> WorkflowSpec:
     """The spec of a parsed file; raise WorkflowError if its structure is wrong.
 
     The error lists every structural problem and, found in the part of the file that could be
     read, every cross-reference problem too: one run reports both kinds. ``prompts_dir`` is
-    where that check finds the prompt files.
+    where that check finds the prompt files, ``folder`` the workflow's, for schema files.
     """
     # Plain data and the spec made from it are as many objects as the file has values: a
     # paused collector spares rescanning them (100,000 models: 2.0 s of this, 0.7 s paused).
@@ -207,7 +223,9 @@ def checked_spec(
     if readable is not None:
         spec, unreadable = readable
         env = make_environment(prompts_dir)
-        problems += check(spec, source, env, prompts_dir, unreadable)
+        schemas, schema_problems = load_schemas(spec, source, folder, prompts_dir)
+        problems += schema_problems
+        problems += check(spec, source, env, prompts_dir, unreadable, schemas)
     raise WorkflowError(_unique(problems))
 
 
