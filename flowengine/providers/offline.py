@@ -1,8 +1,8 @@
 """A deterministic provider with no network, for trying workflows and for tests.
 
-The answer depends only on (model id, messages, seed). Failures, when ``failure_rate`` asks for
-them, are drawn from the same hash plus how many times this exact request was made, so a run is
-reproducible and a retry gets a fresh draw.
+The answer depends only on (model id, messages, seed, response_format). Failures, when
+``failure_rate`` asks for them, are drawn from the same hash plus how many times this exact
+request was made, so a run is reproducible and a retry gets a fresh draw.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 from collections import Counter
 
 from flowengine.errors import CallError
 from flowengine.providers.base import ChatRequest, Completion, ProviderContext
+from flowengine.providers.offline_json import fake_json
 from flowengine.results import Usage
 from flowengine.spec import OfflineProvider, ProviderBase
 
@@ -48,6 +50,25 @@ def offline_text(model_id: str, messages: list[dict[str, str]], seed: int = 0) -
         echo = echo[: _ECHO - 1] + "…"
     ref = digest.hex()[:8]
     return f'[offline answer from {model_id}] {opening} You asked: "{echo}" (ref {ref})'
+
+
+def offline_content(request: ChatRequest, seed: int = 0) -> str:
+    """The offline answer: text, or JSON when ``response_format`` asks for it.
+
+    For a json_schema format, a value that matches the schema (:mod:`.offline_json`), drawn
+    from the same hash as the text: it varies with the model and the messages, so judges'
+    scores differ between models. For json_object, an object holding the text.
+    """
+    asked = request.params.get("response_format")
+    kind = asked.get("type") if isinstance(asked, dict) else None
+    if kind == "json_schema":
+        schema = (asked.get("json_schema") or {}).get("schema") if isinstance(asked, dict) else None
+        rng = random.Random(_digest(request.model_id, request.messages, seed))
+        return json.dumps(fake_json(schema or {}, rng), ensure_ascii=False)
+    text = offline_text(request.model_id, request.messages, seed)
+    if kind == "json_object":
+        return json.dumps({"answer": text}, ensure_ascii=False)
+    return text
 
 
 def _tokens(text: str) -> int:
@@ -100,7 +121,7 @@ class Offline:
             raise CallError(
                 "offline", "simulated failure (failure_rate)", status=503, retryable=True
             )
-        content = offline_text(request.model_id, request.messages, spec.seed)
+        content = offline_content(request, spec.seed)
         prompt_tokens = _tokens("".join(m.get("content", "") for m in request.messages))
         completion_tokens = _tokens(content)
         return Completion(

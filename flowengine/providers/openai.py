@@ -98,8 +98,11 @@ class OpenAICompatible:
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Make one attempt; any failure is raised as :class:`CallError`."""
+        params, messages = request.params, request.messages
+        if self._spec.structured == "json_object":
+            params, messages = as_json_object(params, messages)
         # model and messages win over params, so a stray param cannot redirect the call.
-        payload = {**request.params, "model": request.model_id, "messages": request.messages}
+        payload = {**params, "model": request.model_id, "messages": messages}
         reply = await http.request(
             self._ctx.session,
             "POST",
@@ -110,6 +113,28 @@ class OpenAICompatible:
             what=self._what,
         )
         return parse_reply(reply, what=self._what)
+
+
+def as_json_object(
+    params: dict[str, Any], messages: list[dict[str, str]]
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """A json_schema request for a server with JSON mode only (``structured: json_object``):
+    ``response_format`` becomes ``{"type": "json_object"}`` and the schema is stated in the
+    system message instead."""
+    asked = params.get("response_format")
+    if not isinstance(asked, dict) or asked.get("type") != "json_schema":
+        return params, messages
+    schema = (asked.get("json_schema") or {}).get("schema")
+    text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+    instruction = (
+        "Reply with one JSON object and no other text. It must match this JSON Schema:\n" + text
+    )
+    params = {**params, "response_format": {"type": "json_object"}}
+    if messages and messages[0].get("role") == "system":
+        first = messages[0]
+        system = {**first, "content": f"{first.get('content', '')}\n\n{instruction}"}
+        return params, [system, *messages[1:]]
+    return params, [{"role": "system", "content": instruction}, *messages]
 
 
 def parse_reply(reply: HttpReply, *, what: str) -> Completion:
