@@ -87,8 +87,13 @@ class CallPath:
         *,
         retry: Retry | None = None,
         use_cache: bool = True,
+        cacheable: Callable[[Completion], bool] | None = None,
     ) -> CallResult:
-        """One model call with everything it goes through; failures are ``success: false``."""
+        """One model call with everything it goes through; failures are ``success: false``.
+
+        An answer that ``cacheable`` refuses (one that is not the JSON its schema asks for)
+        is not cached, so that the next run asks again.
+        """
         request = ChatRequest(target.model_id, messages, params, target.timeout)
         started_at = time.time()
         clock = time.perf_counter()
@@ -106,7 +111,11 @@ class CallPath:
             result = self._failure(target, refusal, clock)
         else:
             result, completion = await self._fetch(node_id, target, request, retry, clock)
-            if cache is not None and completion is not None:
+            if (
+                cache is not None
+                and completion is not None
+                and (cacheable is None or cacheable(completion))
+            ):
                 cache.put(key, target.cache_url or "", target.model_id, completion)
         self._record(node_id, result, encoded, started_at)
         return result

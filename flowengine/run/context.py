@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flowengine.events import Event, Listener
 from flowengine.language.plan import CompiledNode
 from flowengine.language.templates import CompiledTemplate, ModelInfo
-from flowengine.providers import call_selector
+from flowengine.providers import Completion, call_selector
 from flowengine.results import CallResult, ErrorInfo, SelectResult
 from flowengine.run.calls import CallPath, Target
 from flowengine.spec import HttpSelector, NodeSpec, WorkflowSpec
@@ -113,9 +113,17 @@ class NodeContext:
         self.done: list[CallResult] = run.partial.setdefault(node.id, [])
 
     async def call(
-        self, alias: str, messages: list[dict[str, str]], params: dict[str, Any] | None = None
+        self,
+        alias: str,
+        messages: list[dict[str, str]],
+        params: dict[str, Any] | None = None,
+        *,
+        cacheable: Callable[[Completion], bool] | None = None,
     ) -> CallResult:
-        """One call of model ``alias`` through the run's call path; failures are results."""
+        """One call of model ``alias`` through the run's call path; failures are results.
+
+        An answer ``cacheable`` refuses is not cached (see :meth:`CallPath.call`).
+        """
         spec = self.spec
         result = await self._run.calls.call(
             self.node.id,
@@ -124,6 +132,7 @@ class NodeContext:
             self.params(alias) if params is None else params,
             retry=spec.retry,
             use_cache=spec.cache,
+            cacheable=cacheable,
         )
         self.done.append(result)
         return result

@@ -1,4 +1,5 @@
-"""What llm and fanout nodes share: messages from templates, and model names to aliases."""
+"""What llm and fanout nodes share: messages from templates, model names to aliases, and the
+call itself (a structured one when the node has a schema)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 from flowengine.errors import did_you_mean
 from flowengine.language.plan import CompiledNode
 from flowengine.language.templates import evaluate_value
-from flowengine.results import ErrorInfo
+from flowengine.results import CallResult, ErrorInfo
 from flowengine.run.context import NodeContext, NodeFailure
+from flowengine.run.structured import structured_call
 
 
 def messages(node: CompiledNode, scope: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -35,3 +37,11 @@ def alias_of(ctx: NodeContext, value: Any, where: str) -> str:
             ErrorInfo(type="model", message=f"{where} named unknown model '{name}'; {hint}")
         )
     return alias
+
+
+async def answer(ctx: NodeContext, alias: str, sent: list[dict[str, str]]) -> CallResult:
+    """The node's call of model ``alias``: with ``data`` when the node has a ``schema:``."""
+    response = ctx.node.response
+    if response is None:
+        return await ctx.call(alias, sent)
+    return await structured_call(ctx, alias, sent, response)

@@ -8,7 +8,7 @@ from typing import Any
 from flowengine.language.templates import evaluate_value
 from flowengine.results import CallResult, ErrorInfo
 from flowengine.run.context import NodeContext, NodeFailure
-from flowengine.run.nodes.common import alias_of, messages
+from flowengine.run.nodes.common import alias_of, answer, messages
 from flowengine.spec import FanoutNode
 
 
@@ -51,9 +51,9 @@ async def run(ctx: NodeContext) -> list[CallResult]:
 
     async def one(alias: str, sent: list[dict[str, str]]) -> CallResult:
         if cap is None:
-            return await ctx.call(alias, sent)
+            return await answer(ctx, alias, sent)
         async with cap:
-            return await ctx.call(alias, sent)
+            return await answer(ctx, alias, sent)
 
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(one(a, p)) for a, p in zip(aliases, prompts, strict=True)]

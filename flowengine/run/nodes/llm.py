@@ -1,11 +1,12 @@
-"""The llm node: one model call, then its fallbacks in order if it fails."""
+"""The llm node: one model call, then its fallbacks in order if it fails (an answer that stays
+invalid against the node's schema after its repair request fails too)."""
 
 from __future__ import annotations
 
 from flowengine.language.templates import evaluate_value
 from flowengine.results import CallResult, ErrorInfo
 from flowengine.run.context import NodeContext, NodeFailure
-from flowengine.run.nodes.common import alias_of, messages
+from flowengine.run.nodes.common import alias_of, answer, messages
 from flowengine.spec import LlmNode
 
 
@@ -18,7 +19,7 @@ async def run(ctx: NodeContext) -> CallResult:
     chain = [a for a in chain if a in ctx.allowed] or [first]
     sent = messages(node, ctx.scope)
     for alias in chain:
-        result = await ctx.call(alias, sent)
+        result = await answer(ctx, alias, sent)
         if result.success:
             return result
     error = result.error or ErrorInfo(type="unknown", message="the call failed")
