@@ -50,6 +50,17 @@ def test_quick_commands_do_not_import_aiohttp(tmp_path: Path, args: list[str]) -
     assert "flowengine.run.engine" not in modules
 
 
+@pytest.mark.parametrize(
+    "args", [["--help"], ["validate", "workflows/critique.yaml"]], ids=" ".join
+)
+def test_workflows_without_a_schema_do_not_import_jsonschema(
+    tmp_path: Path, args: list[str]
+) -> None:
+    modules = imported(tmp_path, *args)
+    assert "jsonschema" not in modules
+    assert "referencing" not in modules
+
+
 def test_help_imports_no_language_and_no_rich(tmp_path: Path) -> None:
     modules = imported(tmp_path, "--help")
     for heavy in ("pydantic", "jinja2", "ruamel.yaml", "rich", "flowengine.language"):

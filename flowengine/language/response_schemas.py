@@ -14,7 +14,7 @@ rewritten), and flowengine's own validation of the answer holds it to the schema
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ def load_schemas(
                     "schema-and-response-format",
                 )
             )
-        found = _schema(node.output_schema, source, base, folders)
+        found = _schema(node_id, node.output_schema, source, base, folders)
         if isinstance(found, list):
             problems += found
         else:
@@ -62,38 +62,50 @@ def load_schemas(
 
 
 def _schema(
-    written: dict[str, Any] | str, source: Source, base: YamlPath, folders: SchemaFolders | None
+    node_id: str,
+    written: dict[str, Any] | str,
+    source: Source,
+    base: YamlPath,
+    folders: SchemaFolders | None,
 ) -> dict[str, Any] | list[Problem]:
     """The schema a node's ``schema:`` gives, or its problems."""
     if isinstance(written, dict):
-        schema, where_source, prefix = written, source, base
+        schema, where_source, prefix, label = written, source, base, "schema"
     else:
         try:
             read = read_schema_file(folders, written, source.locate(base))
         except SchemaFileError as exc:
-            return [exc.problem]
+            found = exc.problem
+            if found.location.file != source.file:  # in the schema file: say whose it is
+                message = f"schema of node '{node_id}': {found.message}"
+                found = Problem(found.location, message, found.fix, found.code)
+            return [found]
         schema, where_source, prefix = read.data, read.source, ()
+        label = f"schema of node '{node_id}'"
 
-    def where(path: Iterator[PathPart] | tuple[PathPart, ...]) -> Location:
+    def where(path: tuple[PathPart, ...]) -> Location:
         return where_source.locate((*prefix, *path))
 
-    problems = check_schema(schema, where)
+    problems = check_schema(schema, where, label)
     return problems or schema
 
 
-def check_schema(schema: dict[str, Any], where: Any) -> list[Problem]:
-    """The problems of a schema; ``where(path)`` locates a path inside it."""
+Where = Callable[[tuple[PathPart, ...]], Location]
+
+
+def check_schema(schema: dict[str, Any], where: Where, label: str = "schema") -> list[Problem]:
+    """The problems of a schema; ``where(path)`` locates a path inside it, ``label`` names it."""
     not_json = _not_json(schema)
     if not_json is not None:
         path, what = not_json
         fix = "quote it, to make it a string" if what != "a non-finite number" else None
-        return [Problem(where(path), f"schema: {what} is not JSON data", fix, "schema-invalid")]
+        return [Problem(where(path), f"{label}: {what} is not JSON data", fix, "schema-invalid")]
     stated = schema.get("$schema")
     if stated is not None and str(stated).rstrip("#") != DRAFT:
         return [
             Problem(
                 where(("$schema",)),
-                f"schema: flowengine validates with JSON Schema draft 2020-12, not {stated}",
+                f"{label}: flowengine validates with JSON Schema draft 2020-12, not {stated}",
                 f"remove `$schema`, or set it to {DRAFT}",
                 "schema-draft",
             )
@@ -105,24 +117,33 @@ def check_schema(schema: dict[str, Any], where: Any) -> list[Problem]:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         path = tuple(exc.absolute_path)
-        fix = _type_fix(exc.instance) if path and path[-1] == "type" else None
-        message = f"schema is not a valid JSON Schema: {_short(exc.message)}"
-        return [Problem(where(path), message, fix, "schema-invalid")]
-    return [*_root_problems(schema, where), *_ref_problems(schema, where)]
+        message = f"{label} is not a valid JSON Schema: {_short(exc.message)}"
+        return [Problem(where(path), message, _schema_fix(exc, path), "schema-invalid")]
+    return [*_root_problems(schema, where, label), *_ref_problems(schema, where, label)]
 
 
-def _type_fix(written: Any) -> str:
-    near = did_you_mean(written, JSON_TYPES) if isinstance(written, str) else None
-    return near or f"a type is one of: {', '.join(JSON_TYPES)}"
+def _schema_fix(error: Any, path: tuple[PathPart, ...]) -> str:
+    if path and path[-1] == "type":
+        written = error.instance
+        near = did_you_mean(written, JSON_TYPES) if isinstance(written, str) else None
+        return near or f"a type is one of: {', '.join(JSON_TYPES)}"
+    if error.validator == "type":
+        expected = error.validator_value
+        kinds = " or ".join(expected) if isinstance(expected, list) else str(expected)
+        return f"write a value of type {kinds} here"
+    return f"see what the keyword takes in JSON Schema 2020-12: {_REFERENCE}"
 
 
-def _root_problems(schema: dict[str, Any], where: Any) -> Iterator[Problem]:
+_REFERENCE = "https://json-schema.org/understanding-json-schema/reference"
+
+
+def _root_problems(schema: dict[str, Any], where: Where, label: str) -> Iterator[Problem]:
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
     if kind is not None and "object" not in kinds:
         yield Problem(
             where(("type",)),
-            f"schema: the answer is asked for as a JSON object, but this schema's root is "
+            f"{label}: the answer is asked for as a JSON object, but this schema's root is "
             f"of type {kind}",
             "describe an object and put the value in a property: "
             "`{type: object, properties: {items: ...}, required: [items]}`",
@@ -130,12 +151,12 @@ def _root_problems(schema: dict[str, Any], where: Any) -> Iterator[Problem]:
         )
 
 
-def _ref_problems(schema: dict[str, Any], where: Any) -> Iterator[Problem]:
+def _ref_problems(schema: dict[str, Any], where: Where, label: str) -> Iterator[Problem]:
     for path, ref in _refs(schema):
         if not ref.startswith("#"):
             yield Problem(
                 where(path),
-                f"schema: $ref '{ref}' points outside the schema; references are never fetched",
+                f"{label}: $ref '{ref}' points outside the schema; references are never fetched",
                 "copy what it refers to under `$defs:` and write `$ref: '#/$defs/name'`",
                 "schema-ref",
             )
@@ -143,7 +164,7 @@ def _ref_problems(schema: dict[str, Any], where: Any) -> Iterator[Problem]:
             defs = schema.get("$defs")
             names = [f"#/$defs/{n}" for n in defs] if isinstance(defs, dict) else []
             fix = did_you_mean(ref, names) or "define it under `$defs:`"
-            message = f"schema: $ref '{ref}' points at nothing in the schema"
+            message = f"{label}: $ref '{ref}' points at nothing in the schema"
             yield Problem(where(path), message, fix, "schema-ref")
 
 

@@ -127,7 +127,12 @@ def _json_schema_file(source: Source) -> SchemaFile:
     except json.JSONDecodeError as exc:
         where = source.at(exc.lineno, exc.colno)
         message = f"JSON syntax: {exc.msg}"
-        raise _error(where, message, "fix the JSON here", "schema-syntax") from None
+        raise _error(
+            where,
+            message,
+            "write valid JSON here: check the commas, quotes and brackets",
+            "schema-syntax",
+        ) from None
     except (ValueError, RecursionError) as exc:
         message = f"not JSON: {exc}" if isinstance(exc, ValueError) else "nested too deeply"
         raise _error(source.at(1, 1), message, None, "schema-syntax") from None

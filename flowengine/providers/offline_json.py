@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import string
 from typing import Any
 
 #: Past this depth objects keep only their required properties and arrays their fewest items,
@@ -63,7 +64,7 @@ class _Faker:
         for _ in range(_DEEP):
             parts: list[Any] = []
             ref = schema.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/"):
+            if isinstance(ref, str) and ref.startswith("#"):
                 parts.append(_pointer(self.root, ref))
             parts += schema.get("allOf") or []
             for key in ("anyOf", "oneOf"):
@@ -158,8 +159,10 @@ class _Faker:
             words = self.rng.sample(_WORDS, 2)
             text = formats.get(str(kind)) or " ".join([*(name.split() or [words[0]]), *words])
         fewest = max(_int(schema.get("minLength"), 0), 0)
-        most = _int(schema.get("maxLength"), max(len(text), fewest))
-        return (text + "." * fewest)[: max(fewest, min(len(text), most))]
+        most = max(_int(schema.get("maxLength"), max(len(text), fewest)), fewest)
+        if len(text) > most:  # too long for words: letters, which still differ from draw to draw
+            return "".join(self.rng.choice(string.ascii_lowercase) for _ in range(most))
+        return text + "." * (fewest - len(text))
 
 
 def _kind(schema: dict[str, Any], rng: random.Random) -> str:
@@ -207,7 +210,10 @@ def _int(value: Any, default: int) -> int:
 
 
 def _pointer(root: dict[str, Any], ref: str) -> Any:
+    """What a local reference (``#``, ``#/$defs/item``) points at; None if nothing."""
     node: Any = root
+    if ref in ("#", "#/"):
+        return root
     for raw in ref[2:].split("/"):
         part = raw.replace("~1", "/").replace("~0", "~")
         node = node.get(part) if isinstance(node, dict) else None
