@@ -19,12 +19,17 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetJsonSchemaHandler,
     PlainSerializer,
     Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core.core_schema import CoreSchema
+
+from flowengine.rubric import Criteria, Scale
 
 NodeId = NewType("NodeId", str)
 ModelAlias = NewType("ModelAlias", str)
@@ -365,17 +370,72 @@ def _models_list(value: Any) -> Any:
     return {"include": value} if isinstance(value, list) else value
 
 
+class _ListOrQuery:
+    """In the JSON Schema, `models:` may also be a plain list of aliases (its `include`)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"anyOf": [{"type": "array", "items": {"type": "string"}}, handler(schema)]}
+
+
+#: Models to call: a list of aliases, or ``{include, exclude, top}``.
+Models = Annotated[ModelQuery, BeforeValidator(_models_list), _ListOrQuery()]
+
+
 class FanoutNode(Prompted):
     """The same call across several models, concurrently."""
 
     type: Literal["fanout"]
-    models: Annotated[ModelQuery, BeforeValidator(_models_list)] = ModelQuery()
+    models: Models = ModelQuery()
     max_concurrency: int | None = Field(default=None, gt=0)
     min_success: int = Field(default=1, ge=0)
 
 
-NodeSpec = Annotated[SelectNode | LlmNode | FanoutNode, Field(discriminator="type")]
-NODE_TYPES = ("select", "llm", "fanout")
+class JudgeNode(NodeBase):
+    """Score another node's answers on criteria, with one judge model or a panel of them."""
+
+    type: Literal["judge"]
+    target: str = Field(
+        min_length=1,
+        description="The llm or fanout node whose answers are judged; it must be upstream "
+        "(in `needs`, or needed by them).",
+    )
+    criteria: Criteria
+    scale: Scale = (1, 10)
+    model: str | None = Field(
+        default=None, min_length=1, description="The judge: a model alias, or a template."
+    )
+    models: Models | None = Field(
+        default=None, description="A panel of judges, as a fanout's `models:`; scores averaged."
+    )
+    question: str | None = Field(
+        default=None,
+        description="What the answers were asked, for the built-in prompt. Default: the "
+        "`prompt` input, if the workflow has one.",
+    )
+    prompt: str | None = Field(default=None, description="A judge template under prompts/.")
+    template: str | None = Field(
+        default=None,
+        description="An inline judge template; it sees `candidates`, `criteria`, `scale` and "
+        "`question`. Default: a built-in rubric prompt.",
+    )
+    system: str | None = Field(default=None, description="An inline system-message template.")
+    vars: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] = {}
+    params: Params = {}
+
+    @model_validator(mode="after")
+    def _one_judge_one_prompt(self) -> JudgeNode:
+        if (self.model is None) == (self.models is None):
+            raise ValueError("give exactly one of `model:` (one judge) or `models:` (a panel)")
+        if self.prompt is not None and self.template is not None:
+            raise ValueError("give at most one of `prompt:` or `template:`")
+        return self
+
+
+NodeSpec = Annotated[SelectNode | LlmNode | FanoutNode | JudgeNode, Field(discriminator="type")]
+NODE_TYPES = ("select", "llm", "fanout", "judge")
 
 
 class WorkflowSpec(Strict):

@@ -27,15 +27,17 @@ from flowengine.language.fields import (
     node_output,
 )
 from flowengine.language.graph import Graph, describe_cycle
+from flowengine.language.judge_checks import JudgeChecks
+from flowengine.language.judging import judge_output
 from flowengine.language.source import Source, YamlPath
-from flowengine.language.template_checks import Names, TemplateChecks
+from flowengine.language.template_checks import Names
 from flowengine.language.templates import is_template
-from flowengine.spec import FanoutNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
+from flowengine.spec import FanoutNode, JudgeNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
 
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
-class Checker(TemplateChecks):
+class Checker(JudgeChecks):
     """Collects every problem of one workflow."""
 
     def __init__(
@@ -71,6 +73,7 @@ class Checker(TemplateChecks):
         self.check_names()
         self.check_references()
         self.check_needs()
+        self.check_judges()
         # Templates are checked even when the needs form a cycle: ancestors are still defined
         # (see .ancestry), so one pass reports the cycle and every template problem too.
         for node_id in self.spec.nodes:
@@ -86,6 +89,9 @@ class Checker(TemplateChecks):
         for node_id, schema in self.schemas.items():
             # What the node's schema describes is what templates read of its `data`.
             shapes[node_id] = node_output(spec.nodes[node_id].type, data_shape(schema, schema))
+        for node_id, node in spec.nodes.items():
+            if isinstance(node, JudgeNode):
+                shapes[node_id] = judge_output([c.name for c in node.criteria])
         # Where part of a section could not be read, any name may be in it.
         models = None if self.unreadable.get("models") else tuple(spec.models)
         inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)
@@ -239,7 +245,7 @@ class Checker(TemplateChecks):
         node = self.spec.nodes[node_id]
         names = self.names_for(node_id)
         base: YamlPath = ("nodes", node_id)
-        if isinstance(node, LlmNode | FanoutNode):
+        if isinstance(node, LlmNode | FanoutNode | JudgeNode):
             for path, text in _strings(node.vars, (*base, "vars")):
                 if is_template(text):
                     self.check_inline(path, text, names)
@@ -253,19 +259,27 @@ class Checker(TemplateChecks):
                         key=True,
                     )
             names = names.with_names(node.vars)
-            if node.template is not None:
-                self.check_inline((*base, "template"), node.template, names)
-            if node.prompt is not None:
-                self.check_prompt_file((*base, "prompt"), node.prompt, names)
-            if node.system is not None:
-                self.check_inline((*base, "system"), node.system, names)
+            if isinstance(node, JudgeNode):
+                self.check_judge_templates(node_id, node, names)
+            else:
+                self.check_prompts(base, node, names)
         model_names = names.with_names((), drop={"model"})
-        if isinstance(node, LlmNode) and is_template(node.model):
-            self.check_inline((*base, "model"), node.model, model_names)
-        if isinstance(node, FanoutNode):
-            for i, alias in enumerate(node.models.exclude):
+        model = node.model if isinstance(node, LlmNode | JudgeNode) else None
+        if model is not None and is_template(model):
+            self.check_inline((*base, "model"), model, model_names)
+        query = node.models if isinstance(node, FanoutNode | JudgeNode) else None
+        if query is not None:
+            for i, alias in enumerate(query.exclude):
                 if is_template(alias):
                     self.check_inline((*base, "models", "exclude", i), alias, model_names)
+
+    def check_prompts(self, base: YamlPath, node: LlmNode | FanoutNode, names: Names) -> None:
+        if node.template is not None:
+            self.check_inline((*base, "template"), node.template, names)
+        if node.prompt is not None:
+            self.check_prompt_file((*base, "prompt"), node.prompt, names)
+        if node.system is not None:
+            self.check_inline((*base, "system"), node.system, names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowengine.language.graph import Graph
-from flowengine.spec import FanoutNode, LlmNode, SelectNode, WorkflowSpec
+from flowengine.spec import FanoutNode, JudgeNode, LlmNode, ModelQuery, SelectNode, WorkflowSpec
 
 
 def _label(spec: WorkflowSpec, node_id: str) -> str:
@@ -13,14 +13,19 @@ def _label(spec: WorkflowSpec, node_id: str) -> str:
     elif isinstance(node, LlmNode):
         model = node.model if "{" not in node.model else "chosen model"
         detail = f"llm · {model}"
+    elif isinstance(node, JudgeNode):
+        if node.models is not None:
+            judges = _fanout_models(spec, node.models)
+        else:
+            judges = node.model if node.model and "{" not in node.model else "chosen model"
+        detail = f"judge · {node.target} · by {judges}"
     else:
         assert isinstance(node, FanoutNode)
-        detail = f"fanout · {_fanout_models(spec, node)}"
+        detail = f"fanout · {_fanout_models(spec, node.models)}"
     return f"{node_id}<br/>{detail}"
 
 
-def _fanout_models(spec: WorkflowSpec, node: FanoutNode) -> str:
-    query = node.models
+def _fanout_models(spec: WorkflowSpec, query: ModelQuery) -> str:
     count = len(query.include) if query.include is not None else len(spec.models)
     if query.top is not None:
         count = min(count, query.top)
@@ -35,7 +40,12 @@ def _leaves(graph: Graph) -> list[str]:
     return [node_id for node_id in graph.nodes if not graph.dependents[node_id]]
 
 
-_SHAPES = {"select": ('{"', '"}'), "llm": ('["', '"]'), "fanout": ('[["', '"]]')}
+_SHAPES = {
+    "select": ('{"', '"}'),
+    "llm": ('["', '"]'),
+    "fanout": ('[["', '"]]'),
+    "judge": ('{{"', '"}}'),
+}
 
 
 def to_mermaid(spec: WorkflowSpec, graph: Graph) -> str:
@@ -68,7 +78,7 @@ def _escape(text: str) -> str:
 
 def to_dot(spec: WorkflowSpec, graph: Graph) -> str:
     """A Graphviz digraph with the same content as the Mermaid chart."""
-    shapes = {"select": "diamond", "llm": "box", "fanout": "box3d"}
+    shapes = {"select": "diamond", "llm": "box", "fanout": "box3d", "judge": "hexagon"}
     lines = [f'digraph "{spec.name}" {{', "    rankdir=TB;", '    node [fontname="Helvetica"];']
     for name in spec.inputs:
         lines.append(f'    "in_{name}" [label="{name}", shape=ellipse];')

@@ -18,7 +18,7 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -27,7 +27,7 @@ from jinja2 import nodes
 from flowengine.errors import did_you_mean
 from flowengine.language.response_schemas import resolve_ref
 from flowengine.language.templates import ModelInfo
-from flowengine.results import CallResult, RunMetadata, SelectResult
+from flowengine.results import CallResult, JudgeResult, RunMetadata, SelectResult
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,16 @@ SELECT = record_of(SelectResult, "a select result")
 MODEL = record_of(ModelInfo, "a model")
 # The output mapping reads the metadata as a dict: its methods answer too.
 METADATA = Record("metadata", dict.fromkeys(RunMetadata.model_fields), _DICT_METHODS)
-NODE_OUTPUTS: Mapping[str, Shape] = {"llm": CALL, "fanout": CALLS, "select": SELECT}
-_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what})
+# A judge's output in general; checks.py gives each judge node the shape of its own criteria.
+JUDGE = Record("a judge result", {**record_of(JudgeResult, "").fields, "best": CALL})
+NODE_OUTPUTS: Mapping[str, Shape] = {"llm": CALL, "fanout": CALLS, "select": SELECT, "judge": JUDGE}
+_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what, JUDGE.what})
+
+
+def mapping(what: str, keys: Iterable[str]) -> Record:
+    """A dict whose keys are known; its methods (``items``...) answer too."""
+    return Record(what, dict.fromkeys(keys), _DICT_METHODS)
+
 
 #: Keywords that let an object hold more than its listed properties, or one of several shapes.
 _OPEN_OBJECT = ("patternProperties", "allOf", "anyOf", "oneOf", "if", "$ref", "$dynamicRef")

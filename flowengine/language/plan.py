@@ -9,6 +9,7 @@ from typing import Any
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.language.graph import Graph
+from flowengine.language.judging import JUDGE_TEMPLATE
 from flowengine.language.response_schemas import ResponseSchema
 from flowengine.language.templates import (
     CompiledTemplate,
@@ -18,6 +19,7 @@ from flowengine.language.templates import (
 from flowengine.spec import (
     ROUTER_TEMPLATE,
     FanoutNode,
+    JudgeNode,
     LlmNode,
     LlmSelector,
     NodeSpec,
@@ -44,6 +46,8 @@ class CompiledNode:
     per_model: bool = True
     #: The JSON Schema the node's answers must match (``schema:``), if it has one.
     response: ResponseSchema | None = None
+    #: A judge's ``question:`` (what the answers were asked), compiled; None without one.
+    question: Any = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ def compile_plan(
     schemas = schemas or {}
     nodes = {
         node_id: _compile_node(node_id, spec.nodes[node_id], env, schemas.get(node_id))
+        if not isinstance(spec.nodes[node_id], JudgeNode)
+        else _compile_judge(node_id, spec, env)
         for node_id in order
     }
     dependents = {node_id: graph.dependents[node_id] for node_id in order}
@@ -137,6 +143,34 @@ def _compile_node(
         exclude=compile_value(env, query.exclude),
         per_model=_reads("model", prompt, system, common["vars"]),
         **common,
+    )
+
+
+def _compile_judge(
+    node_id: str, spec: WorkflowSpec, env: ImmutableSandboxedEnvironment
+) -> CompiledNode:
+    """A judge: its prompt (the built-in one by default), question, and judge models."""
+    node = spec.nodes[node_id]
+    assert isinstance(node, JudgeNode)
+    if node.prompt is not None:
+        prompt = CompiledTemplate.from_file(env, node.prompt)
+    else:
+        prompt = CompiledTemplate(env, node.template or JUDGE_TEMPLATE, f"nodes.{node_id}.template")
+    question = node.question
+    if question is None and "prompt" in spec.inputs:
+        question = "{{ prompt }}"
+    query = node.models
+    return CompiledNode(
+        node_id,
+        node,
+        tuple(dict.fromkeys(node.needs)),
+        prompt=prompt,
+        system=CompiledTemplate(env, node.system) if node.system is not None else None,
+        vars=compile_value(env, node.vars),
+        model=compile_value(env, node.model),
+        include=compile_value(env, query.include) if query and query.include is not None else None,
+        exclude=compile_value(env, query.exclude) if query else [],
+        question=compile_value(env, question),
     )
 
 

@@ -6,8 +6,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from flowengine.run.context import NodeContext
-from flowengine.run.nodes import fanout, llm, select
+from flowengine.run.nodes import fanout, judge, llm, select
 
 NodeRunner = Callable[[NodeContext], Awaitable[Any]]
 
-RUNNERS: dict[str, NodeRunner] = {"select": select.run, "llm": llm.run, "fanout": fanout.run}
+RUNNERS: dict[str, NodeRunner] = {
+    "select": select.run,
+    "llm": llm.run,
+    "fanout": fanout.run,
+    "judge": judge.run,
+}
