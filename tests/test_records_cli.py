@@ -226,9 +226,10 @@ def test_compare_a_stored_run(threaded_server: ThreadedServer, tmp_path: Path) -
         "tokens",
         "cost",
         "confidence",
+        "quality",
     ]
     assert lines[4].split()[:4] == ["review", "b", "yes", "10"]
-    assert lines[4].split()[5:] == [str(12 + 47 // 4), f"${0.000001 * 23:.6f}", "-"]
+    assert lines[4].split()[5:] == [str(12 + 47 // 4), f"${0.000001 * 23:.6f}", "-", "-"]
     assert lines[-1] == f"recommended: a (after): {data['recommended']['reason']}"
 
 
@@ -261,6 +262,7 @@ async def test_compare_from_the_python_api_matches_the_stored_run(
         "tokens",
         "cost",
         "confidence",
+        "quality",
         "cached",
         "content",
         "error",

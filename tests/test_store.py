@@ -187,6 +187,7 @@ def test_compare_recommends_and_says_why() -> None:
         "tokens",
         "cost",
         "confidence",
+        "quality",
     ]
     assert "recommended: glm (critiques): highest selector confidence" in text
 

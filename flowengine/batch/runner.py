@@ -63,6 +63,8 @@ class ModelTotals:
     cost: float | None = None
     latencies: list[float] = field(default_factory=list)
     seen: int = 0  # latencies offered to the reservoir
+    judged: int = 0
+    quality_sum: float = 0.0
 
     def add(self, metrics: ModelMetrics) -> None:
         self.calls += metrics.calls
@@ -72,6 +74,9 @@ class ModelTotals:
         self.tokens += metrics.tokens
         if metrics.cost is not None:
             self.cost = (self.cost or 0.0) + metrics.cost
+        if metrics.quality is not None:
+            self.judged += metrics.judged
+            self.quality_sum += metrics.quality * metrics.judged
 
     def sample(self, latency: float) -> None:
         self.seen += 1
@@ -137,6 +142,8 @@ class Totals:
                 "latency_p95_s": percentile(t.latencies, 95),
                 "tokens": t.tokens,
                 "cost": t.cost,
+                "quality": round(t.quality_sum / t.judged, 4) if t.judged else None,
+                "judged": t.judged,
             }
             for alias, t in self.models.items()
             if t.calls  # calls of runs cut short by an interrupt leave only a latency
