@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from flowengine.events import Event
     from flowengine.language.workflow import Workflow
     from flowengine.providers import register_provider
-    from flowengine.results import CallResult, NodeResult, RunResult, SelectResult
+    from flowengine.results import CallResult, JudgeResult, NodeResult, RunResult, SelectResult
     from flowengine.run.engine import Engine
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "Engine",
     "Event",
     "FlowEngineError",
+    "JudgeResult",
     "NodeResult",
     "Problem",
     "RunError",
@@ -56,6 +57,7 @@ _HOME = {
     "Engine": "flowengine.run.engine",
     "Event": "flowengine.events",
     "FlowEngineError": "flowengine.errors",
+    "JudgeResult": "flowengine.results",
     "NodeResult": "flowengine.results",
     "Problem": "flowengine.errors",
     "RunError": "flowengine.errors",

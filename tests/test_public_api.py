@@ -17,6 +17,7 @@ PUBLIC = {
     "Engine",
     "Event",
     "FlowEngineError",
+    "JudgeResult",
     "NodeResult",
     "Problem",
     "RunError",
