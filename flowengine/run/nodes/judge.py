@@ -109,39 +109,44 @@ def tally(
     """
     low, high = spec.scale
     names = [c.name for c in spec.criteria]
-    scored = []
-    for name, answer in answers.items():
-        verdicts = [
-            Verdict(
-                judge=reply.model,
-                scores={c: reply.data[name]["scores"][c] for c in names},
-                reason=reply.data[name]["reason"],
-            )
-            for reply in replies
-        ]
-        means = {c: sum(v.scores[c] for v in verdicts) / len(verdicts) for c in names}
-        scored.append((sum(means.values()) / len(means), name, answer, means, verdicts))
+    scored = [_scored(name, answer, names, replies) for name, answer in answers.items()]
     # Rounded to compare: means of the same scores added in another order are equal.
-    scored.sort(key=lambda item: -round(item[0], 9))  # stable: ties keep the listed order
-    candidates = []
-    for rank, (score, name, answer, means, verdicts) in enumerate(scored, 1):
-        answer.quality = round((score - low) / (high - low), 4)
-        candidates.append(
-            JudgedAnswer(
-                letter=name,
-                model=answer.model,
-                rank=rank,
-                score=round(score, 4),
-                quality=answer.quality,
-                scores={c: round(m, 4) for c, m in means.items()},
-                verdicts=verdicts,
-            )
-        )
+    scored.sort(key=lambda judged: -round(judged.score, 9))  # stable: ties keep their order
+    for rank, judged in enumerate(scored, 1):
+        judged.rank = rank
+        judged.quality = round((judged.score - low) / (high - low), 4)
+        judged.score = round(judged.score, 4)
+        answers[judged.letter].quality = judged.quality
+    best = answers[scored[0].letter]
     return JudgeResult(
-        best=scored[0][2],
-        ranking=[c.model for c in candidates],
-        candidates=candidates,
+        best=best,
+        ranking=[judged.model for judged in scored],
+        candidates=scored,
         criteria=names,
         scale=spec.scale,
         judges=[reply.model for reply in replies],
+    )
+
+
+def _scored(
+    name: str, answer: CallResult, criteria: list[str], replies: list[CallResult]
+) -> JudgedAnswer:
+    """One answer's verdicts, each criterion's mean over the judges, and their mean (unranked)."""
+    verdicts = [
+        Verdict(
+            judge=reply.model,
+            scores={c: reply.data[name]["scores"][c] for c in criteria},
+            reason=reply.data[name]["reason"],
+        )
+        for reply in replies
+    ]
+    means = {c: sum(v.scores[c] for v in verdicts) / len(verdicts) for c in criteria}
+    return JudgedAnswer(
+        letter=name,
+        model=answer.model,
+        rank=0,
+        score=sum(means.values()) / len(means),
+        quality=0.0,
+        scores={c: round(m, 4) for c, m in means.items()},
+        verdicts=verdicts,
     )
