@@ -19,6 +19,8 @@ from flowengine.spec import (
     LlmNode,
     LlmSelector,
     NodeSpec,
+    PluginNode,
+    PythonNode,
     SelectNode,
     WorkflowSpec,
 )
@@ -40,6 +42,8 @@ class CompiledNode:
     #: Whether a fanout's messages may differ from model to model: its templates read
     #: ``model``. If not, they are rendered once for all of its calls.
     per_model: bool = True
+    #: A python node's keyword arguments, templates compiled; None: the outputs of its needs.
+    args: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,11 @@ def _router_template(selector: LlmSelector, env: ImmutableSandboxedEnvironment) 
 
 def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironment) -> CompiledNode:
     needs = tuple(dict.fromkeys(node.needs))
-    if isinstance(node, SelectNode):
+    if isinstance(node, SelectNode | PluginNode):
         return CompiledNode(node_id, node, needs)
+    if isinstance(node, PythonNode):
+        args = compile_value(env, node.args) if node.args is not None else None
+        return CompiledNode(node_id, node, needs, args=args)
     prompt = (
         CompiledTemplate.from_file(env, node.prompt)
         if node.prompt is not None
