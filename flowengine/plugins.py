@@ -15,7 +15,6 @@ finds and loads; what a provider or a node kind must be is said by
 
 from __future__ import annotations
 
-import pkgutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +80,8 @@ def find(group: str, name: str) -> Plugin | None:
         return found
     target = BUILTIN[group].get(name)
     if target is not None:
+        import pkgutil  # not at the top: validating a workflow of built-ins needs none of this
+
         found = Plugin(group, name, pkgutil.resolve_name(target), None, "built in")
     else:
         entry = entry_points(group).get(name)
