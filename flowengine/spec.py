@@ -423,7 +423,7 @@ class PythonNode(NodeBase):
     @field_validator("function")
     @classmethod
     def _import_path(cls, value: str) -> str:
-        if not re.match(_FUNCTION, value):
+        if not re.fullmatch(_FUNCTION, value):  # `$` alone would let a newline end it
             raise ValueError(
                 f"function must be an import path, got {value!r}: write the module's dotted "
                 "name, ':', then the function's name, such as `tools.text:word_count`"
