@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         CallError,
         ConfigError,
         FlowEngineError,
+        PluginError,
         Problem,
         RunError,
         UsageError,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from flowengine.providers import register_provider
     from flowengine.results import CallResult, NodeResult, RunResult, SelectResult
     from flowengine.run.engine import Engine
+    from flowengine.run.nodes import register_node
 
 __all__ = [
     "CallError",
@@ -37,6 +39,7 @@ __all__ = [
     "Event",
     "FlowEngineError",
     "NodeResult",
+    "PluginError",
     "Problem",
     "RunError",
     "RunResult",
@@ -45,6 +48,7 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "compare",
+    "register_node",
     "register_provider",
 ]
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it from here
@@ -57,6 +61,7 @@ _HOME = {
     "Event": "flowengine.events",
     "FlowEngineError": "flowengine.errors",
     "NodeResult": "flowengine.results",
+    "PluginError": "flowengine.errors",
     "Problem": "flowengine.errors",
     "RunError": "flowengine.errors",
     "RunResult": "flowengine.results",
@@ -65,6 +70,7 @@ _HOME = {
     "Workflow": "flowengine.language.workflow",
     "WorkflowError": "flowengine.errors",
     "compare": "flowengine.compare",
+    "register_node": "flowengine.run.nodes",
     "register_provider": "flowengine.providers",
 }
 

@@ -6,6 +6,7 @@
      ├── WorkflowError (ValueError)   a workflow file is invalid; carries every Problem found
      ├── UsageError (ValueError)      bad command-line or API arguments (inputs, overrides, flags)
      ├── ConfigError                  the environment is missing something (an API key variable)
+     ├── PluginError                  a plugin cannot be loaded, or is not what it must be
      └── RunError                     a run could not complete
           └── CallError               one model or selector call failed (type, status, message)
 
@@ -111,6 +112,18 @@ class UsageError(FlowEngineError, ValueError):
 
 class ConfigError(FlowEngineError):
     """The environment lacks what a run needs, such as an API key variable."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message}; {fix}" if fix else message)
+
+
+class PluginError(FlowEngineError):
+    """A plugin (an entry point, or an object registered from code) could not be used.
+
+    The message names the plugin and the distribution it comes from; ``fix`` says what to do.
+    """
 
     def __init__(self, message: str, fix: str | None = None) -> None:
         self.message = message

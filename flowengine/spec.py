@@ -188,11 +188,54 @@ def _type_or(default: str) -> Callable[[Any], str | None]:
     return tag
 
 
+#: The union tag of a provider type or node kind that is not built in: a plugin's. Its own keys
+#: are checked against the plugin's config model by :mod:`flowengine.language.plugin_checks`.
+PLUGIN = "plugin"
+PROVIDER_TYPES = ("openai", "offline")
+NODE_TYPES = ("select", "llm", "fanout", "python")
+
+
+def _builtin_or_plugin(builtins: tuple[str, ...], default: str | None) -> Callable[[Any], Any]:
+    def tag(value: Any) -> str | None:
+        found = (
+            value.get("type", default) if isinstance(value, dict) else getattr(value, "type", None)
+        )
+        if not isinstance(found, str):
+            return None
+        return found if found in builtins else PLUGIN
+
+    return tag
+
+
+def _plugin_type(builtins: tuple[str, ...], what: str) -> dict[str, Any]:
+    """The schema of a plugin's ``type:``: any name but a built-in one, whose keys are known."""
+    return {
+        "type": "string",
+        "not": {"enum": list(builtins)},
+        "description": f"A {what} registered by a plugin (an entry point, or from code).",
+    }
+
+
+class PluginProvider(ProviderBase):
+    """A provider type from a plugin; keys besides flowengine's own are the plugin's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Annotated[str, WithJsonSchema(_plugin_type(PROVIDER_TYPES, "provider type"))]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The plugin's own keys, as written."""
+        return dict(self.model_extra or {})
+
+
 # A provider or selector without `type:` is the common kind (an OpenAI-compatible API, an HTTP
 # selector), so the tag defaults instead of being required.
 ProviderSpec = Annotated[
-    Annotated[OpenAIProvider, Tag("openai")] | Annotated[OfflineProvider, Tag("offline")],
-    Discriminator(_type_or("openai")),
+    Annotated[OpenAIProvider, Tag("openai")]
+    | Annotated[OfflineProvider, Tag("offline")]
+    | Annotated[PluginProvider, Tag(PLUGIN)],
+    Discriminator(_builtin_or_plugin(PROVIDER_TYPES, "openai")),
 ]
 
 
@@ -374,8 +417,55 @@ class FanoutNode(Prompted):
     min_success: int = Field(default=1, ge=0)
 
 
-NodeSpec = Annotated[SelectNode | LlmNode | FanoutNode, Field(discriminator="type")]
-NODE_TYPES = ("select", "llm", "fanout")
+_FUNCTION = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class PythonNode(NodeBase):
+    """Call a Python function; what it returns (JSON data) is the node's output."""
+
+    type: Literal["python"]
+    function: str = Field(
+        description="`package.module:name`, a function (sync or async) on Python's import path.",
+        json_schema_extra={"pattern": _FUNCTION},
+    )
+    args: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] | None = Field(
+        default=None,
+        description="Keyword arguments, templates evaluated first. "
+        "Default: the output of each of `needs`, by node id.",
+    )
+
+    @field_validator("function")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if not re.fullmatch(_FUNCTION, value):  # `$` alone would let a newline end it
+            raise ValueError(
+                f"function must be an import path, got {value!r}: write the module's dotted "
+                "name, ':', then the function's name, such as `tools.text:word_count`"
+            )
+        return value
+
+
+class PluginNode(NodeBase):
+    """A node kind from a plugin; keys besides flowengine's own are the plugin's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Annotated[str, WithJsonSchema(_plugin_type(NODE_TYPES, "node kind"))]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The plugin's own keys, as written."""
+        return dict(self.model_extra or {})
+
+
+NodeSpec = Annotated[
+    Annotated[SelectNode, Tag("select")]
+    | Annotated[LlmNode, Tag("llm")]
+    | Annotated[FanoutNode, Tag("fanout")]
+    | Annotated[PythonNode, Tag("python")]
+    | Annotated[PluginNode, Tag(PLUGIN)],
+    Discriminator(_builtin_or_plugin(NODE_TYPES, None)),
+]
 
 
 class WorkflowSpec(Strict):

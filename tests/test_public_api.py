@@ -18,6 +18,7 @@ PUBLIC = {
     "Event",
     "FlowEngineError",
     "NodeResult",
+    "PluginError",
     "Problem",
     "RunError",
     "RunResult",
@@ -26,6 +27,7 @@ PUBLIC = {
     "Workflow",
     "WorkflowError",
     "compare",
+    "register_node",
     "register_provider",
 }
 
@@ -37,7 +39,8 @@ def test_all_is_the_public_api() -> None:
 
 
 def test_errors_form_one_tree() -> None:
-    for name in ("CallError", "ConfigError", "RunError", "UsageError", "WorkflowError"):
+    errors = ("CallError", "ConfigError", "PluginError", "RunError", "UsageError", "WorkflowError")
+    for name in errors:
         assert issubclass(getattr(flowengine, name), flowengine.FlowEngineError)
     assert issubclass(flowengine.WorkflowError, ValueError)
 

@@ -27,15 +27,24 @@ from flowengine.language.fields import (
     node_output,
 )
 from flowengine.language.graph import Graph, describe_cycle
+from flowengine.language.plugin_checks import PluginChecks
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.template_checks import Names, TemplateChecks
 from flowengine.language.templates import is_template
-from flowengine.spec import FanoutNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
+from flowengine.spec import (
+    FanoutNode,
+    LlmNode,
+    LlmSelector,
+    PluginNode,
+    PythonNode,
+    SelectNode,
+    WorkflowSpec,
+)
 
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
-class Checker(TemplateChecks):
+class Checker(TemplateChecks, PluginChecks):
     """Collects every problem of one workflow."""
 
     def __init__(
@@ -71,6 +80,7 @@ class Checker(TemplateChecks):
         self.check_names()
         self.check_references()
         self.check_needs()
+        self.check_plugins()
         # Templates are checked even when the needs form a cycle: ancestors are still defined
         # (see .ancestry), so one pass reports the cycle and every template problem too.
         for node_id in self.spec.nodes:
@@ -82,7 +92,12 @@ class Checker(TemplateChecks):
     def known_shapes(self) -> dict[str, Shape]:
         """What templates read whose fields are known: node outputs, ``models``, ``inputs``."""
         spec = self.spec
-        shapes: dict[str, Shape] = {n: NODE_OUTPUTS[node.type] for n, node in spec.nodes.items()}
+        # A python or plugin node's output is whatever it returns: its fields are not known.
+        shapes: dict[str, Shape] = {
+            n: NODE_OUTPUTS[node.type]
+            for n, node in spec.nodes.items()
+            if node.type in NODE_OUTPUTS
+        }
         for node_id, schema in self.schemas.items():
             # What the node's schema describes is what templates read of its `data`.
             shapes[node_id] = node_output(spec.nodes[node_id].type, data_shape(schema, schema))
@@ -259,6 +274,15 @@ class Checker(TemplateChecks):
                 self.check_prompt_file((*base, "prompt"), node.prompt, names)
             if node.system is not None:
                 self.check_inline((*base, "system"), node.system, names)
+        elif isinstance(node, PythonNode):
+            for path, text in _strings(node.args or {}, (*base, "args")):
+                if is_template(text):
+                    self.check_inline(path, text, names)
+        elif isinstance(node, PluginNode):
+            # A plugin's own values may be templates, which it evaluates (NodeContext.evaluate).
+            for path, text in _strings(node.options, base):
+                if is_template(text):
+                    self.check_inline(path, text, names)
         model_names = names.with_names((), drop={"model"})
         if isinstance(node, LlmNode) and is_template(node.model):
             self.check_inline((*base, "model"), node.model, model_names)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowengine.language.graph import Graph
-from flowengine.spec import FanoutNode, LlmNode, SelectNode, WorkflowSpec
+from flowengine.spec import FanoutNode, LlmNode, PythonNode, SelectNode, WorkflowSpec
 
 
 def _label(spec: WorkflowSpec, node_id: str) -> str:
@@ -13,9 +13,12 @@ def _label(spec: WorkflowSpec, node_id: str) -> str:
     elif isinstance(node, LlmNode):
         model = node.model if "{" not in node.model else "chosen model"
         detail = f"llm · {model}"
-    else:
-        assert isinstance(node, FanoutNode)
+    elif isinstance(node, FanoutNode):
         detail = f"fanout · {_fanout_models(spec, node)}"
+    elif isinstance(node, PythonNode):
+        detail = f"python · {node.function}"
+    else:
+        detail = node.type
     return f"{node_id}<br/>{detail}"
 
 
@@ -35,6 +38,7 @@ def _leaves(graph: Graph) -> list[str]:
     return [node_id for node_id in graph.nodes if not graph.dependents[node_id]]
 
 
+# Other kinds (python, plugins) are drawn as a plain box, like llm.
 _SHAPES = {"select": ('{"', '"}'), "llm": ('["', '"]'), "fanout": ('[["', '"]]')}
 
 
@@ -44,7 +48,7 @@ def to_mermaid(spec: WorkflowSpec, graph: Graph) -> str:
     for name in spec.inputs:
         lines.append(f'    in_{name}(["{name}"])')
     for node_id in graph.order:
-        left, right = _SHAPES[spec.nodes[node_id].type]
+        left, right = _SHAPES.get(spec.nodes[node_id].type, ('["', '"]'))
         lines.append(f"    {_mid(node_id)}{left}{_escape(_label(spec, node_id))}{right}")
     for name in spec.inputs:
         for root in _roots(graph):
@@ -74,9 +78,8 @@ def to_dot(spec: WorkflowSpec, graph: Graph) -> str:
         lines.append(f'    "in_{name}" [label="{name}", shape=ellipse];')
     for node_id in graph.order:
         label = _label(spec, node_id).replace("<br/>", "\\n").replace('"', '\\"')
-        lines.append(
-            f'    "{node_id}" [label="{label}", shape={shapes[spec.nodes[node_id].type]}];'
-        )
+        shape = shapes.get(spec.nodes[node_id].type, "box")
+        lines.append(f'    "{node_id}" [label="{label}", shape={shape}];')
     for name in spec.inputs:
         for root in _roots(graph):
             lines.append(f'    "in_{name}" -> "{root}";')

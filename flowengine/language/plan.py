@@ -21,6 +21,8 @@ from flowengine.spec import (
     LlmNode,
     LlmSelector,
     NodeSpec,
+    PluginNode,
+    PythonNode,
     SelectNode,
     WorkflowSpec,
 )
@@ -44,6 +46,8 @@ class CompiledNode:
     per_model: bool = True
     #: The JSON Schema the node's answers must match (``schema:``), if it has one.
     response: ResponseSchema | None = None
+    #: A python node's keyword arguments, templates compiled; None: the outputs of its needs.
+    args: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +114,11 @@ def _compile_node(
     schema: dict[str, Any] | None,
 ) -> CompiledNode:
     needs = tuple(dict.fromkeys(node.needs))
-    if isinstance(node, SelectNode):
+    if isinstance(node, SelectNode | PluginNode):
         return CompiledNode(node_id, node, needs)
+    if isinstance(node, PythonNode):
+        args = compile_value(env, node.args) if node.args is not None else None
+        return CompiledNode(node_id, node, needs, args=args)
     prompt = (
         CompiledTemplate.from_file(env, node.prompt)
         if node.prompt is not None

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from flowengine.errors import UsageError, did_you_mean
 from flowengine.events import Listener
+from flowengine.language.functions import check_functions
 from flowengine.language.plan import CompiledNode
 from flowengine.language.templates import evaluate_value
 from flowengine.results import (
@@ -32,7 +33,8 @@ from flowengine.results import (
     to_jsonable,
 )
 from flowengine.run.context import NodeContext, NodeFailure, Run
-from flowengine.run.nodes import RUNNERS
+from flowengine.run.nodes import NodeRunner, node_runner
+from flowengine.spec import PluginProvider
 from flowengine.store.records import save_run
 
 if TYPE_CHECKING:
@@ -57,8 +59,25 @@ async def execute(
     allowed = _allowed_models(workflow, models)
     selected = _selected_nodes(workflow, only)
     engine.check_credentials(workflow, allowed)
+    runners = _prepare(engine, workflow, selected, allowed)
     run = Run(engine, workflow, values, listeners, allowed)
-    return await Scheduler(run, selected).execute()
+    return await Scheduler(run, selected, runners).execute()
+
+
+def _prepare(
+    engine: Engine, workflow: Workflow, selected: Sequence[str], allowed: Sequence[str]
+) -> dict[str, NodeRunner]:
+    """What plugins and python nodes need, had before any call: the run function of each
+    node kind, each python node's function, and each plugin provider (PluginError, or
+    WorkflowError for a function, when one cannot be had)."""
+    spec = workflow.spec
+    check_functions(spec, workflow.source, selected)
+    if not engine.offline:
+        for name in dict.fromkeys(spec.provider_of(alias) for alias in allowed):
+            if isinstance(spec.providers[name], PluginProvider):
+                engine.provider(name, spec.providers[name])
+    kinds = dict.fromkeys(spec.nodes[node_id].type for node_id in selected)
+    return {kind: node_runner(kind) for kind in kinds}
 
 
 def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> Sequence[str]:
@@ -90,8 +109,11 @@ def _selected_nodes(workflow: Workflow, only: Iterable[str] | None) -> Sequence[
 class Scheduler:
     """Starts ready nodes, collects their results, and stops early on a failure."""
 
-    def __init__(self, run: Run, selected: Sequence[str]) -> None:
+    def __init__(
+        self, run: Run, selected: Sequence[str], runners: Mapping[str, NodeRunner]
+    ) -> None:
         self.run = run
+        self.runners = runners
         self.plan = run.workflow.plan
         self.selected = selected
         chosen = set(selected)
@@ -179,7 +201,7 @@ class Scheduler:
         status: Any = "succeeded"
         output: Any = None
         error: ErrorInfo | None = None
-        runner = RUNNERS[node.spec.type]
+        runner = self.runners[node.spec.type]
         try:
             if node.spec.timeout is None:
                 output = await runner(ctx)
