@@ -20,7 +20,14 @@ from flowengine.language.graph import Graph, describe_cycle
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.template_checks import Names, TemplateChecks
 from flowengine.language.templates import is_template
-from flowengine.spec import FanoutNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
+from flowengine.spec import (
+    FanoutNode,
+    LlmNode,
+    LlmSelector,
+    Prompted,
+    SelectNode,
+    WorkflowSpec,
+)
 
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
@@ -238,12 +245,7 @@ class Checker(TemplateChecks):
                         key=True,
                     )
             names = names.with_names(node.vars)
-            if node.template is not None:
-                self.check_inline((*base, "template"), node.template, names)
-            if node.prompt is not None:
-                self.check_prompt_file((*base, "prompt"), node.prompt, names)
-            if node.system is not None:
-                self.check_inline((*base, "system"), node.system, names)
+            self.check_prompts(base, node, names)
         model_names = names.with_names((), drop={"model"})
         if isinstance(node, LlmNode) and is_template(node.model):
             self.check_inline((*base, "model"), node.model, model_names)
@@ -251,6 +253,20 @@ class Checker(TemplateChecks):
             for i, alias in enumerate(node.models.exclude):
                 if is_template(alias):
                     self.check_inline((*base, "models", "exclude", i), alias, model_names)
+
+    def check_prompts(self, base: YamlPath, node: Prompted, names: Names) -> None:
+        """Every template of the node's prompt, in whichever form it is written, at its place."""
+        inline = [((*base, "template"), node.template), ((*base, "system"), node.system)]
+        files = [((*base, "prompt"), node.prompt)]
+        for i, message in enumerate(node.messages or ()):
+            inline.append(((*base, "messages", i, "content"), message.content))
+            files.append(((*base, "messages", i, "prompt"), message.prompt))
+        for path, text in inline:
+            if text is not None:
+                self.check_inline(path, text, names)
+        for path, name in files:
+            if name is not None:
+                self.check_prompt_file(path, name, names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""

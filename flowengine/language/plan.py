@@ -19,9 +19,18 @@ from flowengine.spec import (
     LlmNode,
     LlmSelector,
     NodeSpec,
+    Prompted,
     SelectNode,
     WorkflowSpec,
 )
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One chat message of a node's prompt: its role, and the template of its content."""
+
+    role: str
+    content: CompiledTemplate
 
 
 @dataclass(frozen=True)
@@ -31,8 +40,8 @@ class CompiledNode:
     id: str
     spec: NodeSpec
     needs: tuple[str, ...]
-    prompt: CompiledTemplate | None = None
-    system: CompiledTemplate | None = None
+    #: The chat messages, in order: `messages:` as written, or `system:` then the prompt.
+    messages: tuple[Turn, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict)
     model: Any = None
     include: list[Any] | None = None
@@ -94,17 +103,8 @@ def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironme
     needs = tuple(dict.fromkeys(node.needs))
     if isinstance(node, SelectNode):
         return CompiledNode(node_id, node, needs)
-    prompt = (
-        CompiledTemplate.from_file(env, node.prompt)
-        if node.prompt is not None
-        else CompiledTemplate(env, node.template or "", f"nodes.{node_id}.template")
-    )
-    system = CompiledTemplate(env, node.system) if node.system is not None else None
-    common: dict[str, Any] = {
-        "prompt": prompt,
-        "system": system,
-        "vars": compile_value(env, node.vars),
-    }
+    messages = _turns(node_id, node, env)
+    common: dict[str, Any] = {"messages": messages, "vars": compile_value(env, node.vars)}
     if isinstance(node, LlmNode):
         return CompiledNode(node_id, node, needs, model=compile_value(env, node.model), **common)
     assert isinstance(node, FanoutNode)
@@ -116,9 +116,31 @@ def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironme
         needs,
         include=include,
         exclude=compile_value(env, query.exclude),
-        per_model=_reads("model", prompt, system, common["vars"]),
+        per_model=_reads("model", *(t.content for t in messages), common["vars"]),
         **common,
     )
+
+
+def _turns(node_id: str, node: Prompted, env: ImmutableSandboxedEnvironment) -> tuple[Turn, ...]:
+    """`messages:` as written; else the optional `system:`, then the prompt as the user turn."""
+    if node.messages is not None:
+        return tuple(
+            Turn(m.role, _template(env, m.content, m.prompt, f"nodes.{node_id}.messages.{i}"))
+            for i, m in enumerate(node.messages)
+        )
+    user = Turn("user", _template(env, node.template, node.prompt, f"nodes.{node_id}.template"))
+    if node.system is None:
+        return (user,)
+    return (Turn("system", CompiledTemplate(env, node.system, f"nodes.{node_id}.system")), user)
+
+
+def _template(
+    env: ImmutableSandboxedEnvironment, inline: str | None, file: str | None, name: str
+) -> CompiledTemplate:
+    """A prompt file's template, or an inline one."""
+    if file is not None:
+        return CompiledTemplate.from_file(env, file)
+    return CompiledTemplate(env, inline or "", name)
 
 
 def _reads(name: str, *values: Any) -> bool:
