@@ -356,7 +356,7 @@ class Prompted(NodeBase):
     system: str | None = Field(default=None, description="An inline system-message template.")
     messages: list[Message] | None = Field(
         default=None,
-        min_length=1,
+        json_schema_extra={"minItems": 1},
         description="The chat turns, in order, instead of `prompt:`/`template:` and `system:`: "
         "for few-shot and multi-turn prompts.",
     )
@@ -371,24 +371,12 @@ class Prompted(NodeBase):
     def _messages_alone(cls, value: list[Message], info: ValidationInfo) -> list[Message]:
         # Fields validate in order: the other prompt forms, declared above, are known here.
         given = [key for key in ("system", "prompt", "template") if info.data.get(key) is not None]
-        if not given:
-            return value
-        others = " and ".join(f"`{key}:`" for key in given)
-        entries = {
-            "system": "a first `{role: system, content: ...}`",
-            "prompt": "`{role: user, prompt: FILE}`",
-            "template": "`{role: user, content: ...}`",
-        }
-        moved = " and ".join(entries[key] for key in given)
-        raise PydanticCustomError(
-            "prompt_forms",
-            "`messages:` cannot be used with {others}: a node writes its prompt one way",
-            {
-                "others": others,
-                "fix": f"move {others} into `messages:` as {moved}, or remove `messages:`",
-                "at": "key",
-            },
-        )
+        if given:
+            raise _prompt_forms(given)
+        if not value:
+            fix = 'give it the turns to send, such as `- {role: user, content: "{{ prompt }}"}`'
+            raise PydanticCustomError("messages_empty", "`messages:` is empty", {"fix": fix})
+        return value
 
     @model_validator(mode="after")
     def _one_prompt(self) -> Prompted:
@@ -397,6 +385,26 @@ class Prompted(NodeBase):
                 "give exactly one of `prompt:` (a file under prompts/), `template:` or `messages:`"
             )
         return self
+
+
+def _prompt_forms(given: list[str]) -> PydanticCustomError:
+    """`messages:` written together with the other prompt keys ``given``; points at its key."""
+    others = " and ".join(f"`{key}:`" for key in given)
+    entries = {
+        "system": "a first `{role: system, content: ...}`",
+        "prompt": "`{role: user, prompt: FILE}`",
+        "template": "`{role: user, content: ...}`",
+    }
+    moved = " and ".join(entries[key] for key in given)
+    return PydanticCustomError(
+        "prompt_forms",
+        "`messages:` cannot be used with {others}: a node writes its prompt one way",
+        {
+            "others": others,
+            "fix": f"move {others} into `messages:` as {moved}, or remove `messages:`",
+            "at": "key",
+        },
+    )
 
 
 class LlmNode(Prompted):
