@@ -21,10 +21,12 @@ from pydantic import (
     Field,
     PlainSerializer,
     Tag,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 NodeId = NewType("NodeId", str)
 ModelAlias = NewType("ModelAlias", str)
@@ -363,10 +365,50 @@ class SelectNode(NodeBase):
     fallback: Literal["weight", "fail"] = "weight"
 
 
+class Message(Strict):
+    """One turn of a `messages:` prompt: its role, and its content as a template."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["content"]}, {"required": ["prompt"]}]}
+    )
+
+    role: Literal["system", "user", "assistant"]
+    content: str | None = Field(default=None, min_length=1, description="An inline template.")
+    prompt: str | None = Field(
+        default=None, description="A template file under prompts/, instead of `content:`."
+    )
+
+    @model_validator(mode="after")
+    def _one_content(self) -> Message:
+        if self.content is None and self.prompt is None:
+            raise PydanticCustomError(
+                "message_content",
+                "the {role} message has no content",
+                {
+                    "role": self.role,
+                    "fix": "add `content:` (an inline template) or `prompt:` (a file under "
+                    "prompts/)",
+                },
+            )
+        if self.content is not None and self.prompt is not None:
+            raise PydanticCustomError(
+                "message_content",
+                "the {role} message has both `content:` and `prompt:`",
+                {"role": self.role, "fix": "keep one of them"},
+            )
+        return self
+
+
 class Prompted(NodeBase):
     prompt: str | None = Field(default=None, description="A template file under prompts/.")
     template: str | None = Field(default=None, description="An inline Jinja template.")
     system: str | None = Field(default=None, description="An inline system-message template.")
+    messages: list[Message] | None = Field(
+        default=None,
+        json_schema_extra={"minItems": 1},
+        description="The chat turns, in order, instead of `prompt:`/`template:` and `system:`: "
+        "for few-shot and multi-turn prompts.",
+    )
     vars: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] = Field(
         default={},
         description='Extra names for the prompt, evaluated first: `responses: "{{ answers }}"`.',
@@ -381,11 +423,45 @@ class Prompted(NodeBase):
         "is the result's `data`.",
     )
 
+    @field_validator("messages")
+    @classmethod
+    def _messages_alone(cls, value: list[Message], info: ValidationInfo) -> list[Message]:
+        # Fields validate in order: the other prompt forms, declared above, are known here.
+        given = [key for key in ("system", "prompt", "template") if info.data.get(key) is not None]
+        if given:
+            raise _prompt_forms(given)
+        if not value:
+            fix = 'give it the turns to send, such as `- {role: user, content: "{{ prompt }}"}`'
+            raise PydanticCustomError("messages_empty", "`messages:` is empty", {"fix": fix})
+        return value
+
     @model_validator(mode="after")
     def _one_prompt(self) -> Prompted:
-        if (self.prompt is None) == (self.template is None):
-            raise ValueError("give exactly one of `prompt:` (a file under prompts/) or `template:`")
+        if self.messages is None and (self.prompt is None) == (self.template is None):
+            raise ValueError(
+                "give exactly one of `prompt:` (a file under prompts/), `template:` or `messages:`"
+            )
         return self
+
+
+def _prompt_forms(given: list[str]) -> PydanticCustomError:
+    """`messages:` written together with the other prompt keys ``given``; points at its key."""
+    others = " and ".join(f"`{key}:`" for key in given)
+    entries = {
+        "system": "a first `{role: system, content: ...}`",
+        "prompt": "`{role: user, prompt: FILE}`",
+        "template": "`{role: user, content: ...}`",
+    }
+    moved = " and ".join(entries[key] for key in given)
+    return PydanticCustomError(
+        "prompt_forms",
+        "`messages:` cannot be used with {others}: a node writes its prompt one way",
+        {
+            "others": others,
+            "fix": f"move {others} into `messages:` as {moved}, or remove `messages:`",
+            "at": "key",
+        },
+    )
 
 
 class LlmNode(Prompted):

@@ -174,8 +174,8 @@ def test_each_prompt_file_is_read_once(tmp_path: Path, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(prompt_files, "read_bytes", counted)
     wf = Workflow.from_string(WORKFLOW + "    prompt: outer.j2\n", prompts_dir=prompts)
-    assert wf.plan.nodes["answer"].prompt is not None
-    assert wf.plan.nodes["answer"].prompt.render({"prompt": "q"}) == "inner q and q"
+    (turn,) = wf.plan.nodes["answer"].messages
+    assert turn.content.render({"prompt": "q"}) == "inner q and q"
     assert sorted(reads) == ["inner.j2", "outer.j2"]
 
 

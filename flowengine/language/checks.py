@@ -36,6 +36,7 @@ from flowengine.spec import (
     LlmNode,
     LlmSelector,
     PluginNode,
+    Prompted,
     PythonNode,
     SelectNode,
     WorkflowSpec,
@@ -268,12 +269,7 @@ class Checker(TemplateChecks, PluginChecks):
                         key=True,
                     )
             names = names.with_names(node.vars)
-            if node.template is not None:
-                self.check_inline((*base, "template"), node.template, names)
-            if node.prompt is not None:
-                self.check_prompt_file((*base, "prompt"), node.prompt, names)
-            if node.system is not None:
-                self.check_inline((*base, "system"), node.system, names)
+            self.check_prompts(base, node, names)
         elif isinstance(node, PythonNode):
             for path, text in _strings(node.args or {}, (*base, "args")):
                 if is_template(text):
@@ -290,6 +286,20 @@ class Checker(TemplateChecks, PluginChecks):
             for i, alias in enumerate(node.models.exclude):
                 if is_template(alias):
                     self.check_inline((*base, "models", "exclude", i), alias, model_names)
+
+    def check_prompts(self, base: YamlPath, node: Prompted, names: Names) -> None:
+        """Every template of the node's prompt, in whichever form it is written, at its place."""
+        inline = [((*base, "template"), node.template), ((*base, "system"), node.system)]
+        files = [((*base, "prompt"), node.prompt)]
+        for i, message in enumerate(node.messages or ()):
+            inline.append(((*base, "messages", i, "content"), message.content))
+            files.append(((*base, "messages", i, "prompt"), message.prompt))
+        for path, text in inline:
+            if text is not None:
+                self.check_inline(path, text, names)
+        for path, name in files:
+            if name is not None:
+                self.check_prompt_file(path, name, names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""

@@ -22,10 +22,19 @@ from flowengine.spec import (
     LlmSelector,
     NodeSpec,
     PluginNode,
+    Prompted,
     PythonNode,
     SelectNode,
     WorkflowSpec,
 )
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One chat message of a node's prompt: its role, and the template of its content."""
+
+    role: str
+    content: CompiledTemplate
 
 
 @dataclass(frozen=True)
@@ -35,8 +44,8 @@ class CompiledNode:
     id: str
     spec: NodeSpec
     needs: tuple[str, ...]
-    prompt: CompiledTemplate | None = None
-    system: CompiledTemplate | None = None
+    #: The chat messages, in order: `messages:` as written, or `system:` then the prompt.
+    messages: tuple[Turn, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict)
     model: Any = None
     include: list[Any] | None = None
@@ -119,15 +128,8 @@ def _compile_node(
     if isinstance(node, PythonNode):
         args = compile_value(env, node.args) if node.args is not None else None
         return CompiledNode(node_id, node, needs, args=args)
-    prompt = (
-        CompiledTemplate.from_file(env, node.prompt)
-        if node.prompt is not None
-        else CompiledTemplate(env, node.template or "", f"nodes.{node_id}.template")
-    )
-    system = CompiledTemplate(env, node.system) if node.system is not None else None
     common: dict[str, Any] = {
-        "prompt": prompt,
-        "system": system,
+        "messages": _turns(node_id, node, env),
         "vars": compile_value(env, node.vars),
         "response": ResponseSchema.of(node_id, schema) if schema is not None else None,
     }
@@ -142,9 +144,31 @@ def _compile_node(
         needs,
         include=include,
         exclude=compile_value(env, query.exclude),
-        per_model=_reads("model", prompt, system, common["vars"]),
+        per_model=_reads("model", *(t.content for t in common["messages"]), common["vars"]),
         **common,
     )
+
+
+def _turns(node_id: str, node: Prompted, env: ImmutableSandboxedEnvironment) -> tuple[Turn, ...]:
+    """`messages:` as written; else the optional `system:`, then the prompt as the user turn."""
+    if node.messages is not None:
+        return tuple(
+            Turn(m.role, _template(env, m.content, m.prompt, f"nodes.{node_id}.messages.{i}"))
+            for i, m in enumerate(node.messages)
+        )
+    user = Turn("user", _template(env, node.template, node.prompt, f"nodes.{node_id}.template"))
+    if node.system is None:
+        return (user,)
+    return (Turn("system", CompiledTemplate(env, node.system, f"nodes.{node_id}.system")), user)
+
+
+def _template(
+    env: ImmutableSandboxedEnvironment, inline: str | None, file: str | None, name: str
+) -> CompiledTemplate:
+    """A prompt file's template, or an inline one."""
+    if file is not None:
+        return CompiledTemplate.from_file(env, file)
+    return CompiledTemplate(env, inline or "", name)
 
 
 def _reads(name: str, *values: Any) -> bool:

@@ -36,7 +36,7 @@ def problem_from_error(
     ``model`` is what was validated (the whole file, or a plugin's config model); ``prefix``
     is where its data is in the file.
     """
-    path, _ = _walk(source.root, tuple(error["loc"]), prefix, model)
+    path, tp = _walk(source.root, tuple(error["loc"]), prefix, model)
     kind = error["type"]
     where = ".".join(str(p) for p in path) or "the file"
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
@@ -55,15 +55,29 @@ def problem_from_error(
     if path and path[-1] == "[key]":
         return _key_problem(source, path[:-1], error["msg"])
     message = _plain_message(kind, error, ctx) or error["msg"].removeprefix("Value error, ")
-    fix = None
+    # A validator of the spec may say the fix itself, and that the problem is its key's rather
+    # than its value's (a PydanticCustomError with ctx["fix"] and ctx["at"] == "key").
+    at = source.locate(path, key=ctx.get("at") == "key")
+    return Problem(
+        at, f"{where}: {message}", _value_fix(kind, error, ctx, path, tp), "invalid-value"
+    )
+
+
+def _value_fix(
+    kind: str, error: ErrorDetails, ctx: dict[str, Any], path: YamlPath, tp: Any
+) -> str | None:
+    if isinstance(ctx.get("fix"), str):
+        return str(ctx["fix"])
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        fix = (
-            did_you_mean(str(error.get("input")), expected) or f"use one of: {', '.join(expected)}"
+        return did_you_mean(str(error.get("input")), expected) or (
+            f"use one of: {', '.join(expected)}"
         )
-    elif kind == "list_type" and path:
-        fix = f"write a list: `{path[-1]}: [a, b]`"
-    return Problem(source.locate(path), f"{where}: {message}", fix, "invalid-value")
+    if kind == "list_type" and path:
+        return f"write a list: `{path[-1]}: [a, b]`"
+    if kind in ("model_type", "model_attributes_type") and _fields(tp):
+        return f"write a mapping with the keys {', '.join(_fields(tp))}"
+    return None
 
 
 # Pydantic's wording, said as a YAML author would: "expected a number, got 'heavy'".
@@ -106,6 +120,8 @@ def _plain_message(kind: str, error: ErrorDetails, ctx: dict[str, Any]) -> str |
     given = _shown(error.get("input"))
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {given}"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected')}, got {given}"
     if kind in _BOUNDS:
         return f"must be {_BOUNDS[kind].format(**ctx)}, got {given}"
     if kind == "string_too_short":
