@@ -2,7 +2,8 @@
 
 References (models, providers, selectors, needs), names and cycles here; the templates of each
 node, router and the output mapping through :mod:`.template_checks`, each with the names it
-may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``.
+may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``; each node's ``when:``
+through :mod:`.conditions`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.errors import Problem, did_you_mean
 from flowengine.language.ancestry import ancestry
+from flowengine.language.conditions import check_condition, condition_names
 from flowengine.language.fields import METADATA, MODEL, NODE_OUTPUTS, ListOf, Shape, Table
 from flowengine.language.graph import Graph, describe_cycle
 from flowengine.language.source import Source, YamlPath
@@ -63,6 +65,7 @@ class Checker(TemplateChecks):
         # (see .ancestry), so one pass reports the cycle and every template problem too.
         for node_id in self.spec.nodes:
             self.check_node_templates(node_id)
+            self.check_when(node_id)
         self.check_output()
         self.check_routers()
         return self.problems
@@ -251,6 +254,12 @@ class Checker(TemplateChecks):
             for i, alias in enumerate(node.models.exclude):
                 if is_template(alias):
                     self.check_inline((*base, "models", "exclude", i), alias, model_names)
+
+    def check_when(self, node_id: str) -> None:
+        when = self.spec.nodes[node_id].when
+        if when is not None:
+            names = condition_names(self.names_for(node_id))
+            check_condition(self, ("nodes", node_id, "when"), when, names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.language.conditions import Condition, compile_condition
 from flowengine.language.graph import Graph
 from flowengine.language.templates import (
     CompiledTemplate,
@@ -40,6 +41,8 @@ class CompiledNode:
     #: Whether a fanout's messages may differ from model to model: its templates read
     #: ``model``. If not, they are rendered once for all of its calls.
     per_model: bool = True
+    #: The node's ``when:``: it runs only if this holds once its needs are done.
+    when: Condition | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,9 @@ def _router_template(selector: LlmSelector, env: ImmutableSandboxedEnvironment) 
 
 def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironment) -> CompiledNode:
     needs = tuple(dict.fromkeys(node.needs))
+    when = compile_condition(env, node.when) if node.when is not None else None
     if isinstance(node, SelectNode):
-        return CompiledNode(node_id, node, needs)
+        return CompiledNode(node_id, node, needs, when=when)
     prompt = (
         CompiledTemplate.from_file(env, node.prompt)
         if node.prompt is not None
@@ -104,6 +108,7 @@ def _compile_node(node_id: str, node: NodeSpec, env: ImmutableSandboxedEnvironme
         "prompt": prompt,
         "system": system,
         "vars": compile_value(env, node.vars),
+        "when": when,
     }
     if isinstance(node, LlmNode):
         return CompiledNode(node_id, node, needs, model=compile_value(env, node.model), **common)
