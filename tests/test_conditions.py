@@ -209,6 +209,22 @@ def test_conditions_are_checked_with_the_names_templates_see(tmp_path: Path) -> 
     assert fixes["undefined-name"] == "did you mean 'quick'?"
 
 
+def test_hostile_conditions_are_refused_without_running_them(tmp_path: Path) -> None:
+    deep = "(" * 300 + "prompt" + ")" * 300
+    wf = (
+        REVIEWED.replace("when: not quick", "when: \"'a' * 3000000000\"")
+        .replace("needs: [review]", f'needs: [review]\n    when: "{deep}"')
+        .replace("{type: llm, model: a,", "{type: llm, when: prompt.__class__, model: a,")
+    )
+    with pytest.raises(WorkflowError) as caught:
+        load(wf, tmp_path)
+    assert [(p.code, p.message) for p in caught.value.problems] == [
+        ("template", "template reads '__class__': names starting with '_' are not accessible"),
+        ("template", "template: '*' would make 3,000,000,000 items; the most is 1,000,000"),
+        ("condition-syntax", "condition nested too deeply"),
+    ]
+
+
 # -- skip=[...] and only=[...] -------------------------------------------------------------------
 
 

@@ -76,6 +76,12 @@ def check_condition(checks: TemplateChecks, path: YamlPath, text: str, names: Na
 
 def _syntax_problem(message: str) -> tuple[str, str]:
     """Jinja's syntax message, said of a condition rather than a template, and the fix."""
+    if message == "template nested too deeply":
+        return (
+            "condition nested too deeply",
+            "nest fewer brackets and chain fewer operators; a node before this one can "
+            "compute part of it",
+        )
     if message == "chunk after expression":
         return (
             "condition syntax: more text after the end of the expression",
