@@ -338,9 +338,31 @@ class Defaults(Strict):
     retry: Retry | None = None
 
 
+def _condition_text(value: Any) -> Any:
+    """YAML's ``when: false`` is the expression ``false``: a condition is always text."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+#: A condition: one Jinja expression, bare (``not quick``) or as ``"{{ not quick }}"``.
+When = Annotated[
+    str | None,
+    BeforeValidator(_condition_text),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "minLength": 1}, {"type": "boolean"}, {"type": "null"}],
+            "description": "Run the node only when this Jinja expression is true, such as "
+            "`not quick` or `answers | length > 1`; it sees what the node's templates see, "
+            "once its needs are done. Otherwise the node is skipped: it makes no calls, and "
+            "the nodes after it see it as none.",
+        }
+    ),
+]
+
+
 class NodeBase(Strict):
     description: str | None = None
     needs: list[str] = []
+    when: When = None
     on_error: Literal["fail", "continue"] = "fail"
     cache: bool = True
     timeout: PositiveDuration | None = None

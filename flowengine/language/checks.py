@@ -2,7 +2,8 @@
 
 References (models, providers, selectors, needs), names and cycles here; the templates of each
 node, router and the output mapping through :mod:`.template_checks`, each with the names it
-may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``.
+may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``; each node's ``when:``
+through :mod:`.conditions`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.errors import Problem, did_you_mean
 from flowengine.language.ancestry import ancestry
+from flowengine.language.conditions import check_condition, condition_names
 from flowengine.language.fields import (
     METADATA,
     MODEL,
@@ -86,6 +88,7 @@ class Checker(TemplateChecks, PluginChecks):
         # (see .ancestry), so one pass reports the cycle and every template problem too.
         for node_id in self.spec.nodes:
             self.check_node_templates(node_id)
+            self.check_when(node_id)
         self.check_output()
         self.check_routers()
         return self.problems
@@ -300,6 +303,12 @@ class Checker(TemplateChecks, PluginChecks):
         for path, name in files:
             if name is not None:
                 self.check_prompt_file(path, name, names)
+
+    def check_when(self, node_id: str) -> None:
+        when = self.spec.nodes[node_id].when
+        if when is not None:
+            names = condition_names(self.names_for(node_id))
+            check_condition(self, ("nodes", node_id, "when"), when, names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""

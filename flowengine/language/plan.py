@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.language.conditions import Condition, compile_condition
 from flowengine.language.graph import Graph
 from flowengine.language.response_schemas import ResponseSchema
 from flowengine.language.templates import (
@@ -57,6 +58,8 @@ class CompiledNode:
     response: ResponseSchema | None = None
     #: A python node's keyword arguments, templates compiled; None: the outputs of its needs.
     args: dict[str, Any] | None = None
+    #: The node's ``when:``: it runs only if this holds once its needs are done.
+    when: Condition | None = None
 
 
 @dataclass(frozen=True)
@@ -123,15 +126,17 @@ def _compile_node(
     schema: dict[str, Any] | None,
 ) -> CompiledNode:
     needs = tuple(dict.fromkeys(node.needs))
+    when = compile_condition(env, node.when) if node.when is not None else None
     if isinstance(node, SelectNode | PluginNode):
-        return CompiledNode(node_id, node, needs)
+        return CompiledNode(node_id, node, needs, when=when)
     if isinstance(node, PythonNode):
         args = compile_value(env, node.args) if node.args is not None else None
-        return CompiledNode(node_id, node, needs, args=args)
+        return CompiledNode(node_id, node, needs, args=args, when=when)
     common: dict[str, Any] = {
         "messages": _turns(node_id, node, env),
         "vars": compile_value(env, node.vars),
         "response": ResponseSchema.of(node_id, schema) if schema is not None else None,
+        "when": when,
     }
     if isinstance(node, LlmNode):
         return CompiledNode(node_id, node, needs, model=compile_value(env, node.model), **common)

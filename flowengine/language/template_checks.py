@@ -42,6 +42,7 @@ class Names:
     # fields templates read; names the node sets itself (`vars`) hold what it computes.
     shapes: Mapping[str, Shape] = field(default_factory=dict)
     own: frozenset[str] = frozenset()
+    what: str = "template"  # what messages call the text: a template, or a condition
 
     def allows(self, name: str) -> bool:
         return name not in self.hidden and (name in self.allowed or name in self.upstream)
@@ -53,18 +54,25 @@ class Names:
         """What is wrong with reading ``name`` here: message, fix and code; None if nothing."""
         if self.allows(name):
             return None
+        what = self.what
         if name == self.owner:
             return (
-                f"template uses '{name}', the output of its own node",
+                f"{what} uses '{name}', the output of its own node",
                 "read an upstream node instead",
                 "own-output",
             )
         if name in self.nodes:
             needs = ", ".join([*self.needs, name])
             return (
-                f"template uses node '{name}', which is not among the needs of node '{self.owner}'",
+                f"{what} uses node '{name}', which is not among the needs of node '{self.owner}'",
                 f"add '{name}' to the needs of '{self.owner}': `needs: [{needs}]`",
                 "not-a-need",
+            )
+        if name == "model" and what == "condition":
+            return (
+                "condition uses 'model': a condition is evaluated once, before any model is called",
+                "test the node's inputs or the outputs of its needs instead",
+                "fanout-only-name",
             )
         if name == "model":
             return (
@@ -78,7 +86,7 @@ class Names:
         fix = did_you_mean(name, known) or (
             f"names known here: {', '.join(known)}; declare an input under `inputs:`"
         )
-        return f"template uses undefined name '{name}'", fix, "undefined-name"
+        return f"{what} uses undefined name '{name}'", fix, "undefined-name"
 
     def with_names(self, names: Iterable[str], *, drop: Iterable[str] = ()) -> Names:
         """These names (set by the node itself) and ``names``, less ``drop``."""
@@ -103,7 +111,8 @@ class TemplateChecks:
     ) -> None:
         self.problems.append(Problem(self.source.locate(path, key=key), message, fix, code))
 
-    def check_inline(self, path: YamlPath, text: str, names: Names) -> None:
+    def check_inline(self, path: YamlPath, text: str, names: Names, *, bare: bool = False) -> None:
+        """An inline template; ``bare``: the file holds it without its ``{{ }}`` (a condition)."""
         base = self.source.locate(path)
         raw = _value_at(self.source.root, path)
         block = isinstance(raw, LiteralScalarString | FoldedScalarString)
@@ -122,7 +131,7 @@ class TemplateChecks:
                 # A quoted string folded over several lines: the template's lines do not map
                 # to the file's, so point at the start of the string.
                 return base
-            column = _column_of(self.source.at(file_line).source_line, word, start)
+            column = _column_of(self.source.at(file_line).source_line, word, start, bare)
             return self.source.at(file_line, column or start)
 
         self.check_template(text, names, where)
@@ -244,11 +253,15 @@ class TemplateChecks:
 _TAG = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)")
 
 
-def _column_of(line: str | None, word: str | None, start: int) -> int | None:
-    """The 1-based column of ``word`` inside a {{ }} or {% %} tag of ``line``, from ``start``."""
+def _column_of(line: str | None, word: str | None, start: int, bare: bool = False) -> int | None:
+    """The 1-based column of ``word`` inside a {{ }} or {% %} tag of ``line``, from ``start``;
+    anywhere from ``start`` when the line holds a ``bare`` expression."""
     if not line or not word:
         return None
     name = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)")
+    if bare:
+        found = name.search(line, start - 1)
+        return found.start() + 1 if found else None
     for tag in _TAG.finditer(line, start - 1):
         found = name.search(line, tag.start(), tag.end())
         if found:

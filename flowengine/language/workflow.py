@@ -8,7 +8,7 @@ structure (:mod:`.schema_errors` says what is wrong), then check how its parts r
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,13 +173,19 @@ class Workflow:
         *,
         engine: Engine | None = None,
         offline: bool = False,
+        only: Iterable[str] | None = None,
+        skip: Iterable[str] | None = None,
         **named_inputs: Any,
     ) -> RunResult:
         """Run once and return the :class:`RunResult`.
 
         Without ``engine``, a private one is used for this run; rate limits are still shared
         with every other run in the process. Pass an :class:`Engine` to share its HTTP session
-        across many runs.
+        across many runs. ``only`` runs those nodes and what they need; ``skip`` skips those
+        nodes, and the nodes after them see them as none::
+
+            result = await wf.run(prompt="...", skip=["meta"])
+            result.nodes["meta"].status  # "skipped"
         """
         # Imported here, not at the top: the language layer sits below the run layer, and
         # loading or validating a workflow must not pay for importing aiohttp. A shim until
@@ -187,9 +193,9 @@ class Workflow:
         from flowengine.run.engine import Engine
 
         if engine is not None:
-            return await engine.run(self, inputs, **named_inputs)
+            return await engine.run(self, inputs, only=only, skip=skip, **named_inputs)
         async with Engine(offline=offline) as own:
-            return await own.run(self, inputs, **named_inputs)
+            return await own.run(self, inputs, only=only, skip=skip, **named_inputs)
 
     def to_mermaid(self) -> str:
         return diagrams.to_mermaid(self.spec, self.dag)

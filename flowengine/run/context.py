@@ -12,6 +12,8 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import jinja2
+
 from flowengine import plugins
 from flowengine.events import Event, Listener
 from flowengine.language.plan import CompiledNode
@@ -29,6 +31,10 @@ from flowengine.spec import HttpSelector, NodeSpec, PluginNode, WorkflowSpec
 if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
     from flowengine.run.engine import Engine
+
+
+# What a template can raise at run time: its own errors, and Python's from expressions it evaluates.
+TEMPLATE_ERRORS = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError)
 
 
 class NodeFailure(Exception):
