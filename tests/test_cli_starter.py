@@ -61,4 +61,7 @@ def test_a_misspelt_name_gets_a_suggestion() -> None:
     code, _, err = invoke("validate", "critque")
     assert code == 2
     assert "critque: error: no such file\n" in err
-    assert "= fix: did you mean 'critique'? (shipped workflows: critique, ensemble, full, route)" in err
+    assert (
+        "= fix: did you mean 'critique'? (shipped workflows: critique, ensemble, full, route)"
+        in err
+    )

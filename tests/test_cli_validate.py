@@ -8,7 +8,12 @@ from click.testing import CliRunner
 
 from flowengine.cli import cli
 
-SHIPPED = ["workflows/critique.yaml", "workflows/ensemble.yaml", "workflows/full.yaml"]
+SHIPPED = [
+    "workflows/critique.yaml",
+    "workflows/ensemble.yaml",
+    "workflows/full.yaml",
+    "workflows/route.yaml",
+]
 
 
 def test_shipped_workflows_validate(in_repo_root: Path) -> None:
@@ -19,6 +24,7 @@ def test_shipped_workflows_validate(in_repo_root: Path) -> None:
         "workflows/critique.yaml: ok (3 nodes: select -> primary -> critiques)",
         "workflows/ensemble.yaml: ok (4 nodes: answers -> meta -> lead -> synthesis)",
         "workflows/full.yaml: ok (5 nodes: select -> primary -> critiques -> meta -> synthesis)",
+        "workflows/route.yaml: ok (3 nodes: classify -> code -> general)",
     ]
 
 
