@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jinja2 import TemplateError, UndefinedError
 
 from flowengine.errors import Problem, WorkflowError
@@ -82,6 +84,7 @@ VALID = [
     ("[{{ tone | default('') }}] {{ tone | d('calm') | upper }}", "[] CALM", "[warm] WARM"),
     ("{% if tone %}{{ tone }}{% else %}calm{% endif %}", "calm", "warm"),
     ("{{ tone or 'calm' }} {{ 'no' if not tone else 'yes' }}", "calm no", "warm yes"),
+    ("{% if tone and prompt %}{{ tone }}{% endif %}", "", "warm"),
     ("{% if tone is not defined %}{% set tone = 'calm' %}{% endif %}{{ tone }}", "calm", "warm"),
     (
         "{{ inputs.tone | default('calm') }} {{ inputs['tone'] is defined }}",
@@ -135,6 +138,7 @@ INVALID = [
     ("{{ tone | upper }}", "optional-input", "tone"),
     ("{% if tone == 'warm' %}w{% endif %}", "optional-input", "tone"),
     ("{{ prompt and tone }}", "optional-input", "tone"),
+    ("{{ tone and prompt }}", "optional-input", "tone"),  # `a and b` is a where a is false
     ("{% if tone is defined %}{% endif %}{{ tone }}", "optional-input", "tone"),
     ("{{ inputs.tone }}", "optional-input", "tone"),
     ("{{ inputs['tone'] ~ '' }}", "optional-input", "tone"),
@@ -204,3 +208,42 @@ def test_an_input_not_given_is_undefined_and_false_but_not_among_the_inputs() ->
     assert render("{{ inputs | tojson }} {{ inputs | length }}") == (
         '{"prompt": "q", "style": "plain"} 2'
     )
+
+
+# -- what the checks accept renders, whatever the idioms are combined into -------------------------
+
+_READS = st.sampled_from(["tone", "audience", "prompt", "inputs.tone", "inputs['tone']"])
+
+
+def _exprs(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.builds("{} | default('x')".format, inner),
+        st.builds("({} is defined)".format, inner),
+        st.builds("({} is not defined)".format, inner),
+        st.builds("({} and {})".format, inner, inner),
+        st.builds("({} or {})".format, inner, inner),
+        st.builds("(not {})".format, inner),
+        st.builds("({} if {} else {})".format, inner, inner, inner),
+        st.builds("({} ~ 'a')".format, inner),
+    )
+
+
+_EXPRS = st.recursive(_READS, _exprs, max_leaves=6)
+
+
+def _blocks(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.builds("{{% if {} %}}{}{{% else %}}{}{{% endif %}}".format, _EXPRS, inner, inner),
+        st.builds(
+            "{{% if {} %}}{}{{% elif {} %}}{}{{% endif %}}".format, _EXPRS, inner, _EXPRS, inner
+        ),
+        st.builds("{{% set audience = {} %}}{}".format, _EXPRS, inner),
+        st.builds("{}{}".format, inner, inner),
+    )
+
+
+@given(st.recursive(st.builds("{{{{ {} }}}}".format, _EXPRS), _blocks, max_leaves=4))
+def test_a_template_the_checks_accept_renders_with_the_input_given_or_not(template: str) -> None:
+    if problems(template) == []:
+        render(template)
+        render(template, tone="warm")

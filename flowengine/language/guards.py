@@ -184,13 +184,16 @@ class _Walk:
             yes, no = self.condition(node.node, known, boolean=True)
             return no, yes
         if isinstance(node, nodes.And | nodes.Or):
-            left_yes, left_no = self.condition(node.left, known, boolean=True)
+            # `a or b` is `a` only where a is true; `a and b` is `a` where a is false, so there
+            # a is only tested where the whole is.
+            is_or = isinstance(node, nodes.Or)
+            left_yes, left_no = self.condition(node.left, known, boolean=boolean or is_or)
             # The right side runs only where the left is true (and) or false (or).
-            after = known | (left_yes if isinstance(node, nodes.And) else left_no)
+            after = known | (left_no if is_or else left_yes)
             right_yes, right_no = self.condition(node.right, after, boolean=boolean)
-            if isinstance(node, nodes.And):
-                return left_yes | right_yes, left_no & right_no
-            return left_yes & right_yes, left_no | right_no
+            if is_or:
+                return left_yes & right_yes, left_no | right_no
+            return left_yes | right_yes, left_no & right_no
         if _defined_test(node):
             assert isinstance(node, nodes.Test)
             path = _path(node.node)
