@@ -183,6 +183,14 @@ def test_an_optional_input_read_unguarded_says_how_to_guard_it() -> None:
     assert as_field.fix is not None and "`{% if inputs.tone is defined %}`" in as_field.fix
 
 
+def test_an_inline_if_with_no_else_keeps_no_value() -> None:
+    # Jinja renders a false `x if y` as nothing: alone in a string, it is none.
+    template = "{{ tone if tone is defined }}"
+    assert problems(template) == []
+    assert render(template) == "None" and render(template, tone="warm") == "warm"
+    assert render(f"[{template}]") == "[]"
+
+
 def test_an_input_with_a_default_needs_no_guard() -> None:
     assert problems("{{ style }} {{ inputs.style }} {{ style is defined }}") == []
     assert render("{{ style }}") == "plain"

@@ -318,8 +318,11 @@ class CompiledTemplate:
             raise _recursed() from None
         if isinstance(value, Undefined):
             # An expression's value is not printed, so StrictUndefined (and the sandbox, which
-            # answers an unsafe read with an Undefined) would not raise by itself.
+            # answers an unsafe read with an Undefined) would not raise by itself. What does
+            # not raise is the lenient Undefined of an inline if that is false and has no else
+            # (`{{ tone if tone is defined }}`): it renders as nothing, so its value is none.
             str(value)
+            return None
         return value
 
     def render(self, context: Mapping[str, Any]) -> str:
