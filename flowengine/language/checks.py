@@ -29,6 +29,7 @@ from flowengine.language.fields import (
     node_output,
 )
 from flowengine.language.graph import Graph, describe_cycle
+from flowengine.language.inputs import may_be_missing
 from flowengine.language.plugin_checks import PluginChecks
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.template_checks import Names, TemplateChecks
@@ -73,6 +74,8 @@ class Checker(TemplateChecks, PluginChecks):
         # is a pass over what could be read: references to these names are not errors.
         self.partial = unreadable is not None
         self.unreadable = {section: set(names) for section, names in (unreadable or {}).items()}
+        # Inputs a run may not be given, with no default: undefined in templates then.
+        self.optional = frozenset(n for n, i in spec.inputs.items() if may_be_missing(i))
         self.shapes = self.known_shapes()
 
     def readable(self, section: str, name: str) -> bool:
@@ -109,7 +112,7 @@ class Checker(TemplateChecks, PluginChecks):
         models = None if self.unreadable.get("models") else tuple(spec.models)
         inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)
         shapes["models"] = Table("models", "model", models, MODEL)
-        shapes["inputs"] = Table("inputs", "input", inputs)
+        shapes["inputs"] = Table("inputs", "input", inputs, optional=self.optional)
         return shapes
 
     # -- names and references -------------------------------------------------------------
@@ -241,7 +244,14 @@ class Checker(TemplateChecks, PluginChecks):
             else self.shapes
         )
         return Names(
-            frozenset(allowed), self.node_ids, node_id, needs, unknown_ok, upstream, shapes=shapes
+            frozenset(allowed),
+            self.node_ids,
+            node_id,
+            needs,
+            unknown_ok,
+            upstream,
+            shapes=shapes,
+            optional=self.optional,
         )
 
     def needs_read(self, node_id: str) -> bool:
@@ -319,7 +329,7 @@ class Checker(TemplateChecks, PluginChecks):
             "candidates": ListOf("a list of models", MODEL),
         }
         # A router sees no node outputs.
-        names = Names(frozenset(allowed), frozenset(), None, shapes=shapes)
+        names = Names(frozenset(allowed), frozenset(), None, shapes=shapes, optional=self.optional)
         for name, selector in self.spec.selectors.items():
             if not isinstance(selector, LlmSelector):
                 continue
@@ -338,7 +348,13 @@ class Checker(TemplateChecks, PluginChecks):
         unknown_ok = not self.readable("inputs", "*")
         shapes = ChainMap[str, Shape]({"metadata": METADATA}, self.shapes)
         names = Names(
-            frozenset(allowed), frozenset(self.spec.nodes), None, (), unknown_ok, shapes=shapes
+            frozenset(allowed),
+            frozenset(self.spec.nodes),
+            None,
+            (),
+            unknown_ok,
+            shapes=shapes,
+            optional=self.optional,
         )
         for path, text in _strings(self.spec.output, ("output",)):
             if is_template(text):

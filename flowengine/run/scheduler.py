@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from flowengine.errors import UsageError, did_you_mean
 from flowengine.events import Listener
 from flowengine.language.functions import check_functions
+from flowengine.language.inputs import template_inputs
 from flowengine.language.plan import CompiledNode
 from flowengine.language.templates import evaluate_value
 from flowengine.results import (
@@ -160,8 +161,7 @@ class Scheduler:
         # output by id once it is done. Nodes read only their ancestors, which are done before
         # they start, so adding outputs as nodes finish never changes what a node sees.
         self.scope: dict[str, Any] = {
-            **run.inputs,
-            "inputs": run.inputs,
+            **template_inputs(run.workflow.spec.inputs, run.inputs),
             "models": self.plan.models,
         }
 
