@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         CallError,
         ConfigError,
         FlowEngineError,
+        PluginError,
         Problem,
         RunError,
         UsageError,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from flowengine.providers import register_provider
     from flowengine.results import CallResult, JudgeResult, NodeResult, RunResult, SelectResult
     from flowengine.run.engine import Engine
+    from flowengine.run.nodes import register_node
 
 __all__ = [
     "CallError",
@@ -38,6 +40,7 @@ __all__ = [
     "FlowEngineError",
     "JudgeResult",
     "NodeResult",
+    "PluginError",
     "Problem",
     "RunError",
     "RunResult",
@@ -46,6 +49,7 @@ __all__ = [
     "Workflow",
     "WorkflowError",
     "compare",
+    "register_node",
     "register_provider",
 ]
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it from here
@@ -59,6 +63,7 @@ _HOME = {
     "FlowEngineError": "flowengine.errors",
     "JudgeResult": "flowengine.results",
     "NodeResult": "flowengine.results",
+    "PluginError": "flowengine.errors",
     "Problem": "flowengine.errors",
     "RunError": "flowengine.errors",
     "RunResult": "flowengine.results",
@@ -67,6 +72,7 @@ _HOME = {
     "Workflow": "flowengine.language.workflow",
     "WorkflowError": "flowengine.errors",
     "compare": "flowengine.compare",
+    "register_node": "flowengine.run.nodes",
     "register_provider": "flowengine.providers",
 }
 

@@ -42,8 +42,9 @@ def compare(result: RunResult) -> dict[str, Any]:
     """Every response of a run as a card, and the one recommended, saying why.
 
     The dict is ready for a UI: ``{"run_id", "workflow", "status", "responses": [card...],
-    "recommended": {"node", "model", "reason"} | None}``; each card has node, model, length,
-    words, latency_s, tokens, cost, confidence, quality, success, cached, content and error.
+    "recommended": {"node", "model", "reason"} | None, "skipped": {node: reason}}``; each card
+    has node, model, length, words, latency_s, tokens, cost, confidence, quality, success,
+    cached, content and error. A skipped node made no calls, so it has no card.
     """
     cards: list[dict[str, Any]] = []
     for stage, (node_id, node) in enumerate(result.nodes.items()):
@@ -54,6 +55,7 @@ def compare(result: RunResult) -> dict[str, Any]:
         "status": result.status,
         "responses": cards,
         "recommended": recommend(cards),
+        "skipped": {n: r.reason for n, r in result.nodes.items() if r.status == "skipped"},
     }
 
 

@@ -6,6 +6,7 @@
      ├── WorkflowError (ValueError)   a workflow file is invalid; carries every Problem found
      ├── UsageError (ValueError)      bad command-line or API arguments (inputs, overrides, flags)
      ├── ConfigError                  the environment is missing something (an API key variable)
+     ├── PluginError                  a plugin cannot be loaded, or is not what it must be
      └── RunError                     a run could not complete
           └── CallError               one model or selector call failed (type, status, message)
 
@@ -51,6 +52,22 @@ class Location:
         return f"{self.file}:{self.line}:{self.column or 1}"
 
 
+#: The most of a source line an error shows; a longer line is cut around the column.
+LINE_SHOWN = 120
+
+
+def excerpt(line: str, column: int) -> tuple[str, int]:
+    """At most :data:`LINE_SHOWN` characters of ``line`` around ``column``, and the column's
+    place in them: a 10 MB line makes a one-line error, not a 10 MB one."""
+    if len(line) <= LINE_SHOWN:
+        return line, column
+    start = max(0, min(column - 1 - LINE_SHOWN // 2, len(line) - LINE_SHOWN))
+    text = line[start : start + LINE_SHOWN]
+    head = "…" if start > 0 else ""
+    tail = "…" if start + LINE_SHOWN < len(line) else ""
+    return head + text + tail, column - start + len(head)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a workflow: where, what, and how to fix it.
@@ -71,8 +88,9 @@ class Problem:
         loc = self.location
         if loc.source_line is not None and loc.line is not None:
             gutter = f"{loc.line:>5} | "
-            lines.append(gutter + loc.source_line.rstrip())
-            lines.append(" " * (len(gutter) - 2) + "| " + " " * ((loc.column or 1) - 1) + "^")
+            text, caret = excerpt(loc.source_line.rstrip(), loc.column or 1)
+            lines.append(gutter + text)
+            lines.append(" " * (len(gutter) - 2) + "| " + " " * (caret - 1) + "^")
         if self.fix:
             lines.append(f"      = fix: {self.fix}")
         return "\n".join(lines)
@@ -111,6 +129,18 @@ class UsageError(FlowEngineError, ValueError):
 
 class ConfigError(FlowEngineError):
     """The environment lacks what a run needs, such as an API key variable."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        self.message = message
+        self.fix = fix
+        super().__init__(f"{message}; {fix}" if fix else message)
+
+
+class PluginError(FlowEngineError):
+    """A plugin (an entry point, or an object registered from code) could not be used.
+
+    The message names the plugin and the distribution it comes from; ``fix`` says what to do.
+    """
 
     def __init__(self, message: str, fix: str | None = None) -> None:
         self.message = message

@@ -13,6 +13,7 @@ EventKind = Literal[
     "node_started",
     "node_finished",
     "node_failed",
+    "node_skipped",
     "call_finished",
     "call_retried",
     "selector_fallback",

@@ -127,6 +127,9 @@ class JudgeResult:
         return str(self.best)
 
 
+#: ``skipped``: the node did not run, and ``reason`` says why: its condition was false, it was
+#: asked to be skipped, or the run stopped before it. It is not a failure, and it made no calls.
+#: ``cancelled``: it was running when the run stopped.
 NodeStatus = Literal["succeeded", "failed", "skipped", "cancelled"]
 RunStatus = Literal["succeeded", "partial", "failed"]
 
@@ -138,6 +141,8 @@ class NodeResult:
     duration_s: float | None = None
     output: Any = None
     error: ErrorInfo | None = None
+    #: Why a skipped node did not run.
+    reason: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)

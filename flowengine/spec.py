@@ -22,11 +22,13 @@ from pydantic import (
     GetJsonSchemaHandler,
     PlainSerializer,
     Tag,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError
 from pydantic_core.core_schema import CoreSchema
 
 from flowengine.rubric import Criteria, Scale
@@ -193,11 +195,54 @@ def _type_or(default: str) -> Callable[[Any], str | None]:
     return tag
 
 
+#: The union tag of a provider type or node kind that is not built in: a plugin's. Its own keys
+#: are checked against the plugin's config model by :mod:`flowengine.language.plugin_checks`.
+PLUGIN = "plugin"
+PROVIDER_TYPES = ("openai", "offline")
+NODE_TYPES = ("select", "llm", "fanout", "judge", "python")
+
+
+def _builtin_or_plugin(builtins: tuple[str, ...], default: str | None) -> Callable[[Any], Any]:
+    def tag(value: Any) -> str | None:
+        found = (
+            value.get("type", default) if isinstance(value, dict) else getattr(value, "type", None)
+        )
+        if not isinstance(found, str):
+            return None
+        return found if found in builtins else PLUGIN
+
+    return tag
+
+
+def _plugin_type(builtins: tuple[str, ...], what: str) -> dict[str, Any]:
+    """The schema of a plugin's ``type:``: any name but a built-in one, whose keys are known."""
+    return {
+        "type": "string",
+        "not": {"enum": list(builtins)},
+        "description": f"A {what} registered by a plugin (an entry point, or from code).",
+    }
+
+
+class PluginProvider(ProviderBase):
+    """A provider type from a plugin; keys besides flowengine's own are the plugin's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Annotated[str, WithJsonSchema(_plugin_type(PROVIDER_TYPES, "provider type"))]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The plugin's own keys, as written."""
+        return dict(self.model_extra or {})
+
+
 # A provider or selector without `type:` is the common kind (an OpenAI-compatible API, an HTTP
 # selector), so the tag defaults instead of being required.
 ProviderSpec = Annotated[
-    Annotated[OpenAIProvider, Tag("openai")] | Annotated[OfflineProvider, Tag("offline")],
-    Discriminator(_type_or("openai")),
+    Annotated[OpenAIProvider, Tag("openai")]
+    | Annotated[OfflineProvider, Tag("offline")]
+    | Annotated[PluginProvider, Tag(PLUGIN)],
+    Discriminator(_builtin_or_plugin(PROVIDER_TYPES, "openai")),
 ]
 
 
@@ -298,9 +343,31 @@ class Defaults(Strict):
     retry: Retry | None = None
 
 
+def _condition_text(value: Any) -> Any:
+    """YAML's ``when: false`` is the expression ``false``: a condition is always text."""
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+#: A condition: one Jinja expression, bare (``not quick``) or as ``"{{ not quick }}"``.
+When = Annotated[
+    str | None,
+    BeforeValidator(_condition_text),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "minLength": 1}, {"type": "boolean"}, {"type": "null"}],
+            "description": "Run the node only when this Jinja expression is true, such as "
+            "`not quick` or `answers | length > 1`; it sees what the node's templates see, "
+            "once its needs are done. Otherwise the node is skipped: it makes no calls, and "
+            "the nodes after it see it as none.",
+        }
+    ),
+]
+
+
 class NodeBase(Strict):
     description: str | None = None
     needs: list[str] = []
+    when: When = None
     on_error: Literal["fail", "continue"] = "fail"
     cache: bool = True
     timeout: PositiveDuration | None = None
@@ -325,10 +392,62 @@ class SelectNode(NodeBase):
     fallback: Literal["weight", "fail"] = "weight"
 
 
+class Message(Strict):
+    """One turn of a `messages:` prompt: its role, and its content as a template."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["content"]}, {"required": ["prompt"]}]}
+    )
+
+    role: Literal["system", "user", "assistant"]
+    content: str | None = Field(default=None, min_length=1, description="An inline template.")
+    prompt: str | None = Field(
+        default=None, description="A template file under prompts/, instead of `content:`."
+    )
+
+    @model_validator(mode="after")
+    def _one_content(self) -> Message:
+        if self.content is None and self.prompt is None:
+            raise PydanticCustomError(
+                "message_content",
+                "the {role} message has no content",
+                {
+                    "role": self.role,
+                    "fix": "add `content:` (an inline template) or `prompt:` (a file under "
+                    "prompts/)",
+                },
+            )
+        if self.content is not None and self.prompt is not None:
+            raise PydanticCustomError(
+                "message_content",
+                "the {role} message has both `content:` and `prompt:`",
+                {"role": self.role, "fix": "keep one of them"},
+            )
+        return self
+
+
+def _only_messages(cls: type, value: list[Message], info: ValidationInfo) -> list[Message]:
+    """`messages:` is not empty, nor written beside the other prompt keys."""
+    # Fields validate in order: the other prompt forms, declared before it, are known here.
+    given = [key for key in ("system", "prompt", "template") if info.data.get(key) is not None]
+    if given:
+        raise _prompt_forms(given)
+    if not value:
+        fix = 'give it the turns to send, such as `- {role: user, content: "{{ prompt }}"}`'
+        raise PydanticCustomError("messages_empty", "`messages:` is empty", {"fix": fix})
+    return value
+
+
 class Prompted(NodeBase):
     prompt: str | None = Field(default=None, description="A template file under prompts/.")
     template: str | None = Field(default=None, description="An inline Jinja template.")
     system: str | None = Field(default=None, description="An inline system-message template.")
+    messages: list[Message] | None = Field(
+        default=None,
+        json_schema_extra={"minItems": 1},
+        description="The chat turns, in order, instead of `prompt:`/`template:` and `system:`: "
+        "for few-shot and multi-turn prompts.",
+    )
     vars: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] = Field(
         default={},
         description='Extra names for the prompt, evaluated first: `responses: "{{ answers }}"`.',
@@ -343,11 +462,35 @@ class Prompted(NodeBase):
         "is the result's `data`.",
     )
 
+    _messages_alone = field_validator("messages")(_only_messages)
+
     @model_validator(mode="after")
     def _one_prompt(self) -> Prompted:
-        if (self.prompt is None) == (self.template is None):
-            raise ValueError("give exactly one of `prompt:` (a file under prompts/) or `template:`")
+        if self.messages is None and (self.prompt is None) == (self.template is None):
+            raise ValueError(
+                "give exactly one of `prompt:` (a file under prompts/), `template:` or `messages:`"
+            )
         return self
+
+
+def _prompt_forms(given: list[str]) -> PydanticCustomError:
+    """`messages:` written together with the other prompt keys ``given``; points at its key."""
+    others = " and ".join(f"`{key}:`" for key in given)
+    entries = {
+        "system": "a first `{role: system, content: ...}`",
+        "prompt": "`{role: user, prompt: FILE}`",
+        "template": "`{role: user, content: ...}`",
+    }
+    moved = " and ".join(entries[key] for key in given)
+    return PydanticCustomError(
+        "prompt_forms",
+        "`messages:` cannot be used with {others}: a node writes its prompt one way",
+        {
+            "others": others,
+            "fix": f"move {others} into `messages:` as {moved}, or remove `messages:`",
+            "at": "key",
+        },
+    )
 
 
 class LlmNode(Prompted):
@@ -422,8 +565,16 @@ class JudgeNode(NodeBase):
         "`question`. Default: a built-in rubric prompt.",
     )
     system: str | None = Field(default=None, description="An inline system-message template.")
+    messages: list[Message] | None = Field(
+        default=None,
+        json_schema_extra={"minItems": 1},
+        description="The chat turns, in order, instead of `prompt:`/`template:` and `system:`; "
+        "they see what `template:` sees.",
+    )
     vars: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] = {}
     params: Params = {}
+
+    _messages_alone = field_validator("messages")(_only_messages)
 
     @model_validator(mode="after")
     def _one_judge_one_prompt(self) -> JudgeNode:
@@ -434,8 +585,56 @@ class JudgeNode(NodeBase):
         return self
 
 
-NodeSpec = Annotated[SelectNode | LlmNode | FanoutNode | JudgeNode, Field(discriminator="type")]
-NODE_TYPES = ("select", "llm", "fanout", "judge")
+_FUNCTION = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class PythonNode(NodeBase):
+    """Call a Python function; what it returns (JSON data) is the node's output."""
+
+    type: Literal["python"]
+    function: str = Field(
+        description="`package.module:name`, a function (sync or async) on Python's import path.",
+        json_schema_extra={"pattern": _FUNCTION},
+    )
+    args: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] | None = Field(
+        default=None,
+        description="Keyword arguments, templates evaluated first. "
+        "Default: the output of each of `needs`, by node id.",
+    )
+
+    @field_validator("function")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if not re.fullmatch(_FUNCTION, value):  # `$` alone would let a newline end it
+            raise ValueError(
+                f"function must be an import path, got {value!r}: write the module's dotted "
+                "name, ':', then the function's name, such as `tools.text:word_count`"
+            )
+        return value
+
+
+class PluginNode(NodeBase):
+    """A node kind from a plugin; keys besides flowengine's own are the plugin's options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Annotated[str, WithJsonSchema(_plugin_type(NODE_TYPES, "node kind"))]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The plugin's own keys, as written."""
+        return dict(self.model_extra or {})
+
+
+NodeSpec = Annotated[
+    Annotated[SelectNode, Tag("select")]
+    | Annotated[LlmNode, Tag("llm")]
+    | Annotated[FanoutNode, Tag("fanout")]
+    | Annotated[JudgeNode, Tag("judge")]
+    | Annotated[PythonNode, Tag("python")]
+    | Annotated[PluginNode, Tag(PLUGIN)],
+    Discriminator(_builtin_or_plugin(NODE_TYPES, None)),
+]
 
 
 class WorkflowSpec(Strict):

@@ -45,3 +45,14 @@ def private_database(
     path = tmp_path_factory.mktemp("db") / "flowengine.db"
     monkeypatch.setenv("FLOWENGINE_DB", str(path))
     return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test registers (providers, node kinds) or reads of entry points ends with it."""
+    from flowengine import plugins
+
+    for name in ("_REGISTERED", "_LOADED"):
+        table = getattr(plugins, name)
+        monkeypatch.setattr(plugins, name, {group: dict(found) for group, found in table.items()})
+    monkeypatch.setattr(plugins, "_ENTRY_POINTS", {})

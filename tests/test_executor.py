@@ -449,10 +449,10 @@ nodes:
 
 
 def offline_is(monkeypatch: pytest.MonkeyPatch, provider: Any) -> None:
-    """Make ``type: offline`` (what --offline uses) build ``provider(name, spec)`` in this test."""
+    """Make ``type: offline`` (what --offline uses) build ``provider(name, spec)`` in this test
+    (the ``isolated_plugins`` fixture forgets it after)."""
     from flowengine.providers import registry
 
-    monkeypatch.setattr(registry, "_FACTORIES", dict(registry._FACTORIES))
     registry.register_provider("offline", lambda name, spec, ctx: provider(name, spec))
 
 

@@ -322,3 +322,59 @@ async def test_one_llm_answer_judged_with_its_own_prompt(
     grade = result.nodes["grade"].output
     assert grade.best is result.nodes["essay"].output
     assert (grade.ranking, grade.candidates[0].quality, grade.best.quality) == (["gpt"], 0.75, 0.75)
+
+
+FEW_SHOT = """
+version: 1
+name: few-shot
+inputs:
+  prompt: {}
+models:
+  gpt: {id: openai/gpt-oss-120b}
+  glm: {id: z-ai/glm-4.5}
+  one: {id: judge/one}
+nodes:
+  answers: {type: fanout, models: [gpt, glm], template: "{{ prompt }}"}
+  judge:
+    type: judge
+    needs: [answers]
+    target: answers
+    criteria: [accuracy]
+    scale: [1, 5]
+    model: one
+    vars: {tone: strict}
+    messages:
+      - {role: system, content: "A {{ tone }} judge, from {{ scale.low }} to {{ scale.high }}."}
+      - {role: user, content: "X: 2 + 2 = 5"}
+      - {role: assistant, content: "X is wrong: accuracy 1"}
+      - role: user
+        content: >-
+          {{ question }}:{% for c in candidates %} {{ c.letter }}={{ c }};{% endfor %}
+"""
+
+
+async def test_a_judge_prompt_as_messages_sends_its_turns_in_order(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "few-shot.yaml"
+    path.write_text(FEW_SHOT, encoding="utf-8")
+    wf = Workflow.load(path, overrides={"providers.openrouter.base_url": server.base_url})
+    server.script_for("judge/one", scores_of(A=2, B=4))
+    result = await run(wf)
+    [asked] = judge_requests(server)
+    assert asked["messages"] == [
+        {"role": "system", "content": "A strict judge, from 1 to 5."},
+        {"role": "user", "content": "X: 2 + 2 = 5"},
+        {"role": "assistant", "content": "X is wrong: accuracy 1"},
+        {
+            "role": "user",
+            "content": "Why is the sky blue?: A=the answer of gpt; B=the answer of glm;",
+        },
+    ]
+    assert judged(result).ranking == ["glm", "gpt"]
+
+
+def scores_of(**accuracy: int) -> Reply:
+    """A one-criterion judge's reply: each letter's accuracy."""
+    verdicts = {k: {"reason": "why", "scores": {"accuracy": v}} for k, v in accuracy.items()}
+    return Reply.ok(json.dumps(verdicts))

@@ -182,3 +182,77 @@ def test_the_reply_schema_follows_the_scale() -> None:
 )
 def test_answers_are_named_by_letters(index: int, name: str) -> None:
     assert letter(index) == name
+
+
+async def test_a_judge_with_a_false_condition_is_skipped() -> None:
+    wf = Workflow.load(JUDGE_YAML, overrides={"nodes.judge.when": "answers | length > 3"})
+    async with Engine(offline=True, cache=False, record=False) as engine:
+        result = await engine.run(wf, prompt="Why?", skip=["refine"])
+    # Only judge.yaml's `output:`, which reads the judge's ranking, fails: it needs a judge.
+    assert result.error.message == "output: 'None' has no attribute 'ranking'"
+    judge = result.nodes["judge"]
+    assert (judge.status, judge.reason) == ("skipped", "condition is false: answers | length > 3")
+    assert all(a.quality is None for a in result.nodes["answers"].output)
+    assert compare(result)["skipped"] == {
+        "judge": "condition is false: answers | length > 3",
+        "refine": "requested with --skip",
+    }
+
+
+async def test_a_judge_whose_target_was_skipped_says_how_to_skip_it_too() -> None:
+    async with Engine(offline=True, cache=False, record=False) as engine:
+        result = await engine.run(Workflow.load(JUDGE_YAML), prompt="Why?", skip=["answers"])
+    judge = result.nodes["judge"]
+    assert judge.status == "failed"
+    assert judge.error.message == (
+        "node 'answers' has nothing to judge: it was skipped, or failed before its first call; "
+        "to judge it only when it answers, give 'judge' `when: answers is not none`"
+    )
+    wf = Workflow.load(JUDGE_YAML, overrides={"nodes.judge.when": "answers is not none"})
+    async with Engine(offline=True, cache=False, record=False) as engine:
+        result = await engine.run(wf, prompt="Why?", skip=["answers", "refine"])
+    assert result.nodes["judge"].status == "skipped"
+    assert result.nodes["judge"].reason == "condition is false: answers is not none"
+
+
+async def test_compare_shows_quality_and_the_skipped_nodes_together() -> None:
+    async with Engine(offline=True, cache=False, record=False) as engine:
+        result = await engine.run(Workflow.load(JUDGE_YAML), prompt="Why?", skip=["refine"])
+    data = compare(result)
+    best = result.nodes["judge"].output.best
+    assert (data["recommended"]["model"], data["skipped"]) == (
+        best.model,
+        {"refine": "requested with --skip"},
+    )
+    text = render_comparison(data)
+    assert text.splitlines()[0].split()[-1] == "quality"
+    assert "\nskipped: refine (requested with --skip)\nrecommended: " in text
+    assert f"{best.quality:.2f}" in text
+
+
+OPTIONAL_PROMPT = """
+version: 1
+name: optional-prompt
+inputs:
+  prompt: {required: false}
+  text: {}
+providers:
+  local: {type: offline}
+models:
+  a: {id: vendor/a, provider: local}
+  b: {id: vendor/b, provider: local}
+defaults: {provider: local}
+nodes:
+  answers: {type: fanout, models: [a], template: "{{ text }}"}
+  judge: {type: judge, needs: [answers], target: answers, criteria: [fit], model: b}
+"""
+
+
+@pytest.mark.parametrize("given", [{}, {"prompt": "What is it?"}])
+async def test_an_optional_prompt_not_given_leaves_the_judge_without_a_question(
+    given: dict[str, str],
+) -> None:
+    wf = Workflow.from_string(OPTIONAL_PROMPT)
+    async with Engine(offline=True, cache=False, record=False) as engine:
+        result = await engine.run(wf, text="tides", **given)
+    assert result.nodes["judge"].status == "succeeded", result.nodes["judge"].error

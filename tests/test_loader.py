@@ -34,7 +34,7 @@ def load(text: str, **overrides: object) -> Workflow:
     return Workflow.from_string(text, prompts_dir=PROMPTS, overrides=overrides or None)
 
 
-@pytest.mark.parametrize("name", ["critique", "ensemble", "full", "judge"])
+@pytest.mark.parametrize("name", ["critique", "ensemble", "full", "judge", "route"])
 def test_shipped_workflows_load(name: str) -> None:
     wf = Workflow.load(ROOT / "workflows" / f"{name}.yaml")
     assert wf.name == name

@@ -114,3 +114,21 @@ def test_the_installed_init_writes_a_working_project(outside: Path) -> None:
     project = outside / "project"
     assert (project / "flowengine.schema.json").is_file()
     _run(["flowengine", "validate", "workflows/critique.yaml", "workflows/full.yaml"], cwd=project)
+
+
+def test_an_installed_plugin_is_found_by_its_entry_points(
+    outside: Path, installed: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Installed from a copy, so that its build's files stay out of the checkout.
+    plugin = tmp_path_factory.mktemp("plugin")
+    shutil.copytree(ROOT / "tests" / "data" / "plugin_echo", plugin, dirs_exist_ok=True)
+    _run([*PIP, "--python", str(installed / "python"), "install", "--no-compile", str(plugin)])
+    shutil.copy(plugin / "workflow.yaml", outside / "echo.yaml")
+
+    assert _run(["flowengine", "validate", "echo.yaml"], cwd=outside).stderr.startswith(
+        "echo.yaml: ok"
+    )
+    done = _run(["flowengine", "run", "echo.yaml", "-q", "--prompt", "hi"], cwd=outside)
+    output = json.loads(done.stdout)["output"]
+    assert output["answer"]["content"] == "echo: hi"
+    assert output["loud"] == "ECHO: HI"

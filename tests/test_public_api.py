@@ -19,6 +19,7 @@ PUBLIC = {
     "FlowEngineError",
     "JudgeResult",
     "NodeResult",
+    "PluginError",
     "Problem",
     "RunError",
     "RunResult",
@@ -27,6 +28,7 @@ PUBLIC = {
     "Workflow",
     "WorkflowError",
     "compare",
+    "register_node",
     "register_provider",
 }
 
@@ -38,7 +40,8 @@ def test_all_is_the_public_api() -> None:
 
 
 def test_errors_form_one_tree() -> None:
-    for name in ("CallError", "ConfigError", "RunError", "UsageError", "WorkflowError"):
+    errors = ("CallError", "ConfigError", "PluginError", "RunError", "UsageError", "WorkflowError")
+    for name in errors:
         assert issubclass(getattr(flowengine, name), flowengine.FlowEngineError)
     assert issubclass(flowengine.WorkflowError, ValueError)
 

@@ -14,7 +14,7 @@ import contextlib
 import gc
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from flowengine.events import Event
 from flowengine.language.workflow import Workflow
 from flowengine.results import ModelMetrics, RunResult, percentile, to_jsonable
 from flowengine.run.engine import Engine
+from flowengine.run.scheduler import select_nodes
 
 NOT_OK = frozenset({"failed", "invalid"})  # row statuses that make a batch not all ok
 SAMPLE = 10_000  # latencies kept per model for percentiles: bounded, whatever the row count
@@ -160,6 +161,7 @@ class Batch:
     concurrency: int = 8
     resume: bool = False
     mapping: Mapping[str, str] = field(default_factory=dict)
+    skip: Sequence[str] = ()  # nodes every row's run skips
     on_row: Callable[[Row, str, str | None], None] | None = None  # (row, status, error)
     totals: Totals = field(default_factory=Totals)
     started: float = field(default_factory=time.perf_counter)
@@ -176,6 +178,7 @@ class Batch:
                     ", ".join(inputs) or "none"
                 )
                 raise UsageError(f"--map {name}=...: unknown input '{name}'", fix)
+        select_nodes(self.workflow, skip=self.skip)
 
     async def run(self, engine: Engine) -> Totals:
         """Run every row not already done; return the totals."""
@@ -215,7 +218,9 @@ class Batch:
             if row.problem is not None:
                 raise UsageError(row.problem)
             inputs = inputs_for(self.workflow, row, self.mapping)
-            result = await engine.run(self.workflow, inputs, listeners=[self.totals.on_event])
+            result = await engine.run(
+                self.workflow, inputs, skip=self.skip, listeners=[self.totals.on_event]
+            )
             record = _record(row, result)
             line = encode(record)  # here: a result JSON cannot hold fails its row alone
         except UsageError as exc:
@@ -243,6 +248,8 @@ def _record(row: Row, result: RunResult) -> dict[str, Any]:
         "output": result.output,
         "error": to_jsonable(result.error),
         "metadata": to_jsonable(result.metadata),
+        # Which nodes did not run, and why: which branch each row took.
+        "skipped": {n: r.reason for n, r in result.nodes.items() if r.status == "skipped"},
     }
 
 

@@ -9,6 +9,7 @@ engine, the store and rich inside the functions that use them.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Mapping
 from functools import wraps
@@ -19,7 +20,7 @@ import click
 from flowengine import __version__
 from flowengine.cli.logs import verbose_option
 from flowengine.cli.starter import resolve_workflow
-from flowengine.errors import ConfigError, FlowEngineError, UsageError, WorkflowError
+from flowengine.errors import ConfigError, FlowEngineError, PluginError, UsageError, WorkflowError
 
 if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
@@ -57,7 +58,7 @@ def handle_errors(func: F) -> F:
         except WorkflowError as exc:
             err(exc.render())
             sys.exit(EXIT_INVALID)
-        except (UsageError, ConfigError) as exc:
+        except (UsageError, ConfigError, PluginError) as exc:
             err(f"flowengine: error: {exc}")
             sys.exit(EXIT_INVALID)
         except FlowEngineError as exc:
@@ -86,6 +87,10 @@ def load(argument: str, overrides: dict[str, Any]) -> Workflow:
     """The workflow a WORKFLOW argument names: a file, else the name of a shipped workflow."""
     from flowengine.language.workflow import Workflow
 
+    # A python node's `function:` is found as `python -m` finds a module: in the current
+    # directory too (after everything else on the path, so that nothing there hides a library).
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     return Workflow.load(resolve_workflow(argument), overrides)
 
 

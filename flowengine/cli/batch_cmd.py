@@ -71,6 +71,9 @@ def _mapping(items: tuple[str, ...]) -> dict[str, str]:
     metavar="INPUT=COLUMN",
     help="Read an input from a differently named column, e.g. prompt=question.",
 )
+@click.option(
+    "--skip", multiple=True, metavar="NODE", help="Skip this node; the nodes after it see none."
+)
 @set_option
 @click.option("--offline", is_flag=True, help="Use the offline provider: no key, no network.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
@@ -85,6 +88,7 @@ def batch(
     concurrency: int,
     resume: bool,
     maps: tuple[str, ...],
+    skip: tuple[str, ...],
     sets: tuple[str, ...],
     offline: bool,
     no_cache: bool,
@@ -102,7 +106,8 @@ def batch(
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     wf = load(workflow, overrides_from(sets))
-    job = Batch(wf, Path(input_path), Path(output_path), concurrency, resume, _mapping(maps))
+    mapping = _mapping(maps)
+    job = Batch(wf, Path(input_path), Path(output_path), concurrency, resume, mapping, skip)
     job.check()
     total = count_rows(job.input)
     engine = Engine(offline=offline, cache=not no_cache, record=not no_record, db=db)

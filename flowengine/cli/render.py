@@ -20,6 +20,8 @@ def format_event(event: Event) -> str | None:
     if event.kind == "node_failed":
         message = event.error.message if event.error else "failed"
         return f"  ✗ {node}: {message}"
+    if event.kind == "node_skipped":
+        return f"  – {node} skipped: {event.reason}"
     if event.kind == "call_retried":
         error = event.error
         why = (
@@ -108,6 +110,9 @@ def render_text(result: RunResult) -> str:
             lines.append(f"── {key} " + "─" * max(0, width - len(key) - 4))
             lines.append(str(value))
             lines.append("")
+    for node_id, node in result.nodes.items():
+        if node.status == "skipped":  # records from before reasons were kept have none
+            lines.append(f"– {node_id} skipped" + (f": {node.reason}" if node.reason else ""))
     meta = result.metadata
     cost = f"${meta.cost:.6f}" if meta.cost is not None else "cost unknown"
     confidence = (
@@ -150,6 +155,8 @@ def render_comparison(data: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     rec = data["recommended"]
     lines.append("")
+    for node_id, reason in data["skipped"].items():
+        lines.append(f"skipped: {node_id}" + (f" ({reason})" if reason else ""))
     if rec:
         lines.append(f"recommended: {rec['model']} ({rec['node']}): {rec['reason']}")
     else:

@@ -76,6 +76,9 @@ def progress_printer(calls: bool = True) -> Listener:
     "--offline", is_flag=True, help="Use the deterministic offline provider: no key, no network."
 )
 @click.option("--only", multiple=True, metavar="NODE", help="Run only this node and its ancestors.")
+@click.option(
+    "--skip", multiple=True, metavar="NODE", help="Skip this node; the nodes after it see none."
+)
 @click.option("--models", "models", metavar="A,B", help="Restrict the run to these model aliases.")
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write the result here."
@@ -95,6 +98,7 @@ def run(
     sets: tuple[str, ...],
     offline: bool,
     only: tuple[str, ...],
+    skip: tuple[str, ...],
     models: str | None,
     out: str | None,
     fmt: str,
@@ -104,25 +108,27 @@ def run(
 ) -> None:
     """Run a workflow and print its result (JSON by default) on stdout.
 
-    WORKFLOW is a file, or the name of a shipped workflow: critique, ensemble, full.
+    WORKFLOW is a file, or the name of a shipped workflow, such as critique (see the README).
     """
     import asyncio
 
     from flowengine.cli import result_file
     from flowengine.cli.render import render_text
     from flowengine.run.engine import Engine
+    from flowengine.run.scheduler import select_nodes
 
     given = inputs_from(prompt, input_items)
     wf = load(workflow, overrides_from(sets))
     given = _typed_inputs(wf, given)
     wf.bind_inputs(given)  # every input problem now, before anything else; the run binds again
+    select_nodes(wf, only or None, skip)  # and every --only and --skip problem
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     if out:
         result_file.prepare(out)
     # With -v the log tells of every retry and failed call; the progress lines keep the nodes.
     listeners = [] if quiet else [progress_printer(calls=verbosity() == 0)]
     engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
-    result = asyncio.run(_run(engine, wf, given, only or None, model_list))
+    result = asyncio.run(_run(engine, wf, given, only or None, skip, model_list))
     text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
     written = True
     if out:
@@ -167,7 +173,8 @@ async def _run(
     wf: Workflow,
     inputs: dict[str, Any],
     only: tuple[str, ...] | None,
+    skip: tuple[str, ...],
     models: list[str] | None,
 ) -> RunResult:
     async with engine:
-        return await engine.run(wf, inputs, only=only, models=models)
+        return await engine.run(wf, inputs, only=only, skip=skip, models=models)

@@ -2,7 +2,8 @@
 
 References (models, providers, selectors, needs), names and cycles here; the templates of each
 node, router and the output mapping through :mod:`.template_checks`, each with the names it
-may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``.
+may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``; each node's ``when:``
+through :mod:`.conditions`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.errors import Problem, did_you_mean
 from flowengine.language.ancestry import ancestry
+from flowengine.language.conditions import check_condition, condition_names
 from flowengine.language.fields import (
     METADATA,
     MODEL,
@@ -27,17 +29,29 @@ from flowengine.language.fields import (
     node_output,
 )
 from flowengine.language.graph import Graph, describe_cycle
+from flowengine.language.inputs import may_be_missing
 from flowengine.language.judge_checks import JudgeChecks
 from flowengine.language.judging import judge_output
+from flowengine.language.plugin_checks import PluginChecks
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.template_checks import Names
 from flowengine.language.templates import is_template
-from flowengine.spec import FanoutNode, JudgeNode, LlmNode, LlmSelector, SelectNode, WorkflowSpec
+from flowengine.spec import (
+    FanoutNode,
+    JudgeNode,
+    LlmNode,
+    LlmSelector,
+    PluginNode,
+    Prompted,
+    PythonNode,
+    SelectNode,
+    WorkflowSpec,
+)
 
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
-class Checker(JudgeChecks):
+class Checker(JudgeChecks, PluginChecks):
     """Collects every problem of one workflow."""
 
     def __init__(
@@ -63,6 +77,8 @@ class Checker(JudgeChecks):
         # is a pass over what could be read: references to these names are not errors.
         self.partial = unreadable is not None
         self.unreadable = {section: set(names) for section, names in (unreadable or {}).items()}
+        # Inputs a run may not be given, with no default: undefined in templates then.
+        self.optional = frozenset(n for n, i in spec.inputs.items() if may_be_missing(i))
         self.shapes = self.known_shapes()
 
     def readable(self, section: str, name: str) -> bool:
@@ -73,11 +89,13 @@ class Checker(JudgeChecks):
         self.check_names()
         self.check_references()
         self.check_needs()
+        self.check_plugins()
         self.check_judges()
         # Templates are checked even when the needs form a cycle: ancestors are still defined
         # (see .ancestry), so one pass reports the cycle and every template problem too.
         for node_id in self.spec.nodes:
             self.check_node_templates(node_id)
+            self.check_when(node_id)
         self.check_output()
         self.check_routers()
         return self.problems
@@ -85,7 +103,12 @@ class Checker(JudgeChecks):
     def known_shapes(self) -> dict[str, Shape]:
         """What templates read whose fields are known: node outputs, ``models``, ``inputs``."""
         spec = self.spec
-        shapes: dict[str, Shape] = {n: NODE_OUTPUTS[node.type] for n, node in spec.nodes.items()}
+        # A python or plugin node's output is whatever it returns: its fields are not known.
+        shapes: dict[str, Shape] = {
+            n: NODE_OUTPUTS[node.type]
+            for n, node in spec.nodes.items()
+            if node.type in NODE_OUTPUTS
+        }
         for node_id, schema in self.schemas.items():
             # What the node's schema describes is what templates read of its `data`.
             shapes[node_id] = node_output(spec.nodes[node_id].type, data_shape(schema, schema))
@@ -96,7 +119,7 @@ class Checker(JudgeChecks):
         models = None if self.unreadable.get("models") else tuple(spec.models)
         inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)
         shapes["models"] = Table("models", "model", models, MODEL)
-        shapes["inputs"] = Table("inputs", "input", inputs)
+        shapes["inputs"] = Table("inputs", "input", inputs, optional=self.optional)
         return shapes
 
     # -- names and references -------------------------------------------------------------
@@ -228,7 +251,14 @@ class Checker(JudgeChecks):
             else self.shapes
         )
         return Names(
-            frozenset(allowed), self.node_ids, node_id, needs, unknown_ok, upstream, shapes=shapes
+            frozenset(allowed),
+            self.node_ids,
+            node_id,
+            needs,
+            unknown_ok,
+            upstream,
+            shapes=shapes,
+            optional=self.optional,
         )
 
     def needs_read(self, node_id: str) -> bool:
@@ -263,6 +293,15 @@ class Checker(JudgeChecks):
                 self.check_judge_templates(node_id, node, names)
             else:
                 self.check_prompts(base, node, names)
+        elif isinstance(node, PythonNode):
+            for path, text in _strings(node.args or {}, (*base, "args")):
+                if is_template(text):
+                    self.check_inline(path, text, names)
+        elif isinstance(node, PluginNode):
+            # A plugin's own values may be templates, which it evaluates (NodeContext.evaluate).
+            for path, text in _strings(node.options, base):
+                if is_template(text):
+                    self.check_inline(path, text, names)
         model_names = names.with_names((), drop={"model"})
         model = node.model if isinstance(node, LlmNode | JudgeNode) else None
         if model is not None and is_template(model):
@@ -273,13 +312,25 @@ class Checker(JudgeChecks):
                 if is_template(alias):
                     self.check_inline((*base, "models", "exclude", i), alias, model_names)
 
-    def check_prompts(self, base: YamlPath, node: LlmNode | FanoutNode, names: Names) -> None:
-        if node.template is not None:
-            self.check_inline((*base, "template"), node.template, names)
-        if node.prompt is not None:
-            self.check_prompt_file((*base, "prompt"), node.prompt, names)
-        if node.system is not None:
-            self.check_inline((*base, "system"), node.system, names)
+    def check_prompts(self, base: YamlPath, node: Prompted | JudgeNode, names: Names) -> None:
+        """Every template of the node's prompt, in whichever form it is written, at its place."""
+        inline = [((*base, "template"), node.template), ((*base, "system"), node.system)]
+        files = [((*base, "prompt"), node.prompt)]
+        for i, message in enumerate(node.messages or ()):
+            inline.append(((*base, "messages", i, "content"), message.content))
+            files.append(((*base, "messages", i, "prompt"), message.prompt))
+        for path, text in inline:
+            if text is not None:
+                self.check_inline(path, text, names)
+        for path, name in files:
+            if name is not None:
+                self.check_prompt_file(path, name, names)
+
+    def check_when(self, node_id: str) -> None:
+        when = self.spec.nodes[node_id].when
+        if when is not None:
+            names = condition_names(self.names_for(node_id))
+            check_condition(self, ("nodes", node_id, "when"), when, names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""
@@ -290,7 +341,7 @@ class Checker(JudgeChecks):
             "candidates": ListOf("a list of models", MODEL),
         }
         # A router sees no node outputs.
-        names = Names(frozenset(allowed), frozenset(), None, shapes=shapes)
+        names = Names(frozenset(allowed), frozenset(), None, shapes=shapes, optional=self.optional)
         for name, selector in self.spec.selectors.items():
             if not isinstance(selector, LlmSelector):
                 continue
@@ -309,7 +360,13 @@ class Checker(JudgeChecks):
         unknown_ok = not self.readable("inputs", "*")
         shapes = ChainMap[str, Shape]({"metadata": METADATA}, self.shapes)
         names = Names(
-            frozenset(allowed), frozenset(self.spec.nodes), None, (), unknown_ok, shapes=shapes
+            frozenset(allowed),
+            frozenset(self.spec.nodes),
+            None,
+            (),
+            unknown_ok,
+            shapes=shapes,
+            optional=self.optional,
         )
         for path, text in _strings(self.spec.output, ("output",)):
             if is_template(text):

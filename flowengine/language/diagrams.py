@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from flowengine.language.graph import Graph
-from flowengine.spec import FanoutNode, JudgeNode, LlmNode, ModelQuery, SelectNode, WorkflowSpec
+from flowengine.spec import (
+    FanoutNode,
+    JudgeNode,
+    LlmNode,
+    ModelQuery,
+    PythonNode,
+    SelectNode,
+    WorkflowSpec,
+)
 
 
 def _label(spec: WorkflowSpec, node_id: str) -> str:
@@ -13,15 +21,18 @@ def _label(spec: WorkflowSpec, node_id: str) -> str:
     elif isinstance(node, LlmNode):
         model = node.model if "{" not in node.model else "chosen model"
         detail = f"llm · {model}"
+    elif isinstance(node, FanoutNode):
+        detail = f"fanout · {_fanout_models(spec, node.models)}"
     elif isinstance(node, JudgeNode):
         if node.models is not None:
             judges = _fanout_models(spec, node.models)
         else:
             judges = node.model if node.model and "{" not in node.model else "chosen model"
         detail = f"judge · {node.target} · by {judges}"
+    elif isinstance(node, PythonNode):
+        detail = f"python · {node.function}"
     else:
-        assert isinstance(node, FanoutNode)
-        detail = f"fanout · {_fanout_models(spec, node.models)}"
+        detail = node.type
     return f"{node_id}<br/>{detail}"
 
 
@@ -40,6 +51,7 @@ def _leaves(graph: Graph) -> list[str]:
     return [node_id for node_id in graph.nodes if not graph.dependents[node_id]]
 
 
+# Other kinds (python, plugins) are drawn as a plain box, like llm.
 _SHAPES = {
     "select": ('{"', '"}'),
     "llm": ('["', '"]'),
@@ -54,7 +66,7 @@ def to_mermaid(spec: WorkflowSpec, graph: Graph) -> str:
     for name in spec.inputs:
         lines.append(f'    in_{name}(["{name}"])')
     for node_id in graph.order:
-        left, right = _SHAPES[spec.nodes[node_id].type]
+        left, right = _SHAPES.get(spec.nodes[node_id].type, ('["', '"]'))
         lines.append(f"    {_mid(node_id)}{left}{_escape(_label(spec, node_id))}{right}")
     for name in spec.inputs:
         for root in _roots(graph):
@@ -84,9 +96,8 @@ def to_dot(spec: WorkflowSpec, graph: Graph) -> str:
         lines.append(f'    "in_{name}" [label="{name}", shape=ellipse];')
     for node_id in graph.order:
         label = _label(spec, node_id).replace("<br/>", "\\n").replace('"', '\\"')
-        lines.append(
-            f'    "{node_id}" [label="{label}", shape={shapes[spec.nodes[node_id].type]}];'
-        )
+        shape = shapes.get(spec.nodes[node_id].type, "box")
+        lines.append(f'    "{node_id}" [label="{label}", shape={shape}];')
     for name in spec.inputs:
         for root in _roots(graph):
             lines.append(f'    "in_{name}" -> "{root}";')

@@ -29,6 +29,7 @@ class JudgeChecks(TemplateChecks):
     needs_read: Callable[[str], bool]
     check_models: Callable[[YamlPath, Iterable[str]], None]
     check_ref: Callable[[YamlPath, str, Collection[str], str], None]
+    check_prompts: Callable[[YamlPath, JudgeNode, Names], None]
 
     def check_judges(self) -> None:
         """Each judge's references and target; a target judged twice is reported once."""
@@ -105,7 +106,8 @@ class JudgeChecks(TemplateChecks):
         return False
 
     def check_judge_templates(self, node_id: str, node: JudgeNode, names: Names) -> None:
-        """The question, prompt and system templates; ``names`` already has the node's vars."""
+        """The question and prompt templates (in whichever form the prompt is written);
+        ``names`` already has the node's vars."""
         base: YamlPath = ("nodes", node_id)
         for name in node.vars:
             if name in PROMPT_NAMES:
@@ -123,11 +125,7 @@ class JudgeChecks(TemplateChecks):
             allowed=names.allowed | PROMPT_NAMES,
             hidden=names.hidden - PROMPT_NAMES,
             own=names.own - PROMPT_NAMES,
+            optional=names.optional - PROMPT_NAMES,
             shapes=ChainMap(dict(PROMPT_SHAPES), dict(names.shapes)),
         )
-        if node.template is not None:
-            self.check_inline((*base, "template"), node.template, names)
-        if node.prompt is not None:
-            self.check_prompt_file((*base, "prompt"), node.prompt, names)
-        if node.system is not None:
-            self.check_inline((*base, "system"), node.system, names)
+        self.check_prompts(base, node, names)

@@ -8,6 +8,7 @@ from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowengine.language.conditions import Condition, compile_condition
 from flowengine.language.graph import Graph
 from flowengine.language.judging import JUDGE_TEMPLATE
 from flowengine.language.response_schemas import ResponseSchema
@@ -23,9 +24,20 @@ from flowengine.spec import (
     LlmNode,
     LlmSelector,
     NodeSpec,
+    PluginNode,
+    Prompted,
+    PythonNode,
     SelectNode,
     WorkflowSpec,
 )
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One chat message of a node's prompt: its role, and the template of its content."""
+
+    role: str
+    content: CompiledTemplate
 
 
 @dataclass(frozen=True)
@@ -35,8 +47,8 @@ class CompiledNode:
     id: str
     spec: NodeSpec
     needs: tuple[str, ...]
-    prompt: CompiledTemplate | None = None
-    system: CompiledTemplate | None = None
+    #: The chat messages, in order: `messages:` as written, or `system:` then the prompt.
+    messages: tuple[Turn, ...] = ()
     vars: dict[str, Any] = field(default_factory=dict)
     model: Any = None
     include: list[Any] | None = None
@@ -48,6 +60,10 @@ class CompiledNode:
     response: ResponseSchema | None = None
     #: A judge's ``question:`` (what the answers were asked), compiled; None without one.
     question: Any = None
+    #: A python node's keyword arguments, templates compiled; None: the outputs of its needs.
+    args: dict[str, Any] | None = None
+    #: The node's ``when:``: it runs only if this holds once its needs are done.
+    when: Condition | None = None
 
 
 @dataclass(frozen=True)
@@ -116,19 +132,17 @@ def _compile_node(
     schema: dict[str, Any] | None,
 ) -> CompiledNode:
     needs = tuple(dict.fromkeys(node.needs))
-    if isinstance(node, SelectNode):
-        return CompiledNode(node_id, node, needs)
-    prompt = (
-        CompiledTemplate.from_file(env, node.prompt)
-        if node.prompt is not None
-        else CompiledTemplate(env, node.template or "", f"nodes.{node_id}.template")
-    )
-    system = CompiledTemplate(env, node.system) if node.system is not None else None
+    when = compile_condition(env, node.when) if node.when is not None else None
+    if isinstance(node, SelectNode | PluginNode):
+        return CompiledNode(node_id, node, needs, when=when)
+    if isinstance(node, PythonNode):
+        args = compile_value(env, node.args) if node.args is not None else None
+        return CompiledNode(node_id, node, needs, args=args, when=when)
     common: dict[str, Any] = {
-        "prompt": prompt,
-        "system": system,
+        "messages": _turns(node_id, node, env),
         "vars": compile_value(env, node.vars),
         "response": ResponseSchema.of(node_id, schema) if schema is not None else None,
+        "when": when,
     }
     if isinstance(node, LlmNode):
         return CompiledNode(node_id, node, needs, model=compile_value(env, node.model), **common)
@@ -141,7 +155,7 @@ def _compile_node(
         needs,
         include=include,
         exclude=compile_value(env, query.exclude),
-        per_model=_reads("model", prompt, system, common["vars"]),
+        per_model=_reads("model", *(t.content for t in common["messages"]), common["vars"]),
         **common,
     )
 
@@ -152,26 +166,49 @@ def _compile_judge(
     """A judge: its prompt (the built-in one by default), question, and judge models."""
     node = spec.nodes[node_id]
     assert isinstance(node, JudgeNode)
-    if node.prompt is not None:
-        prompt = CompiledTemplate.from_file(env, node.prompt)
-    else:
-        prompt = CompiledTemplate(env, node.template or JUDGE_TEMPLATE, f"nodes.{node_id}.template")
     question = node.question
     if question is None and "prompt" in spec.inputs:
-        question = "{{ prompt }}"
+        # An optional `prompt` a run is not given is undefined: the prompt then has no question.
+        question = "{{ prompt | default('') }}"
     query = node.models
     return CompiledNode(
         node_id,
         node,
         tuple(dict.fromkeys(node.needs)),
-        prompt=prompt,
-        system=CompiledTemplate(env, node.system) if node.system is not None else None,
+        messages=_turns(node_id, node, env, default=JUDGE_TEMPLATE),
         vars=compile_value(env, node.vars),
         model=compile_value(env, node.model),
         include=compile_value(env, query.include) if query and query.include is not None else None,
         exclude=compile_value(env, query.exclude) if query else [],
         question=compile_value(env, question),
+        when=compile_condition(env, node.when) if node.when is not None else None,
     )
+
+
+def _turns(
+    node_id: str, node: Prompted | JudgeNode, env: ImmutableSandboxedEnvironment, default: str = ""
+) -> tuple[Turn, ...]:
+    """`messages:` as written; else the optional `system:`, then the prompt as the user turn
+    (``default`` when the node has neither `prompt:` nor `template:`, as a judge may)."""
+    if node.messages is not None:
+        return tuple(
+            Turn(m.role, _template(env, m.content, m.prompt, f"nodes.{node_id}.messages.{i}"))
+            for i, m in enumerate(node.messages)
+        )
+    inline = node.template or default
+    user = Turn("user", _template(env, inline, node.prompt, f"nodes.{node_id}.template"))
+    if node.system is None:
+        return (user,)
+    return (Turn("system", CompiledTemplate(env, node.system, f"nodes.{node_id}.system")), user)
+
+
+def _template(
+    env: ImmutableSandboxedEnvironment, inline: str | None, file: str | None, name: str
+) -> CompiledTemplate:
+    """A prompt file's template, or an inline one."""
+    if file is not None:
+        return CompiledTemplate.from_file(env, file)
+    return CompiledTemplate(env, inline or "", name)
 
 
 def _reads(name: str, *values: Any) -> bool:

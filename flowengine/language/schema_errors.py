@@ -10,12 +10,12 @@ import types
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
 from flowengine.errors import Problem, did_you_mean
 from flowengine.language.source import PathPart, Source, YamlPath
-from flowengine.spec import NODE_TYPES, WorkflowSpec
+from flowengine.spec import NODE_TYPES, PLUGIN, PROVIDER_TYPES, WorkflowSpec
 
 _ENTITY = {
     "nodes": "node",
@@ -25,18 +25,24 @@ _ENTITY = {
     "inputs": "input",
 }
 _KIND = {"nodes": "node", "providers": "provider", "selectors": "selector"}
-_TAGS = {"nodes": NODE_TYPES, "providers": ("openai", "offline"), "selectors": ("http", "llm")}
+_TAGS = {"nodes": NODE_TYPES, "providers": PROVIDER_TYPES, "selectors": ("http", "llm")}
 
 
-def problem_from_error(source: Source, error: ErrorDetails) -> Problem:
-    """One pydantic error -> one Problem at the right line, with a fix where one is known."""
-    path, _ = _walk(source.root, tuple(error["loc"]))
+def problem_from_error(
+    source: Source, error: ErrorDetails, prefix: YamlPath = (), model: Any = WorkflowSpec
+) -> Problem:
+    """One pydantic error -> one Problem at the right line, with a fix where one is known.
+
+    ``model`` is what was validated (the whole file, or a plugin's config model); ``prefix``
+    is where its data is in the file.
+    """
+    path, tp = _walk(source.root, tuple(error["loc"]), prefix, model)
     kind = error["type"]
     where = ".".join(str(p) for p in path) or "the file"
     ctx: dict[str, Any] = dict(error.get("ctx") or {})
     if kind == "extra_forbidden":
         key = str(path[-1])
-        allowed = _fields(_walk(source.root, tuple(error["loc"])[:-1])[1])
+        allowed = _fields(_walk(source.root, tuple(error["loc"])[:-1], prefix, model)[1])
         fix = _unknown_key_fix(key, allowed)
         parent = ".".join(str(p) for p in path[:-1]) or "the top level"
         return Problem(
@@ -49,15 +55,29 @@ def problem_from_error(source: Source, error: ErrorDetails) -> Problem:
     if path and path[-1] == "[key]":
         return _key_problem(source, path[:-1], error["msg"])
     message = _plain_message(kind, error, ctx) or error["msg"].removeprefix("Value error, ")
-    fix = None
+    # A validator of the spec may say the fix itself, and that the problem is its key's rather
+    # than its value's (a PydanticCustomError with ctx["fix"] and ctx["at"] == "key").
+    at = source.locate(path, key=ctx.get("at") == "key")
+    return Problem(
+        at, f"{where}: {message}", _value_fix(kind, error, ctx, path, tp), "invalid-value"
+    )
+
+
+def _value_fix(
+    kind: str, error: ErrorDetails, ctx: dict[str, Any], path: YamlPath, tp: Any
+) -> str | None:
+    if isinstance(ctx.get("fix"), str):
+        return str(ctx["fix"])
     if kind == "literal_error":
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        fix = (
-            did_you_mean(str(error.get("input")), expected) or f"use one of: {', '.join(expected)}"
+        return did_you_mean(str(error.get("input")), expected) or (
+            f"use one of: {', '.join(expected)}"
         )
-    elif kind == "list_type" and path:
-        fix = f"write a list: `{path[-1]}: [a, b]`"
-    return Problem(source.locate(path), f"{where}: {message}", fix, "invalid-value")
+    if kind == "list_type" and path:
+        return f"write a list: `{path[-1]}: [a, b]`"
+    if kind in ("model_type", "model_attributes_type") and _fields(tp):
+        return f"write a mapping with the keys {', '.join(_fields(tp))}"
+    return None
 
 
 # Pydantic's wording, said as a YAML author would: "expected a number, got 'heavy'".
@@ -100,6 +120,8 @@ def _plain_message(kind: str, error: ErrorDetails, ctx: dict[str, Any]) -> str |
     given = _shown(error.get("input"))
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {given}"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected')}, got {given}"
     if kind in _BOUNDS:
         return f"must be {_BOUNDS[kind].format(**ctx)}, got {given}"
     if kind == "string_too_short":
@@ -188,11 +210,17 @@ def _key_problem(source: Source, path: YamlPath, msg: str) -> Problem:
     return Problem(source.locate(path, key=True), message, fix, "invalid-name")
 
 
-def _walk(root: Any, loc: tuple[Any, ...]) -> tuple[YamlPath, Any]:
-    """Drop discriminator tags from a pydantic loc; return the YAML path and the model type."""
-    path: list[PathPart] = []
+def _walk(
+    root: Any, loc: tuple[Any, ...], prefix: YamlPath = (), tp: Any = WorkflowSpec
+) -> tuple[YamlPath, Any]:
+    """Drop discriminator tags from a pydantic loc; return the YAML path and the model type.
+
+    ``loc`` is relative to ``prefix``, where data of the type ``tp`` is in the file.
+    """
+    path: list[PathPart] = list(prefix)
     node: Any = root
-    tp: Any = WorkflowSpec
+    for part in prefix:
+        node = node.get(part) if isinstance(node, dict) else None
     for part in loc:
         member = _union_member(tp, part)
         if member is not None and not (isinstance(node, dict) and part in node):
@@ -225,7 +253,10 @@ def _union_member(tp: Any, tag: Any) -> Any:
     if get_origin(tp) not in (Union, types.UnionType):
         return None
     for member in get_args(tp):
+        tags = [m.tag for m in get_args(member)[1:] if isinstance(m, Tag)]
         member = _unwrap(member)
+        if tag == PLUGIN and PLUGIN in tags:
+            return member
         if isinstance(member, type) and issubclass(member, BaseModel):
             field = member.model_fields.get("type")
             literal = field is not None and get_origin(field.annotation) is Literal

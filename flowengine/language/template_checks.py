@@ -18,7 +18,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from flowengine.errors import Location, Problem, did_you_mean
-from flowengine.language.fields import Shape, field_issues
+from flowengine.language.fields import Shape, field_issues, optional_read
+from flowengine.language.guards import NameUse, guarded_reads
 from flowengine.language.prompt_files import PromptFileError
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.templates import analyse, references
@@ -42,6 +43,8 @@ class Names:
     # fields templates read; names the node sets itself (`vars`) hold what it computes.
     shapes: Mapping[str, Shape] = field(default_factory=dict)
     own: frozenset[str] = frozenset()
+    what: str = "template"  # what messages call the text: a template, or a condition
+    optional: frozenset[str] = frozenset()  # inputs a run may leave undefined: no default
 
     def allows(self, name: str) -> bool:
         return name not in self.hidden and (name in self.allowed or name in self.upstream)
@@ -49,25 +52,47 @@ class Names:
     def shape(self, name: str) -> Shape | None:
         return None if name in self.hidden or name in self.own else self.shapes.get(name)
 
-    def problem(self, name: str) -> tuple[str, str | None, str] | None:
-        """What is wrong with reading ``name`` here: message, fix and code; None if nothing."""
+    def problem(self, use: NameUse) -> tuple[int, str, str | None, str] | None:
+        """What is wrong with how a template reads a name: the template line, message, fix
+        and code; None if nothing.
+
+        A name that may be missing is fine where Jinja's idioms guard it (``is defined``,
+        ``default``); an optional input, also where only its truth is tested (``{% if x %}``).
+        A node's output is no such name: whether it is there would depend on timing.
+        """
+        name = use.name
         if self.allows(name):
+            if name in self.optional and use.untested is not None:
+                return use.untested, *optional_read(name, name)
             return None
+        what = self.what
         if name == self.owner:
             return (
-                f"template uses '{name}', the output of its own node",
+                use.line,
+                f"{what} uses '{name}', the output of its own node",
                 "read an upstream node instead",
                 "own-output",
             )
         if name in self.nodes:
             needs = ", ".join([*self.needs, name])
             return (
-                f"template uses node '{name}', which is not among the needs of node '{self.owner}'",
+                use.line,
+                f"{what} uses node '{name}', which is not among the needs of node '{self.owner}'",
                 f"add '{name}' to the needs of '{self.owner}': `needs: [{needs}]`",
                 "not-a-need",
             )
+        if use.unguarded is None:
+            return None
+        if name == "model" and what == "condition":
+            return (
+                use.unguarded,
+                "condition uses 'model': a condition is evaluated once, before any model is called",
+                "test the node's inputs or the outputs of its needs instead",
+                "fanout-only-name",
+            )
         if name == "model":
             return (
+                use.unguarded,
                 "template uses 'model', which exists only in fanout nodes",
                 "use the node's `model:` value instead",
                 "fanout-only-name",
@@ -76,9 +101,12 @@ class Names:
             return None
         known = sorted({*self.allowed, *self.upstream} - self.hidden)
         fix = did_you_mean(name, known) or (
-            f"names known here: {', '.join(known)}; declare an input under `inputs:`"
+            f"read it only where `{{% if {name} is defined %}}` holds, or as "
+            f"`{{{{ {name} | default('') }}}}`"
+            if use.guarded
+            else f"names known here: {', '.join(known)}; declare an input under `inputs:`"
         )
-        return f"template uses undefined name '{name}'", fix, "undefined-name"
+        return use.unguarded, f"{what} uses undefined name '{name}'", fix, "undefined-name"
 
     def with_names(self, names: Iterable[str], *, drop: Iterable[str] = ()) -> Names:
         """These names (set by the node itself) and ``names``, less ``drop``."""
@@ -87,6 +115,7 @@ class Names:
             allowed=self.allowed | set(names),
             hidden=(self.hidden - set(names)) | set(drop),
             own=self.own | set(names),
+            optional=self.optional - set(names),
         )
 
 
@@ -103,7 +132,8 @@ class TemplateChecks:
     ) -> None:
         self.problems.append(Problem(self.source.locate(path, key=key), message, fix, code))
 
-    def check_inline(self, path: YamlPath, text: str, names: Names) -> None:
+    def check_inline(self, path: YamlPath, text: str, names: Names, *, bare: bool = False) -> None:
+        """An inline template; ``bare``: the file holds it without its ``{{ }}`` (a condition)."""
         base = self.source.locate(path)
         raw = _value_at(self.source.root, path)
         block = isinstance(raw, LiteralScalarString | FoldedScalarString)
@@ -122,7 +152,7 @@ class TemplateChecks:
                 # A quoted string folded over several lines: the template's lines do not map
                 # to the file's, so point at the start of the string.
                 return base
-            column = _column_of(self.source.at(file_line).source_line, word, start)
+            column = _column_of(self.source.at(file_line).source_line, word, start, bare)
             return self.source.at(file_line, column or start)
 
         self.check_template(text, names, where)
@@ -224,9 +254,10 @@ class TemplateChecks:
             at = where(issue.line, issue.word)
             self.problems.append(Problem(at, issue.message, issue.fix, "template"))
         for use in uses:
-            found = names.problem(use.name)
+            found = names.problem(use)
             if found:
-                self.problems.append(Problem(where(use.line, use.name), *found))
+                line, message, fix, code = found
+                self.problems.append(Problem(where(line, use.name), message, fix, code))
         self.check_fields(text, names, where)
 
     def check_fields(self, text: str, names: Names, where: Where) -> None:
@@ -236,7 +267,7 @@ class TemplateChecks:
             ast = self.env.parse(text)
         except TemplateSyntaxError:
             return  # analyse() reported it
-        for issue in field_issues(ast, names.shape):
+        for issue in field_issues(ast, names.shape, guarded_reads(ast)):
             at = where(issue.line, issue.word)
             self.problems.append(Problem(at, issue.message, issue.fix, issue.code))
 
@@ -244,11 +275,15 @@ class TemplateChecks:
 _TAG = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)")
 
 
-def _column_of(line: str | None, word: str | None, start: int) -> int | None:
-    """The 1-based column of ``word`` inside a {{ }} or {% %} tag of ``line``, from ``start``."""
+def _column_of(line: str | None, word: str | None, start: int, bare: bool = False) -> int | None:
+    """The 1-based column of ``word`` inside a {{ }} or {% %} tag of ``line``, from ``start``;
+    anywhere from ``start`` when the line holds a ``bare`` expression."""
     if not line or not word:
         return None
     name = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)")
+    if bare:
+        found = name.search(line, start - 1)
+        return found.start() + 1 if found else None
     for tag in _TAG.finditer(line, start - 1):
         found = name.search(line, tag.start(), tag.end())
         if found:

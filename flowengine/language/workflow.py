@@ -8,7 +8,7 @@ structure (:mod:`.schema_errors` says what is wrong), then check how its parts r
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from flowengine.language import diagrams
 from flowengine.language.bounded_yaml import collector_paused
 from flowengine.language.checks import check
 from flowengine.language.graph import Graph
-from flowengine.language.inputs import check_value
+from flowengine.language.inputs import check_value, may_be_missing
 from flowengine.language.loader import parse_source, read_source, spec_data
 from flowengine.language.plan import Plan, compile_plan
 from flowengine.language.response_schemas import load_schemas
@@ -135,8 +135,9 @@ class Workflow:
     def bind_inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Check given inputs against ``inputs:``, apply defaults; raise UsageError if wrong.
 
-        An input given as None counts as not given: an optional input without a default is
-        None in templates, and binding inputs that are already bound changes nothing.
+        An input given as None counts as not given. An optional input without a default that
+        is not given is left out: templates see it undefined (:class:`.inputs.NotGiven`).
+        Binding inputs that are already bound changes nothing.
         Text with no UTF-8 form and nesting past a bound are refused (:mod:`.inputs`).
         """
         declared = self.spec.inputs
@@ -164,7 +165,8 @@ class Workflow:
             if spec.is_required:
                 flag = "--prompt TEXT" if name == "prompt" else f"--input {name}=VALUE"
                 raise UsageError(f"missing input '{name}'", f"pass {flag}")
-            values[name] = spec.default
+            if not may_be_missing(spec):
+                values[name] = spec.default
         return values
 
     async def run(
@@ -173,13 +175,19 @@ class Workflow:
         *,
         engine: Engine | None = None,
         offline: bool = False,
+        only: Iterable[str] | None = None,
+        skip: Iterable[str] | None = None,
         **named_inputs: Any,
     ) -> RunResult:
         """Run once and return the :class:`RunResult`.
 
         Without ``engine``, a private one is used for this run; rate limits are still shared
         with every other run in the process. Pass an :class:`Engine` to share its HTTP session
-        across many runs.
+        across many runs. ``only`` runs those nodes and what they need; ``skip`` skips those
+        nodes, and the nodes after them see them as none::
+
+            result = await wf.run(prompt="...", skip=["meta"])
+            result.nodes["meta"].status  # "skipped"
         """
         # Imported here, not at the top: the language layer sits below the run layer, and
         # loading or validating a workflow must not pay for importing aiohttp. A shim until
@@ -187,9 +195,9 @@ class Workflow:
         from flowengine.run.engine import Engine
 
         if engine is not None:
-            return await engine.run(self, inputs, **named_inputs)
+            return await engine.run(self, inputs, only=only, skip=skip, **named_inputs)
         async with Engine(offline=offline) as own:
-            return await own.run(self, inputs, **named_inputs)
+            return await own.run(self, inputs, only=only, skip=skip, **named_inputs)
 
     def to_mermaid(self) -> str:
         return diagrams.to_mermaid(self.spec, self.dag)

@@ -21,6 +21,5 @@ __all__ = [
     "register_provider",
 ]
 
-# The built-ins go through the same door as a plugin.
-register_provider("openai", OpenAICompatible.from_spec)
-register_provider("offline", Offline.from_spec)
+# The built-in types (openai, offline) are found as a plugin's are: flowengine.plugins.BUILTIN
+# and pyproject.toml's entry points name them.

@@ -12,17 +12,29 @@ import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import jinja2
+
+from flowengine import plugins
 from flowengine.events import Event, Listener
 from flowengine.language.plan import CompiledNode
-from flowengine.language.templates import CompiledTemplate, ModelInfo
+from flowengine.language.templates import (
+    CompiledTemplate,
+    ModelInfo,
+    compile_value,
+    evaluate_value,
+)
 from flowengine.providers import Completion, call_selector
 from flowengine.results import CallResult, ErrorInfo, SelectResult
 from flowengine.run.calls import CallPath, Target
-from flowengine.spec import HttpSelector, NodeSpec, WorkflowSpec
+from flowengine.spec import HttpSelector, NodeSpec, PluginNode, WorkflowSpec
 
 if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
     from flowengine.run.engine import Engine
+
+
+# What a template can raise at run time: its own errors, and Python's from expressions it evaluates.
+TEMPLATE_ERRORS = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError)
 
 
 class NodeFailure(Exception):
@@ -148,6 +160,22 @@ class NodeContext:
     ) -> tuple[str, dict[str, float]]:
         """The model-selector service's choice for ``prompt``; CallError when it fails."""
         return await call_selector(selector, self._run.engine.session, prompt)
+
+    @functools.cached_property
+    def config(self) -> Any:
+        """A plugin node's own keys: an instance of its config model if it gave one, else a
+        dict. Template strings among them are as written: :meth:`evaluate` evaluates them."""
+        spec = self.spec
+        if not isinstance(spec, PluginNode):
+            return {}
+        plugin = plugins.find(plugins.NODES, spec.type)
+        config = plugin.config if plugin is not None else None
+        return spec.options if config is None else config.model_validate(spec.options)
+
+    def evaluate(self, value: Any) -> Any:
+        """``value`` with every template in it evaluated with what this node's templates see:
+        ``"{{ answer }}"`` alone keeps the native value, other text renders to a string."""
+        return evaluate_value(compile_value(self._run.workflow.env, value), self.scope)
 
     def router_template(self, name: str) -> CompiledTemplate:
         return self._run.workflow.plan.routers[name]

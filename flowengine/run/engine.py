@@ -178,16 +178,22 @@ class Engine:
         inputs: Mapping[str, Any] | None = None,
         *,
         only: Iterable[str] | None = None,
+        skip: Iterable[str] | None = None,
         models: Iterable[str] | None = None,
         listeners: Iterable[Listener] = (),
         **named_inputs: Any,
     ) -> RunResult:
-        """Run ``workflow`` once; inputs by mapping or by keyword (``prompt=...``)."""
+        """Run ``workflow`` once; inputs by mapping or by keyword (``prompt=...``).
+
+        ``only`` runs those nodes and what they need; ``skip`` skips those nodes (the nodes
+        after them run and see them as none); ``models`` restricts the run to those aliases.
+        """
         return await execute(
             self,
             workflow,
             {**(inputs or {}), **named_inputs},
             only=only,
+            skip=skip,
             models=models,
             listeners=[*self.listeners, *listeners],
         )

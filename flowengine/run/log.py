@@ -1,8 +1,8 @@
 """Run events to Python's logging: the ``flowengine.run`` logger, one listener among others.
 
-Retries (with their reason and wait) and selector fallbacks are INFO; failed calls, failed nodes
-and failed runs are WARNING; every finished call is DEBUG. Messages come from CallError texts,
-which never hold an API key.
+Retries (with their reason and wait), selector fallbacks and skipped nodes are INFO; failed
+calls, failed nodes and failed runs are WARNING; every finished call is DEBUG. Messages come from
+CallError texts, which never hold an API key.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def log_event(event: Event) -> None:
         )
     elif kind == "node_failed":
         log.warning("%s: node failed (%s)", _where(event), _why(event.error))
+    elif kind == "node_skipped":
+        log.info("%s: node skipped (%s)", _where(event), event.reason)
     elif kind == "run_finished":
         level = logging.WARNING if event.status == "failed" else logging.INFO
         if log.isEnabledFor(level):

@@ -3,6 +3,10 @@
 A failed node with ``on_error: fail`` (the default) cancels what is in flight and skips what has
 not started; every completed output stays in the result, so nothing paid for is lost. With
 ``on_error: continue`` the failure is passed downstream and the run goes on.
+
+A node is skipped, not run, when its ``when:`` is false once its needs are done, or when the
+caller asks (``skip``). Skipping is neither a failure nor a partial run: the nodes after it run
+and see it as none.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 from pydantic import ValidationError
 
 from flowengine.errors import UsageError, did_you_mean
 from flowengine.events import Listener
+from flowengine.language.functions import check_functions
+from flowengine.language.inputs import template_inputs
 from flowengine.language.plan import CompiledNode
 from flowengine.language.templates import evaluate_value
 from flowengine.results import (
@@ -31,16 +36,17 @@ from flowengine.results import (
     model_metrics,
     to_jsonable,
 )
-from flowengine.run.context import NodeContext, NodeFailure, Run
-from flowengine.run.nodes import RUNNERS
+from flowengine.run.conditions import holds, skip_reason
+from flowengine.run.context import TEMPLATE_ERRORS, NodeContext, NodeFailure, Run
+from flowengine.run.nodes import NodeRunner, node_runner
+from flowengine.spec import PluginProvider
 from flowengine.store.records import save_run
 
 if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
     from flowengine.run.engine import Engine
 
-# What a template can raise at run time: its own errors, and Python's from expressions it evaluates.
-TEMPLATE_ERRORS = (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError)
+SKIP_REASON = "requested with --skip"
 
 
 async def execute(
@@ -49,16 +55,34 @@ async def execute(
     inputs: Mapping[str, Any],
     *,
     only: Iterable[str] | None = None,
+    skip: Iterable[str] | None = None,
     models: Iterable[str] | None = None,
     listeners: Sequence[Listener] = (),
 ) -> RunResult:
     """Run a checked workflow once; bad arguments raise UsageError before anything starts."""
     values = workflow.bind_inputs(inputs)
     allowed = _allowed_models(workflow, models)
-    selected = _selected_nodes(workflow, only)
+    selected, skipped = select_nodes(workflow, only, skip)
     engine.check_credentials(workflow, allowed)
+    runners = _prepare(engine, workflow, selected, allowed)
     run = Run(engine, workflow, values, listeners, allowed)
-    return await Scheduler(run, selected).execute()
+    return await Scheduler(run, selected, runners, skipped).execute()
+
+
+def _prepare(
+    engine: Engine, workflow: Workflow, selected: Sequence[str], allowed: Sequence[str]
+) -> dict[str, NodeRunner]:
+    """What plugins and python nodes need, had before any call: the run function of each
+    node kind, each python node's function, and each plugin provider (PluginError, or
+    WorkflowError for a function, when one cannot be had)."""
+    spec = workflow.spec
+    check_functions(spec, workflow.source, selected)
+    if not engine.offline:
+        for name in dict.fromkeys(spec.provider_of(alias) for alias in allowed):
+            if isinstance(spec.providers[name], PluginProvider):
+                engine.provider(name, spec.providers[name])
+    kinds = dict.fromkeys(spec.nodes[node_id].type for node_id in selected)
+    return {kind: node_runner(kind) for kind in kinds}
 
 
 def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> Sequence[str]:
@@ -74,26 +98,56 @@ def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> Sequenc
     return spec.model_sorted(chosen)
 
 
-def _selected_nodes(workflow: Workflow, only: Iterable[str] | None) -> Sequence[str]:
+def select_nodes(
+    workflow: Workflow, only: Iterable[str] | None = None, skip: Iterable[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """The nodes a run takes in, in run order, and those of them it skips; UsageError if wrong.
+
+    ``only`` keeps those nodes and their ancestors, as the nodes after a skipped node may read
+    what is above it. A node given to both ``only`` and ``skip`` is an error.
+    """
+    skipped = set(_known_nodes(workflow, skip or (), "--skip"))
     if only is None:
-        return workflow.order
+        return workflow.order, [n for n in workflow.order if n in skipped]
     keep: set[str] = set()
-    for node_id in only:
-        if node_id not in workflow.spec.nodes:
-            nodes = workflow.spec.nodes
-            fix = did_you_mean(node_id, nodes) or f"nodes: {', '.join(nodes)}"
-            raise UsageError(f"--only: unknown node '{node_id}'", fix)
+    for node_id in _known_nodes(workflow, only, "--only"):
+        if node_id in skipped:
+            raise UsageError(
+                f"--only {node_id} and --skip {node_id}: a node cannot be both run and skipped",
+                "give it to one of them",
+            )
         keep |= {node_id, *workflow.ancestors(node_id)}
-    return [n for n in workflow.order if n in keep]
+    selected = [n for n in workflow.order if n in keep]
+    return selected, [n for n in selected if n in skipped]
+
+
+def _known_nodes(workflow: Workflow, names: Iterable[str], flag: str) -> list[str]:
+    nodes = workflow.spec.nodes
+    found = list(names)
+    for name in found:
+        if name not in nodes:
+            fix = did_you_mean(name, nodes) or f"nodes: {', '.join(nodes)}"
+            raise UsageError(f"{flag}: unknown node '{name}'", fix)
+    return found
 
 
 class Scheduler:
     """Starts ready nodes, collects their results, and stops early on a failure."""
 
-    def __init__(self, run: Run, selected: Sequence[str]) -> None:
+    def __init__(
+        self,
+        run: Run,
+        selected: Sequence[str],
+        runners: Mapping[str, NodeRunner],
+        skipped: Sequence[str] = (),
+    ) -> None:
         self.run = run
+        self.runners = runners
         self.plan = run.workflow.plan
         self.selected = selected
+        # Nodes the caller asked to skip. Each is skipped once its needs are done, as a false
+        # condition is: the nodes after it may read what is above it, so that must be done.
+        self.skipped = frozenset(skipped)
         chosen = set(selected)
         self.position = {node_id: i for i, node_id in enumerate(selected)}
         #: How many needs of each selected node are not done yet.
@@ -102,12 +156,12 @@ class Scheduler:
         self.results: dict[str, NodeResult] = {}
         self.tasks: dict[asyncio.Task[NodeResult], str] = {}
         self.inline: str | None = None  # the node running in execute() itself, if any
+        self.stopped_by: str | None = None  # the failed node that stopped the run, if any
         # What templates read: the inputs (by name and as `inputs`), `models`, and each node's
         # output by id once it is done. Nodes read only their ancestors, which are done before
         # they start, so adding outputs as nodes finish never changes what a node sees.
         self.scope: dict[str, Any] = {
-            **run.inputs,
-            "inputs": run.inputs,
+            **template_inputs(run.workflow.spec.inputs, run.inputs),
             "models": self.plan.models,
         }
 
@@ -151,6 +205,7 @@ class Scheduler:
         self.results[node_id] = result
         self.scope[node_id] = result.output
         if result.status == "failed" and self.plan.nodes[node_id].spec.on_error == "fail":
+            self.stopped_by = node_id
             return result.error
         for dependent in self.plan.dependents[node_id]:
             if dependent in self.waiting:
@@ -170,8 +225,31 @@ class Scheduler:
         self.tasks.clear()
         self.inline = None
 
+    def skip(self, node_id: str, reason: str) -> NodeResult:
+        self.run.emit("node_skipped", node=node_id, reason=reason)
+        return NodeResult(status="skipped", reason=reason)
+
+    def unless_runs(self, node: CompiledNode) -> NodeResult | None:
+        """The result of a node that is not to run: skipped (asked to be, or its ``when:`` is
+        false), or failed when evaluating its ``when:`` failed; None when the node runs."""
+        if node.id in self.skipped:
+            return self.skip(node.id, SKIP_REASON)
+        if node.when is None:
+            return None
+        try:
+            if holds(node.when, self.scope, f"nodes.{node.id}.when"):
+                return None
+        except NodeFailure as exc:
+            self.run.emit("node_failed", node=node.id, duration_s=0.0, error=exc.error)
+            now = datetime.now(UTC)
+            return NodeResult(status="failed", started_at=now, duration_s=0.0, error=exc.error)
+        return self.skip(node.id, skip_reason(node.when))
+
     async def run_node(self, node: CompiledNode) -> NodeResult:
         run = self.run
+        decided = self.unless_runs(node)
+        if decided is not None:
+            return decided
         run.emit("node_started", node=node.id)
         started_at = datetime.now(UTC)
         clock = time.perf_counter()
@@ -179,7 +257,7 @@ class Scheduler:
         status: Any = "succeeded"
         output: Any = None
         error: ErrorInfo | None = None
-        runner = RUNNERS[node.spec.type]
+        runner = self.runners[node.spec.type]
         try:
             if node.spec.timeout is None:
                 output = await runner(ctx)
@@ -208,8 +286,13 @@ class Scheduler:
     def finish_run(self, started: float, failure: ErrorInfo | None) -> RunResult:
         """Build the result, record it, and say the run is over."""
         run = self.run
+        stopped = (
+            f"'{self.stopped_by}' failed, so the run stopped"
+            if self.stopped_by is not None
+            else "the run was cancelled"
+        )
         for node_id in self.selected:
-            self.results.setdefault(node_id, NodeResult(status="skipped"))
+            self.results.setdefault(node_id, NodeResult(status="skipped", reason=stopped))
         result = self.result(time.perf_counter() - started, failure)
         engine = run.engine
         if engine.store is not None and run.calls.timeline is not None:
@@ -249,9 +332,9 @@ class Scheduler:
         )
 
     def status(self) -> RunStatus:
-        """Succeeded when every node did and no call in a node's output failed."""
+        """Succeeded when every node did (or was skipped) and no call in a node's output failed."""
         for result in self.results.values():
-            if result.status != "succeeded":
+            if result.status != "succeeded" and result.status != "skipped":
                 return "partial"
             if isinstance(result.output, list):
                 for item in result.output:

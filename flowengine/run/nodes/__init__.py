@@ -1,18 +1,8 @@
-"""One module per node kind. Each exposes ``async def run(ctx: NodeContext) -> output``."""
+"""One module per node kind. Each exposes ``async def run(ctx: NodeContext) -> output``; the
+registry finds them by kind, built-in or plugin alike."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from flowengine.run.nodes.registry import NodeRunner, node_kinds, node_runner, register_node
 
-from flowengine.run.context import NodeContext
-from flowengine.run.nodes import fanout, judge, llm, select
-
-NodeRunner = Callable[[NodeContext], Awaitable[Any]]
-
-RUNNERS: dict[str, NodeRunner] = {
-    "select": select.run,
-    "llm": llm.run,
-    "fanout": fanout.run,
-    "judge": judge.run,
-}
+__all__ = ["NodeRunner", "node_kinds", "node_runner", "register_node"]

@@ -15,15 +15,14 @@ from flowengine.run.structured import structured_call
 
 
 def messages(node: CompiledNode, scope: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The chat messages: the optional system template, then the prompt as the user turn."""
+    """The chat messages, each content rendered in the node's scope, in order.
+
+    Every turn is sent, even one that renders empty: what the provider receives lines up with
+    the turns the file declares.
+    """
     if node.vars:
         scope = {**scope, **evaluate_value(node.vars, scope)}
-    assert node.prompt is not None
-    out = []
-    if node.system is not None:
-        out.append({"role": "system", "content": node.system.render(scope)})
-    out.append({"role": "user", "content": node.prompt.render(scope)})
-    return out
+    return [{"role": turn.role, "content": turn.content.render(scope)} for turn in node.messages]
 
 
 def alias_of(ctx: NodeContext, value: Any, where: str) -> str:

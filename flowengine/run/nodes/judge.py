@@ -27,7 +27,16 @@ from flowengine.spec import JudgeNode
 async def run(ctx: NodeContext) -> JudgeResult:
     spec = ctx.spec
     assert isinstance(spec, JudgeNode)
-    answers = judged_answers(ctx.scope.get(spec.target))
+    output = ctx.scope.get(spec.target)
+    if output is None:
+        # Skipped (its `when:` or --skip), or failed before any call under on_error: continue.
+        message = (
+            f"node '{spec.target}' has nothing to judge: it was skipped, or failed before its "
+            f"first call; to judge it only when it answers, give '{ctx.node.id}' "
+            f"`when: {spec.target} is not none`"
+        )
+        raise NodeFailure(ErrorInfo(type="judge", message=message))
+    answers = judged_answers(output)
     if not answers:
         message = f"node '{spec.target}' has no answer to judge: none of its calls succeeded"
         raise NodeFailure(ErrorInfo(type="judge", message=message))
@@ -79,7 +88,7 @@ def _judges(ctx: NodeContext, spec: JudgeNode) -> list[str]:
 def _messages(
     ctx: NodeContext, spec: JudgeNode, answers: list[CallResult], letters: list[str]
 ) -> list[dict[str, str]]:
-    """The judge prompt (and system message), rendered with the answers as data."""
+    """The judge's chat messages, each turn rendered with the answers as data."""
     node = ctx.node
     scope = {**ctx.scope}
     if node.vars:
@@ -92,11 +101,7 @@ def _messages(
     ]
     scope["criteria"] = [{"name": c.name, "description": c.description} for c in spec.criteria]
     scope["scale"] = {"low": spec.scale[0], "high": spec.scale[1]}
-    assert node.prompt is not None
-    sent = [{"role": "user", "content": node.prompt.render(scope)}]
-    if node.system is not None:
-        sent.insert(0, {"role": "system", "content": node.system.render(scope)})
-    return sent
+    return [{"role": turn.role, "content": turn.content.render(scope)} for turn in node.messages]
 
 
 def tally(
