@@ -99,6 +99,18 @@ def test_scalars_are_typed_as_yaml_1_2(reader: str) -> None:
     assert (value["d"], value["h"], value["n"]) == (1000, "yes", 7)
 
 
+def test_a_tag_types_a_scalar_or_is_a_yaml_error(reader: str) -> None:
+    assert read_yaml("a: !!str 3\nb: !!float 1\nc: !!binary aGk=\n") == {
+        "a": "3",
+        "b": 1.0,
+        "c": b"hi",
+    }
+    with pytest.raises(MarkedYAMLError, match="could not determine a constructor for the tag"):
+        read_yaml("a: !mine x\n")
+    with pytest.raises(MarkedYAMLError, match="expected a mapping node, but found scalar"):
+        read_yaml("a: !!map x\n")
+
+
 def test_merge_keys_take_the_items_not_set_here(reader: str) -> None:
     text = "base: &base {a: 1, b: 2}\nnode:\n  <<: *base\n  b: 3\n"
     node = read_yaml(text)["node"]

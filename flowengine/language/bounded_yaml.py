@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import GeneratorType
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -250,7 +251,11 @@ def _scalar(event: Any) -> Any:
     construct = _CONSTRUCTOR.yaml_constructors.get(tag)
     if construct is None:  # a tag of the application's own (`!name`): none is known
         return _CONSTRUCTOR.construct_undefined(node)
-    return construct(_CONSTRUCTOR, node)
+    made = construct(_CONSTRUCTOR, node)
+    if isinstance(made, GeneratorType):  # a collection's tag on a scalar (`!!map text`)
+        for _ in made:  # ruamel fills a collection in a second step, which refuses the scalar
+            pass
+    return made
 
 
 def _place(key_event: Any, value_event: Any) -> Place:
