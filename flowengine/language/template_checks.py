@@ -15,7 +15,6 @@ from pathlib import Path
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from flowengine.errors import Location, Problem, did_you_mean
 from flowengine.language.fields import Shape, field_issues, optional_read
@@ -135,8 +134,7 @@ class TemplateChecks:
     def check_inline(self, path: YamlPath, text: str, names: Names, *, bare: bool = False) -> None:
         """An inline template; ``bare``: the file holds it without its ``{{ }}`` (a condition)."""
         base = self.source.locate(path)
-        raw = _value_at(self.source.root, path)
-        block = isinstance(raw, LiteralScalarString | FoldedScalarString)
+        block = self.source.is_block_scalar(path)
 
         def where(line: int, word: str | None) -> Location:
             if base.line is None:
@@ -289,16 +287,6 @@ def _column_of(line: str | None, word: str | None, start: int, bare: bool = Fals
         if found:
             return found.start() + 1
     return None
-
-
-def _value_at(root: object, path: YamlPath) -> object:
-    node = root
-    for part in path:
-        try:
-            node = node[part]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 def _display(path: Path) -> str:
