@@ -23,6 +23,7 @@ PUBLIC = {
     "RunError",
     "RunResult",
     "SelectResult",
+    "TokenDelta",
     "UsageError",
     "Workflow",
     "WorkflowError",
