@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         UsageError,
         WorkflowError,
     )
-    from flowengine.events import Event
+    from flowengine.events import Event, TokenDelta
     from flowengine.language.workflow import Workflow
     from flowengine.providers import register_provider
     from flowengine.results import CallResult, JudgeResult, NodeResult, RunResult, SelectResult
@@ -45,6 +45,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "SelectResult",
+    "TokenDelta",
     "UsageError",
     "Workflow",
     "WorkflowError",
@@ -68,6 +69,7 @@ _HOME = {
     "RunError": "flowengine.errors",
     "RunResult": "flowengine.results",
     "SelectResult": "flowengine.results",
+    "TokenDelta": "flowengine.events",
     "UsageError": "flowengine.errors",
     "Workflow": "flowengine.language.workflow",
     "WorkflowError": "flowengine.errors",

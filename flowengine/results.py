@@ -57,6 +57,9 @@ class CallResult:
     latency_s: float = 0.0
     #: Seconds the call waited for the provider's rate limit and concurrency cap.
     queued_s: float = 0.0
+    #: Seconds to the first piece of a streamed answer, not counting ``queued_s``; None when
+    #: the call was not streamed. Set on a failed call too when its answer had begun.
+    ttft_s: float | None = None
     attempts: int = 0
     cached: bool = False
     #: Tool calls the model asked for (OpenAI's ``message.tool_calls``), when it did.

@@ -92,8 +92,8 @@ PositiveDuration = Annotated[Duration, Field(gt=0)]
 def _no_stream(params: dict[str, Any]) -> dict[str, Any]:
     if params.get("stream"):
         raise ValueError(
-            "`stream` is not supported in params: a streamed reply is not one JSON body; "
-            "remove `stream` (answers are returned whole)"
+            "`stream` is not a param: flowengine streams an answer where it is shown as it "
+            "is written (`flowengine run --stream`, Engine.stream); remove `stream`"
         )
     return params
 
@@ -660,6 +660,22 @@ class WorkflowSpec(Strict):
         description='The run\'s result. "{{ expr }}" alone keeps the native value. '
         "Default: every node's output by id.",
     )
+
+    answer: Annotated[
+        list[Annotated[str, Field(pattern=IDENTIFIER)]] | None,
+        BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": IDENTIFIER},
+                    {"type": "array", "items": {"type": "string", "pattern": IDENTIFIER}},
+                ],
+                "description": "The llm node whose reply `flowengine run --stream` prints as it "
+                "is written, or a list of alternatives (the first of them to stream is "
+                "printed). Default: the last llm node without `schema:`.",
+            }
+        ),
+    ] = None
 
     def model_sorted(self, aliases: list[str] | None = None) -> list[str]:
         """Aliases by weight, highest first; ties keep file order."""

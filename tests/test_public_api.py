@@ -24,6 +24,7 @@ PUBLIC = {
     "RunError",
     "RunResult",
     "SelectResult",
+    "TokenDelta",
     "UsageError",
     "Workflow",
     "WorkflowError",

@@ -1,10 +1,13 @@
 """`flowengine run`: one run of a workflow, its result on stdout, progress on stderr.
 
-The engine is imported inside the command, so that other commands never load it.
+With ``--stream``, stdout gets the answer's text as it is written instead, then a newline;
+``--out`` still gets the result. The engine is imported inside the command, so that other
+commands never load it.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +87,11 @@ def progress_printer(calls: bool = True) -> Listener:
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write the result here."
 )
 @click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Print only the answer on stdout, as it is written; --out still gets the result.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option(
@@ -102,6 +110,7 @@ def run(
     models: str | None,
     out: str | None,
     fmt: str,
+    stream: bool,
     quiet: bool,
     no_cache: bool,
     db: str | None,
@@ -128,12 +137,15 @@ def run(
     # With -v the log tells of every retry and failed call; the progress lines keep the nodes.
     listeners = [] if quiet else [progress_printer(calls=verbosity() == 0)]
     engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
-    result = asyncio.run(_run(engine, wf, given, only or None, skip, model_list))
+    if stream:
+        result = asyncio.run(_stream(engine, wf, given, only or None, skip, model_list))
+    else:
+        result = asyncio.run(_run(engine, wf, given, only or None, skip, model_list))
     text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
     written = True
     if out:
         written = result_file.write(out, text, result.run_id, db)
-    else:
+    elif not stream:
         click.echo(text, nl=False)
     _report(result)
     if result.status == "failed" or not written:
@@ -178,3 +190,43 @@ async def _run(
 ) -> RunResult:
     async with engine:
         return await engine.run(wf, inputs, only=only, skip=skip, models=models)
+
+
+async def _stream(
+    engine: Engine,
+    wf: Workflow,
+    inputs: dict[str, Any],
+    only: tuple[str, ...] | None,
+    skip: tuple[str, ...],
+    models: list[str] | None,
+) -> RunResult:
+    """Run, printing the answer's pieces on stdout as they come: those of the first answer
+    node to stream (``answer:`` may name alternatives), then a newline."""
+    from contextlib import aclosing
+
+    from flowengine.events import TokenDelta
+    from flowengine.results import RunResult
+
+    shown: str | None = None
+    terminal = sys.stdout.isatty()
+    async with (
+        engine,
+        aclosing(engine.stream(wf, inputs, only=only, skip=skip, models=models)) as items,
+    ):
+        async for item in items:
+            if isinstance(item, TokenDelta) and shown in (None, item.node):
+                shown = item.node
+                click.echo(_for_terminal(item.text) if terminal else item.text, nl=False)
+            elif isinstance(item, RunResult):
+                click.echo()
+                return item
+    raise AssertionError("a stream ends with its result")
+
+
+#: Control characters but newline and tab: on a terminal, model output could use them to move
+#: the cursor, retitle the window or hide text. A model's answer is data, never markup.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _for_terminal(text: str) -> str:
+    return _CONTROL.sub("\ufffd", text)

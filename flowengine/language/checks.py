@@ -98,6 +98,7 @@ class Checker(JudgeChecks, PluginChecks):
             self.check_when(node_id)
         self.check_output()
         self.check_routers()
+        self.check_answer()
         return self.problems
 
     def known_shapes(self) -> dict[str, Shape]:
@@ -371,6 +372,34 @@ class Checker(JudgeChecks, PluginChecks):
         for path, text in _strings(self.spec.output, ("output",)):
             if is_template(text):
                 self.check_inline(path, text, names)
+
+    def check_answer(self) -> None:
+        """`answer:` names llm nodes whose replies can stream: not a fanout's several replies,
+        not a structured answer, which is an answer only once it is checked whole."""
+        written = self.source.root.get("answer") if self.source.root else None
+        for i, node_id in enumerate(self.spec.answer or ()):
+            path: YamlPath = ("answer", i) if isinstance(written, list) else ("answer",)
+            node = self.spec.nodes.get(node_id)
+            if node is None:
+                if self.readable("nodes", node_id):
+                    fix = did_you_mean(node_id, self.spec.nodes) or "name an llm node"
+                    self.add(path, f"answer: unknown node '{node_id}'", fix, code="answer")
+            elif not isinstance(node, LlmNode):
+                self.add(
+                    path,
+                    f"answer: '{node_id}' is a {node.type} node; the answer streamed by "
+                    "`run --stream` is the reply of one llm node",
+                    "name an llm node (one that sums up a fanout's replies, say)",
+                    code="answer",
+                )
+            elif node.output_schema is not None:
+                self.add(
+                    path,
+                    f"answer: '{node_id}' has a `schema:`; a structured answer is checked "
+                    "whole, so it is not streamed",
+                    "name an llm node without `schema:`",
+                    code="answer",
+                )
 
 
 def _strings(value: object, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:

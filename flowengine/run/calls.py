@@ -4,6 +4,11 @@ In order: the response cache; on a miss, attempts under the retry policy, each t
 auth gate, the provider's concurrency cap and rate limit, then the request; the price; then
 the call's result, its place on the run's timeline and the ``call_finished`` event. A failed
 call is a result with ``success: false``, never an exception.
+
+A streamed call (``on_delta``) goes the same way: the provider passes each piece of text on as
+it arrives; a cache hit, or a provider that cannot stream, gives the whole answer as one piece.
+A failure before the first piece is retried as any other; after it, the call fails at once with
+the provider's message, since what was shown cannot be taken back.
 """
 
 from __future__ import annotations
@@ -49,6 +54,41 @@ class Target:
     cache_url: str | None
 
 
+class Deltas:
+    """The pieces of one call's answer on their way out: when the first came, how much went.
+
+    ``first`` is seconds from the call's start (``clock``, a ``perf_counter`` reading).
+    """
+
+    __slots__ = ("chars", "clock", "first", "on_delta")
+
+    def __init__(self, on_delta: Callable[[str], None], clock: float) -> None:
+        self.on_delta = on_delta
+        self.clock = clock
+        self.first: float | None = None
+        self.chars = 0
+
+    def __call__(self, text: str) -> None:
+        if not text:
+            return
+        if self.first is None:
+            self.first = time.perf_counter() - self.clock
+        self.chars += len(text)
+        self.on_delta(text)
+
+
+def cut_short(error: CallError, chars: int) -> CallError:
+    """A failure after part of the answer was shown: final, as another attempt would show a
+    second answer after the first one's start."""
+    return CallError(
+        error.type,
+        f"{error.message} (the answer broke off after {chars:,} characters had been streamed; "
+        "not retried, as they were shown)",
+        status=error.status,
+        retryable=False,
+    )
+
+
 class CallPath:
     """The calls of one run: the one function that makes them, and what they add up to.
 
@@ -88,21 +128,26 @@ class CallPath:
         retry: Retry | None = None,
         use_cache: bool = True,
         cacheable: Callable[[Completion], bool] | None = None,
+        on_delta: Callable[[str], None] | None = None,
     ) -> CallResult:
         """One model call with everything it goes through; failures are ``success: false``.
 
         An answer that ``cacheable`` refuses (one that is not the JSON its schema asks for)
-        is not cached, so that the next run asks again.
+        is not cached, so that the next run asks again. With ``on_delta`` the answer is
+        streamed to it, and the result has ``ttft_s``.
         """
-        request = ChatRequest(target.model_id, messages, params, target.timeout)
         started_at = time.time()
         clock = time.perf_counter()
+        deltas = Deltas(on_delta, clock) if on_delta is not None else None
+        request = ChatRequest(target.model_id, messages, params, target.timeout, deltas)
         cache = self.cache if use_cache and target.cache_url is not None else None
         encoded = encode_messages(messages) if cache or self.timeline is not None else ""
         key = cache_key(target.cache_url or "", request, encoded) if cache is not None else ""
         hit = cache.get(key) if cache is not None else None
         blocked = self.gate.blocked(target.provider_name)
         if hit is not None:
+            if deltas is not None:
+                deltas(hit.content)
             result = self._success(target, hit, clock, attempts=0, cached=True)
         elif blocked is not None:
             # Not sent: the provider rejected the key earlier in this run (attempts 0).
@@ -110,13 +155,17 @@ class CallPath:
             refusal.attempts = 0
             result = self._failure(target, refusal, clock)
         else:
-            result, completion = await self._fetch(node_id, target, request, retry, clock)
+            result, completion = await self._fetch(node_id, target, request, retry, clock, deltas)
+            if deltas is not None and completion is not None and deltas.first is None:
+                deltas(completion.content)  # a provider that does not stream: one piece
             if (
                 cache is not None
                 and completion is not None
                 and (cacheable is None or cacheable(completion))
             ):
                 cache.put(key, target.cache_url or "", target.model_id, completion)
+        if deltas is not None and deltas.first is not None:
+            result.ttft_s = round(max(deltas.first - result.queued_s, 0.0), 6)
         self._record(node_id, result, encoded, started_at)
         return result
 
@@ -127,13 +176,14 @@ class CallPath:
         request: ChatRequest,
         retry: Retry | None,
         clock: float,
+        deltas: Deltas | None,
     ) -> tuple[CallResult, Completion | None]:
         """Attempts under the retry policy, then the price: the result and the completion."""
         on_retry = functools.partial(self._retried, node_id, target.alias)
         queued = [0.0]  # seconds spent waiting for the provider's limits, over every attempt
         try:
             completion, attempts = await call_with_retries(
-                lambda: self._attempt(target, request, queued),
+                lambda: self._attempt(target, request, queued, deltas),
                 retry or target.retry,
                 on_retry=on_retry,
             )
@@ -151,7 +201,7 @@ class CallPath:
         return result, completion
 
     async def _attempt(
-        self, target: Target, request: ChatRequest, queued: list[float]
+        self, target: Target, request: ChatRequest, queued: list[float], deltas: Deltas | None
     ) -> Completion:
         """One attempt: the provider's limits, then the auth gate, then the request."""
         waiting = time.perf_counter()
@@ -166,6 +216,8 @@ class CallPath:
             except CallError as error:
                 # After a 401 (or no key), no further call goes to that provider in this run.
                 self.gate.record(target.provider_name, error)
+                if deltas is not None and deltas.chars:
+                    raise cut_short(error, deltas.chars) from error
                 raise
             except Exception as exc:
                 raise stray_error(target.provider_name, exc) from exc

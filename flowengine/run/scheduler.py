@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from flowengine.errors import UsageError, did_you_mean
-from flowengine.events import Listener
+from flowengine.events import Listener, TokenListener
 from flowengine.language.functions import check_functions
 from flowengine.language.inputs import template_inputs
 from flowengine.language.plan import CompiledNode
@@ -58,14 +58,19 @@ async def execute(
     skip: Iterable[str] | None = None,
     models: Iterable[str] | None = None,
     listeners: Sequence[Listener] = (),
+    on_token: TokenListener | None = None,
+    streamed: Iterable[str] = (),
 ) -> RunResult:
-    """Run a checked workflow once; bad arguments raise UsageError before anything starts."""
+    """Run a checked workflow once; bad arguments raise UsageError before anything starts.
+
+    The calls of the ``streamed`` nodes send the pieces of their answers to ``on_token``.
+    """
     values = workflow.bind_inputs(inputs)
     allowed = _allowed_models(workflow, models)
     selected, skipped = select_nodes(workflow, only, skip)
     engine.check_credentials(workflow, allowed)
     runners = _prepare(engine, workflow, selected, allowed)
-    run = Run(engine, workflow, values, listeners, allowed)
+    run = Run(engine, workflow, values, listeners, allowed, on_token=on_token, streamed=streamed)
     return await Scheduler(run, selected, runners, skipped).execute()
 
 
