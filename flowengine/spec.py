@@ -338,6 +338,39 @@ class Defaults(Strict):
     retry: Retry | None = None
 
 
+def _no_flag(value: Any) -> Any:
+    """YAML's ``true`` is not a number: pydantic would read it as 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "budget_flag",
+            "expected a number, got {given}",
+            {"given": str(value).lower(), "fix": "write a number, such as 0.50 or 40"},
+        )
+    return value
+
+
+class Budget(Strict):
+    """Caps on one run's model calls: no call starts once a cap is reached, and the run fails.
+
+    A batch applies them to each row's run; its `--max-cost` and `--max-calls` cap the batch.
+    """
+
+    max_cost: Annotated[float | None, BeforeValidator(_no_flag)] = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="US dollars. A call starts only while the run has spent less than this; "
+        "calls already started finish and count. Only known costs count (usage.cost, else "
+        "the provider's price list); cache hits are free.",
+    )
+    max_calls: Annotated[int | None, BeforeValidator(_no_flag)] = Field(
+        default=None,
+        gt=0,
+        description="Model calls sent to a provider; a call's retries are part of it, cache "
+        "hits are free.",
+    )
+
+
 def _condition_text(value: Any) -> Any:
     """YAML's ``when: false`` is the expression ``false``: a condition is always text."""
     return ("true" if value else "false") if isinstance(value, bool) else value
@@ -583,6 +616,7 @@ class WorkflowSpec(Strict):
     selectors: dict[str, SelectorSpec] = {}
     models: dict[Annotated[str, Field(pattern=ALIAS)], ModelSpec] = {}
     defaults: Defaults = Defaults()
+    budget: Budget = Budget()
     nodes: dict[Annotated[str, Field(pattern=IDENTIFIER)], NodeSpec] = Field(min_length=1)
     output: dict[str, Any] | None = Field(
         default=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -15,11 +15,12 @@ import aiohttp
 from flowengine.errors import ConfigError
 from flowengine.events import Listener
 from flowengine.providers import Provider, ProviderContext, create_provider
-from flowengine.run.calls import Target
+from flowengine.run.budget import BudgetMeter, meters
+from flowengine.run.calls import CallPath, Emit, Target
 from flowengine.run.log import log_event
 from flowengine.run.resilience import ProviderLimits
 from flowengine.run.scheduler import execute
-from flowengine.spec import OfflineProvider, OpenAIProvider, ProviderBase, WorkflowSpec
+from flowengine.spec import Budget, OfflineProvider, OpenAIProvider, ProviderBase, WorkflowSpec
 from flowengine.store.cache import ResponseCache
 from flowengine.store.db import Store
 from flowengine.store.prices import PriceBook
@@ -156,6 +157,19 @@ class Engine:
             cache_url=live.base_url if isinstance(live, OpenAIProvider) else None,
         )
 
+    def call_path(
+        self, emit: Emit, confidence: Mapping[str, float], budgets: Sequence[BudgetMeter]
+    ) -> CallPath:
+        """The call path of one run: through this engine's cache, prices and records."""
+        return CallPath(
+            cache=self.cache,
+            prices=self.prices,
+            emit=emit,
+            timeline=[] if self.record else None,
+            confidence=confidence,
+            budgets=budgets,
+        )
+
     def check_credentials(self, workflow: Workflow, aliases: Iterable[str]) -> None:
         """Raise ConfigError naming the variable to set when a used provider has no key."""
         if self.offline:
@@ -181,12 +195,16 @@ class Engine:
         skip: Iterable[str] | None = None,
         models: Iterable[str] | None = None,
         listeners: Iterable[Listener] = (),
+        budget: Budget | None = None,
+        shared_budgets: Iterable[BudgetMeter] = (),
         **named_inputs: Any,
     ) -> RunResult:
         """Run ``workflow`` once; inputs by mapping or by keyword (``prompt=...``).
 
         ``only`` runs those nodes and what they need; ``skip`` skips those nodes (the nodes
         after them run and see them as none); ``models`` restricts the run to those aliases.
+        ``budget`` caps the run instead of the workflow's ``budget:``; ``shared_budgets`` are
+        meters it shares with other runs (a batch's), checked too.
         """
         return await execute(
             self,
@@ -196,4 +214,5 @@ class Engine:
             skip=skip,
             models=models,
             listeners=[*self.listeners, *listeners],
+            budgets=meters(workflow.spec.budget if budget is None else budget, shared_budgets),
         )
