@@ -19,6 +19,7 @@ from flowengine.cli.base import (
     set_option,
     workflow_argument,
 )
+from flowengine.cli.budget_flags import budget_options, merged
 from flowengine.cli.logs import verbose_option, verbosity
 from flowengine.errors import UsageError
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
     from flowengine.results import RunResult
     from flowengine.run.engine import Engine
+    from flowengine.spec import Budget
 
 
 def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
@@ -83,12 +85,18 @@ def progress_printer(calls: bool = True) -> Listener:
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write the result here."
 )
-@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "text"]),
+    help="Default: json, and text for --dry-run.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option(
     "--db", type=click.Path(dir_okay=False), help="The database for cache and run records."
 )
+@budget_options("the run")
 @verbose_option
 @handle_errors
 def run(
@@ -101,10 +109,13 @@ def run(
     skip: tuple[str, ...],
     models: str | None,
     out: str | None,
-    fmt: str,
+    fmt: str | None,
     quiet: bool,
     no_cache: bool,
     db: str | None,
+    dry_run: bool,
+    max_cost: float | None,
+    max_calls: int | None,
 ) -> None:
     """Run a workflow and print its result (JSON by default) on stdout.
 
@@ -123,12 +134,19 @@ def run(
     wf.bind_inputs(given)  # every input problem now, before anything else; the run binds again
     select_nodes(wf, only or None, skip)  # and every --only and --skip problem
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    options: dict[str, Any] = {"only": only or None, "skip": skip, "models": model_list}
+    budget = merged(wf.spec.budget, max_cost, max_calls)
+    if dry_run:
+        if out:
+            raise UsageError("--out takes a run's result, and a dry run has none", "drop --out")
+        _print_estimate(wf, given, offline, db, budget, fmt or "text", options)
+        return
     if out:
         result_file.prepare(out)
     # With -v the log tells of every retry and failed call; the progress lines keep the nodes.
     listeners = [] if quiet else [progress_printer(calls=verbosity() == 0)]
     engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
-    result = asyncio.run(_run(engine, wf, given, only or None, skip, model_list))
+    result = asyncio.run(_run(engine, wf, given, {**options, "budget": budget}))
     text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
     written = True
     if out:
@@ -169,12 +187,27 @@ def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _run(
-    engine: Engine,
-    wf: Workflow,
-    inputs: dict[str, Any],
-    only: tuple[str, ...] | None,
-    skip: tuple[str, ...],
-    models: list[str] | None,
+    engine: Engine, wf: Workflow, inputs: dict[str, Any], options: dict[str, Any]
 ) -> RunResult:
     async with engine:
-        return await engine.run(wf, inputs, only=only, skip=skip, models=models)
+        return await engine.run(wf, inputs, **options)
+
+
+def _print_estimate(
+    wf: Workflow,
+    inputs: dict[str, Any],
+    offline: bool,
+    db: str | None,
+    budget: Budget,
+    fmt: str,
+    options: dict[str, Any],
+) -> None:
+    """`run --dry-run`: walk the run with stand-in answers and print what it would take."""
+    import asyncio
+
+    from flowengine.cli.estimate import render_estimate
+    from flowengine.run.dry_run import dry_run
+
+    estimate = asyncio.run(dry_run(wf, inputs, offline=offline, db=db, budget=budget, **options))
+    text = render_estimate(estimate) if fmt == "text" else estimate.model_dump_json(indent=2)
+    click.echo(text)
