@@ -344,9 +344,28 @@ def _no_flag(value: Any) -> Any:
         raise PydanticCustomError(
             "budget_flag",
             "expected a number, got {given}",
-            {"given": str(value).lower(), "fix": "write a number, such as 0.50 or 40"},
+            {
+                "given": str(value).lower(),
+                "fix": "write a number, such as 0.50 (max_cost) or 40 (max_calls)",
+            },
         )
     return value
+
+
+def _dollars(value: Any) -> Any:
+    """A cost cap is a plain, finite number of US dollars."""
+    if isinstance(value, str) and value.strip().startswith("$"):
+        fix = f"drop the '$': `max_cost: {value.strip()[1:].strip()}`"
+        raise PydanticCustomError(
+            "budget_dollars", "write a plain number, got '{given}'", {"given": value, "fix": fix}
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError(
+            "budget_finite",
+            "must be a finite number, got {given}",
+            {"given": str(value), "fix": "leave max_cost out to set no cap on cost"},
+        )
+    return _no_flag(value)
 
 
 class Budget(Strict):
@@ -355,7 +374,7 @@ class Budget(Strict):
     A batch applies them to each row's run; its `--max-cost` and `--max-calls` cap the batch.
     """
 
-    max_cost: Annotated[float | None, BeforeValidator(_no_flag)] = Field(
+    max_cost: Annotated[float | None, BeforeValidator(_dollars)] = Field(
         default=None,
         gt=0,
         allow_inf_nan=False,
