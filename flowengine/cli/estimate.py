@@ -120,6 +120,6 @@ def _tokens(e: Estimate) -> str:
         "tokens: each call's max_tokens, the most it may answer"
     )
     if e.uncapped_calls:
-        calls = f"{e.uncapped_calls} call{'s' if e.uncapped_calls != 1 else ''}"
-        text += f"; {calls} without max_tokens count {DEFAULT_COMPLETION_TOKENS}"
+        here = f"{e.uncapped_calls} here"
+        text += f"; each call without max_tokens ({here}) counts {DEFAULT_COMPLETION_TOKENS}"
     return text + ". Retries and repairs are not counted."
