@@ -278,7 +278,7 @@ async def test_a_batch_budget_is_shared_by_rows_in_flight(tmp_path: Path) -> Non
         assert totals.calls == 10
         assert totals.stopped is not None and "max_calls 10 reached" in totals.stopped
         written = (tmp_path / "out.jsonl").read_text().splitlines()
-        # Three calls a row: 10 calls end some row in flight, which is cut short, not written.
+        # Four calls a row: 10 calls end some row in flight, which is cut short, not written.
         assert totals.cut_short >= 1
         assert totals.done == len(written) <= 3
         assert all(json.loads(line)["status"] == "succeeded" for line in written)
