@@ -343,6 +343,58 @@ class Defaults(Strict):
     retry: Retry | None = None
 
 
+def _no_flag(value: Any) -> Any:
+    """YAML's ``true`` is not a number: pydantic would read it as 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "budget_flag",
+            "expected a number, got {given}",
+            {
+                "given": str(value).lower(),
+                "fix": "write a number, such as 0.50 (max_cost) or 40 (max_calls)",
+            },
+        )
+    return value
+
+
+def _dollars(value: Any) -> Any:
+    """A cost cap is a plain, finite number of US dollars."""
+    if isinstance(value, str) and value.strip().startswith("$"):
+        fix = f"drop the '$': `max_cost: {value.strip()[1:].strip()}`"
+        raise PydanticCustomError(
+            "budget_dollars", "write a plain number, got '{given}'", {"given": value, "fix": fix}
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError(
+            "budget_finite",
+            "must be a finite number, got {given}",
+            {"given": str(value), "fix": "leave max_cost out to set no cap on cost"},
+        )
+    return _no_flag(value)
+
+
+class Budget(Strict):
+    """Caps on one run's model calls: no call starts once a cap is reached, and the run fails.
+
+    A batch applies them to each row's run; its `--max-cost` and `--max-calls` cap the batch.
+    """
+
+    max_cost: Annotated[float | None, BeforeValidator(_dollars)] = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="US dollars. A call starts only while the run has spent less than this; "
+        "calls already started finish and count. Only known costs count (usage.cost, else "
+        "the provider's price list); cache hits are free.",
+    )
+    max_calls: Annotated[int | None, BeforeValidator(_no_flag)] = Field(
+        default=None,
+        gt=0,
+        description="Model calls sent to a provider; a call's retries are part of it, cache "
+        "hits are free.",
+    )
+
+
 def _condition_text(value: Any) -> Any:
     """YAML's ``when: false`` is the expression ``false``: a condition is always text."""
     return ("true" if value else "false") if isinstance(value, bool) else value
@@ -654,6 +706,7 @@ class WorkflowSpec(Strict):
     selectors: dict[str, SelectorSpec] = {}
     models: dict[Annotated[str, Field(pattern=ALIAS)], ModelSpec] = {}
     defaults: Defaults = Defaults()
+    budget: Budget = Budget()
     nodes: dict[Annotated[str, Field(pattern=IDENTIFIER)], NodeSpec] = Field(min_length=1)
     output: dict[str, Any] | None = Field(
         default=None,

@@ -110,6 +110,12 @@ def summary(totals: Totals, wall: float, output: Path, interrupted: bool) -> str
         head = "  model            calls  ok%   retries  cached  p50     p95     tokens    cost"
         lines.append(f"{head:<88}quality" if judged else head)
         lines.extend(_model_line(alias, m, judged) for alias, m in models.items())
+    if totals.stopped is not None:
+        cut = totals.cut_short
+        lines.append(f"  stopped: {totals.stopped}")
+        if cut:
+            rows = f"{cut} row{'s' if cut != 1 else ''} in flight"
+            lines.append(f"  {rows} cut short by it, not in the output: --resume runs them")
     if interrupted:
         lines.append("  resume with the same command and --resume")
     return "\n".join(lines)

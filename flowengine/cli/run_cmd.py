@@ -22,6 +22,7 @@ from flowengine.cli.base import (
     set_option,
     workflow_argument,
 )
+from flowengine.cli.budget_flags import budget_options, merged
 from flowengine.cli.logs import verbose_option, verbosity
 from flowengine.errors import UsageError
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
     from flowengine.results import RunResult
     from flowengine.run.engine import Engine
+    from flowengine.spec import Budget
 
 
 def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
@@ -86,7 +88,12 @@ def progress_printer(calls: bool = True) -> Listener:
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write the result here."
 )
-@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "text"]),
+    help="Default: json, and text for --dry-run.",
+)
 @click.option(
     "--stream",
     is_flag=True,
@@ -97,6 +104,7 @@ def progress_printer(calls: bool = True) -> Listener:
 @click.option(
     "--db", type=click.Path(dir_okay=False), help="The database for cache and run records."
 )
+@budget_options("the run")
 @verbose_option
 @handle_errors
 def run(
@@ -109,11 +117,14 @@ def run(
     skip: tuple[str, ...],
     models: str | None,
     out: str | None,
-    fmt: str,
+    fmt: str | None,
     stream: bool,
     quiet: bool,
     no_cache: bool,
     db: str | None,
+    dry_run: bool,
+    max_cost: float | None,
+    max_calls: int | None,
 ) -> None:
     """Run a workflow and print its result (JSON by default) on stdout.
 
@@ -132,15 +143,23 @@ def run(
     wf.bind_inputs(given)  # every input problem now, before anything else; the run binds again
     select_nodes(wf, only or None, skip)  # and every --only and --skip problem
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    options: dict[str, Any] = {"only": only or None, "skip": skip, "models": model_list}
+    budget = merged(wf.spec.budget, max_cost, max_calls)
+    if dry_run:
+        if out:
+            raise UsageError("--out takes a run's result, and a dry run has none", "drop --out")
+        _print_estimate(wf, given, offline, db, budget, fmt or "text", options)
+        return
     if out:
         result_file.prepare(out)
     # With -v the log tells of every retry and failed call; the progress lines keep the nodes.
     listeners = [] if quiet else [progress_printer(calls=verbosity() == 0)]
     engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
+    run_options = {**options, "budget": budget}
     if stream:
-        result = asyncio.run(_stream(engine, wf, given, only or None, skip, model_list))
+        result = asyncio.run(_stream(engine, wf, given, run_options))
     else:
-        result = asyncio.run(_run(engine, wf, given, only or None, skip, model_list))
+        result = asyncio.run(_run(engine, wf, given, run_options))
     text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
     written = True
     if out:
@@ -181,24 +200,14 @@ def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _run(
-    engine: Engine,
-    wf: Workflow,
-    inputs: dict[str, Any],
-    only: tuple[str, ...] | None,
-    skip: tuple[str, ...],
-    models: list[str] | None,
+    engine: Engine, wf: Workflow, inputs: dict[str, Any], options: dict[str, Any]
 ) -> RunResult:
     async with engine:
-        return await engine.run(wf, inputs, only=only, skip=skip, models=models)
+        return await engine.run(wf, inputs, **options)
 
 
 async def _stream(
-    engine: Engine,
-    wf: Workflow,
-    inputs: dict[str, Any],
-    only: tuple[str, ...] | None,
-    skip: tuple[str, ...],
-    models: list[str] | None,
+    engine: Engine, wf: Workflow, inputs: dict[str, Any], options: dict[str, Any]
 ) -> RunResult:
     """Run, printing the answer's pieces on stdout as they come: those of the first answer
     node to stream (``answer:`` may name alternatives), then a newline."""
@@ -211,7 +220,7 @@ async def _stream(
     terminal = sys.stdout.isatty()
     async with (
         engine,
-        aclosing(engine.stream(wf, inputs, only=only, skip=skip, models=models)) as items,
+        aclosing(engine.stream(wf, inputs, **options)) as items,
     ):
         async for item in items:
             if isinstance(item, TokenDelta) and shown in (None, item.node):
@@ -230,3 +239,23 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def _for_terminal(text: str) -> str:
     return _CONTROL.sub("\ufffd", text)
+
+
+def _print_estimate(
+    wf: Workflow,
+    inputs: dict[str, Any],
+    offline: bool,
+    db: str | None,
+    budget: Budget,
+    fmt: str,
+    options: dict[str, Any],
+) -> None:
+    """`run --dry-run`: walk the run with stand-in answers and print what it would take."""
+    import asyncio
+
+    from flowengine.cli.estimate import render_estimate
+    from flowengine.run.dry_run import dry_run
+
+    estimate = asyncio.run(dry_run(wf, inputs, offline=offline, db=db, budget=budget, **options))
+    text = render_estimate(estimate) if fmt == "text" else estimate.model_dump_json(indent=2)
+    click.echo(text)

@@ -1,9 +1,10 @@
 """The one call path: every model call of a run goes through :meth:`CallPath.call`.
 
-In order: the response cache; on a miss, attempts under the retry policy, each through the
-auth gate, the provider's concurrency cap and rate limit, then the request; the price; then
-the call's result, its place on the run's timeline and the ``call_finished`` event. A failed
-call is a result with ``success: false``, never an exception.
+In order: the response cache; on a miss, the budget (:mod:`.budget`), then attempts under the
+retry policy, each through the auth gate, the provider's concurrency cap and rate limit, then
+the request; the price, charged to the budget; then the call's result, its place on the run's
+timeline and the ``call_finished`` event. A failed call is a result with ``success: false``,
+never an exception; a call the budget refuses is one too, and ``refused`` tells the run to stop.
 
 A streamed call (``on_delta``) goes the same way: the provider passes each piece of text on as
 it arrives; a cache hit, or a provider that cannot stream, gives the whole answer as one piece.
@@ -16,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, Completion, Provider
 from flowengine.results import CallResult, ErrorInfo
+from flowengine.run.budget import BudgetMeter, admit, charge
 from flowengine.run.resilience import (
     AuthGate,
     NotSent,
@@ -106,6 +108,7 @@ class CallPath:
         emit: Emit,
         timeline: list[CallRecord] | None = None,
         confidence: Mapping[str, float] | None = None,
+        budgets: Sequence[BudgetMeter] = (),
     ) -> None:
         self.cache = cache
         self.prices = prices
@@ -114,6 +117,10 @@ class CallPath:
         #: A selector's confidence in each model alias, given to that model's results.
         self.confidence: Mapping[str, float] = {} if confidence is None else confidence
         self.gate = AuthGate()
+        #: The run's own budget and any it shares (a batch's), checked before each call.
+        self.budgets = budgets
+        #: Why the budget refused a call, once it has: the run stops.
+        self.refused: ErrorInfo | None = None
         self.results: list[CallResult] = []
         self.in_flight = 0
         self.peak = 0
@@ -145,6 +152,7 @@ class CallPath:
         key = cache_key(target.cache_url or "", request, encoded) if cache is not None else ""
         hit = cache.get(key) if cache is not None else None
         blocked = self.gate.blocked(target.provider_name)
+        over_budget = admit(self.budgets) if hit is None and blocked is None else None
         if hit is not None:
             if deltas is not None:
                 deltas(hit.content)
@@ -154,8 +162,12 @@ class CallPath:
             refusal = self.gate.refusal(target.provider_name)
             refusal.attempts = 0
             result = self._failure(target, refusal, clock)
+        elif over_budget is not None:
+            result = self._failure(target, over_budget, clock)
+            self.refused = self.refused or result.error
         else:
             result, completion = await self._fetch(node_id, target, request, retry, clock, deltas)
+            charge(self.budgets, result.usage.cost)
             if deltas is not None and completion is not None and deltas.first is None:
                 deltas(completion.content)  # a provider that does not stream: one piece
             if (

@@ -25,7 +25,8 @@ from flowengine.language.templates import (
 )
 from flowengine.providers import Completion, call_selector
 from flowengine.results import CallResult, ErrorInfo, SelectResult
-from flowengine.run.calls import CallPath, Target
+from flowengine.run.budget import BudgetMeter
+from flowengine.run.calls import Target
 from flowengine.spec import HttpSelector, NodeSpec, PluginNode, WorkflowSpec
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Run:
         inputs: dict[str, Any],
         listeners: Sequence[Listener],
         allowed: Sequence[str],
+        budgets: Sequence[BudgetMeter] = (),
         *,
         on_token: TokenListener | None = None,
         streamed: Iterable[str] = (),
@@ -86,13 +88,7 @@ class Run:
         self.scores: dict[str, float] = {}
         #: Calls each node has completed, kept for a node that is cancelled or times out.
         self.partial: dict[str, list[CallResult]] = {}
-        self.calls = CallPath(
-            cache=engine.cache,
-            prices=engine.prices,
-            emit=self.emit,
-            timeline=[] if engine.record else None,
-            confidence=self.scores,
-        )
+        self.calls = engine.call_path(self.emit, self.scores, budgets)
         self._targets = engine.targets(workflow)
 
     def target(self, alias: str) -> Target:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -15,11 +15,13 @@ import aiohttp
 from flowengine.errors import ConfigError, UsageError, did_you_mean
 from flowengine.events import Event, Listener, TokenDelta, TokenListener
 from flowengine.providers import Provider, ProviderContext, create_provider
-from flowengine.run.calls import Target
+from flowengine.run.budget import BudgetMeter, meters
+from flowengine.run.calls import CallPath, Emit, Target
 from flowengine.run.log import log_event
 from flowengine.run.resilience import ProviderLimits
 from flowengine.run.scheduler import execute, select_nodes
 from flowengine.spec import (
+    Budget,
     FanoutNode,
     LlmNode,
     OfflineProvider,
@@ -163,6 +165,19 @@ class Engine:
             cache_url=live.base_url if isinstance(live, OpenAIProvider) else None,
         )
 
+    def call_path(
+        self, emit: Emit, confidence: Mapping[str, float], budgets: Sequence[BudgetMeter]
+    ) -> CallPath:
+        """The call path of one run: through this engine's cache, prices and records."""
+        return CallPath(
+            cache=self.cache,
+            prices=self.prices,
+            emit=emit,
+            timeline=[] if self.record else None,
+            confidence=confidence,
+            budgets=budgets,
+        )
+
     def check_credentials(self, workflow: Workflow, aliases: Iterable[str]) -> None:
         """Raise ConfigError naming the variable to set when a used provider has no key."""
         if self.offline:
@@ -190,6 +205,8 @@ class Engine:
         listeners: Iterable[Listener] = (),
         on_token: TokenListener | None = None,
         streamed: Iterable[str] = (),
+        budget: Budget | None = None,
+        shared_budgets: Iterable[BudgetMeter] = (),
         **named_inputs: Any,
     ) -> RunResult:
         """Run ``workflow`` once; inputs by mapping or by keyword (``prompt=...``).
@@ -197,7 +214,9 @@ class Engine:
         ``only`` runs those nodes and what they need; ``skip`` skips those nodes (the nodes
         after them run and see them as none); ``models`` restricts the run to those aliases.
         The calls of the ``streamed`` nodes pass each piece of their answers to ``on_token``
-        as it arrives (:meth:`stream` is the convenient form).
+        as it arrives (:meth:`stream` is the convenient form). ``budget`` caps the run instead
+        of the workflow's ``budget:``; ``shared_budgets`` are meters it shares with other runs
+        (a batch's), checked too.
         """
         return await execute(
             self,
@@ -209,6 +228,7 @@ class Engine:
             listeners=[*self.listeners, *listeners],
             on_token=on_token,
             streamed=streamed,
+            budgets=meters(workflow.spec.budget if budget is None else budget, shared_budgets),
         )
 
     async def stream(
@@ -220,6 +240,7 @@ class Engine:
         only: Iterable[str] | None = None,
         skip: Iterable[str] | None = None,
         models: Iterable[str] | None = None,
+        budget: Budget | None = None,
         **named_inputs: Any,
     ) -> AsyncGenerator[Event | TokenDelta | RunResult, None]:
         """Run ``workflow`` once, yielding its events and the pieces of its answers as they
@@ -248,6 +269,7 @@ class Engine:
                     only=only,
                     skip=skip,
                     models=models,
+                    budget=budget,
                     listeners=[items.put_nowait],
                     on_token=items.put_nowait,
                     streamed=streamed,

@@ -7,6 +7,10 @@ not started; every completed output stays in the result, so nothing paid for is 
 A node is skipped, not run, when its ``when:`` is false once its needs are done, or when the
 caller asks (``skip``). Skipping is neither a failure nor a partial run: the nodes after it run
 and see it as none.
+
+A call the budget refuses stops the run, whatever the node's ``on_error``: nothing more starts,
+the nodes in flight finish (their calls already started finish and count), and the run fails
+with the budget's error.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from flowengine.results import (
     model_metrics,
     to_jsonable,
 )
+from flowengine.run.budget import BudgetMeter
 from flowengine.run.conditions import holds, skip_reason
 from flowengine.run.context import TEMPLATE_ERRORS, NodeContext, NodeFailure, Run
 from flowengine.run.nodes import NodeRunner, node_runner
@@ -60,6 +65,7 @@ async def execute(
     listeners: Sequence[Listener] = (),
     on_token: TokenListener | None = None,
     streamed: Iterable[str] = (),
+    budgets: Sequence[BudgetMeter] = (),
 ) -> RunResult:
     """Run a checked workflow once; bad arguments raise UsageError before anything starts.
 
@@ -70,7 +76,9 @@ async def execute(
     selected, skipped = select_nodes(workflow, only, skip)
     engine.check_credentials(workflow, allowed)
     runners = _prepare(engine, workflow, selected, allowed)
-    run = Run(engine, workflow, values, listeners, allowed, on_token=on_token, streamed=streamed)
+    run = Run(
+        engine, workflow, values, listeners, allowed, budgets, on_token=on_token, streamed=streamed
+    )
     return await Scheduler(run, selected, runners, skipped).execute()
 
 
@@ -190,6 +198,8 @@ class Scheduler:
                 done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: self.position[self.tasks[t]]):
                     failure = self.finish(self.tasks.pop(task), task.result()) or failure
+            if run.calls.refused is not None:
+                await self.drain()
         except asyncio.CancelledError:
             # Cancelled from outside (Ctrl-C, a service's timeout): what was done, and paid
             # for, is still recorded before the cancellation goes on.
@@ -209,6 +219,8 @@ class Scheduler:
         """Record a node's result and unblock its dependents; the error if the run must stop."""
         self.results[node_id] = result
         self.scope[node_id] = result.output
+        if self.run.calls.refused is not None:
+            return self.run.calls.refused  # the budget is spent: nothing more starts
         if result.status == "failed" and self.plan.nodes[node_id].spec.on_error == "fail":
             self.stopped_by = node_id
             return result.error
@@ -218,6 +230,14 @@ class Scheduler:
                 if not self.waiting[dependent]:
                     self.ready.append(dependent)
         return None
+
+    async def drain(self) -> None:
+        """Let the nodes in flight finish, starting nothing after them: the budget refuses
+        their further calls, and the calls they started finish and count."""
+        while self.tasks:
+            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self.finish(self.tasks.pop(task), task.result())
 
     async def cancel_all(self) -> None:
         for task in self.tasks:
@@ -291,11 +311,12 @@ class Scheduler:
     def finish_run(self, started: float, failure: ErrorInfo | None) -> RunResult:
         """Build the result, record it, and say the run is over."""
         run = self.run
-        stopped = (
-            f"'{self.stopped_by}' failed, so the run stopped"
-            if self.stopped_by is not None
-            else "the run was cancelled"
-        )
+        if run.calls.refused is not None:
+            stopped = "the budget stopped the run"
+        elif self.stopped_by is not None:
+            stopped = f"'{self.stopped_by}' failed, so the run stopped"
+        else:
+            stopped = "the run was cancelled"
         for node_id in self.selected:
             self.results.setdefault(node_id, NodeResult(status="skipped", reason=stopped))
         result = self.result(time.perf_counter() - started, failure)
