@@ -39,6 +39,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "llm": "flowengine.run.nodes.llm:run",
         "fanout": "flowengine.run.nodes.fanout:run",
         "python": "flowengine.run.nodes.python:run",
+        "loop": "flowengine.run.nodes.loop:run",
     },
 }
 

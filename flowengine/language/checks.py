@@ -8,6 +8,7 @@ through :mod:`.conditions`.
 
 from __future__ import annotations
 
+import functools
 from collections import ChainMap
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -26,17 +27,21 @@ from flowengine.language.fields import (
     Shape,
     Table,
     data_shape,
+    loop_output,
     node_output,
 )
 from flowengine.language.graph import Graph, describe_cycle
+from flowengine.language.loop_checks import LoopChecks
+from flowengine.language.placement import loops, placed_nodes
 from flowengine.language.plugin_checks import PluginChecks
 from flowengine.language.source import Source, YamlPath
-from flowengine.language.template_checks import Names, TemplateChecks
+from flowengine.language.template_checks import Names
 from flowengine.language.templates import is_template
 from flowengine.spec import (
     FanoutNode,
     LlmNode,
     LlmSelector,
+    NodeSpec,
     PluginNode,
     Prompted,
     PythonNode,
@@ -47,7 +52,7 @@ from flowengine.spec import (
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
-class Checker(TemplateChecks, PluginChecks):
+class Checker(LoopChecks, PluginChecks):
     """Collects every problem of one workflow."""
 
     def __init__(
@@ -68,6 +73,8 @@ class Checker(TemplateChecks, PluginChecks):
         self.cycles = self.graph.cycles()
         self.upstream = ancestry(self.graph, self.cycles)
         self.node_ids = frozenset(spec.nodes)
+        #: Every node by id, those inside loops too, with where each is written.
+        self.placed = placed_nodes(spec)
         self.problems: list[Problem] = []
         # Names (by section) that are in the file but failed structural checks. When set, this
         # is a pass over what could be read: references to these names are not errors.
@@ -86,9 +93,10 @@ class Checker(TemplateChecks, PluginChecks):
         self.check_plugins()
         # Templates are checked even when the needs form a cycle: ancestors are still defined
         # (see .ancestry), so one pass reports the cycle and every template problem too.
-        for node_id in self.spec.nodes:
+        for node_id in self.placed:
             self.check_node_templates(node_id)
             self.check_when(node_id)
+        self.check_loops()
         self.check_output()
         self.check_routers()
         return self.problems
@@ -98,13 +106,16 @@ class Checker(TemplateChecks, PluginChecks):
         spec = self.spec
         # A python or plugin node's output is whatever it returns: its fields are not known.
         shapes: dict[str, Shape] = {
-            n: NODE_OUTPUTS[node.type]
-            for n, node in spec.nodes.items()
-            if node.type in NODE_OUTPUTS
+            n: NODE_OUTPUTS[placed.node.type]
+            for n, placed in self.placed.items()
+            if placed.node.type in NODE_OUTPUTS
         }
         for node_id, schema in self.schemas.items():
             # What the node's schema describes is what templates read of its `data`.
-            shapes[node_id] = node_output(spec.nodes[node_id].type, data_shape(schema, schema))
+            kind = self.placed[node_id].node.type
+            shapes[node_id] = node_output(kind, data_shape(schema, schema))
+        for loop_id, loop in loops(spec).items():
+            shapes[loop_id] = loop_output(loop_id, {n: shapes.get(n) for n in loop.nodes})
         # Where part of a section could not be read, any name may be in it.
         models = None if self.unreadable.get("models") else tuple(spec.models)
         inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)
@@ -115,10 +126,10 @@ class Checker(TemplateChecks, PluginChecks):
     # -- names and references -------------------------------------------------------------
 
     def check_names(self) -> None:
-        for node_id in self.spec.nodes:
+        for node_id, placed in self.placed.items():
             if node_id in RESERVED:
                 self.add(
-                    ("nodes", node_id),
+                    placed.path,
                     f"node id '{node_id}' is reserved",
                     "rename the node",
                     code="reserved-name",
@@ -126,7 +137,7 @@ class Checker(TemplateChecks, PluginChecks):
                 )
             elif node_id in self.spec.inputs:
                 self.add(
-                    ("nodes", node_id),
+                    placed.path,
                     f"node id '{node_id}' is also the name of an input",
                     "rename the node or the input: templates read both by name",
                     code="name-clash",
@@ -150,8 +161,8 @@ class Checker(TemplateChecks, PluginChecks):
                     ("models", alias, "provider"), model.provider, spec.providers, "provider"
                 )
         self.check_ref(("defaults", "provider"), spec.defaults.provider, spec.providers, "provider")
-        for node_id, node in spec.nodes.items():
-            base: YamlPath = ("nodes", node_id)
+        for placed in self.placed.values():
+            node, base = placed.node, placed.path
             if isinstance(node, SelectNode):
                 if node.selector is not None:
                     self.check_ref((*base, "selector"), node.selector, spec.selectors, "selector")
@@ -161,12 +172,14 @@ class Checker(TemplateChecks, PluginChecks):
                     self.check_ref((*base, "model"), node.model, spec.models, "model")
                 self.check_models((*base, "fallbacks"), node.fallbacks)
             elif isinstance(node, FanoutNode):
-                self.check_fanout(node_id, node)
+                self.check_fanout(placed.path, node)
 
-    def check_fanout(self, node_id: str, node: FanoutNode) -> None:
-        base: YamlPath = ("nodes", node_id, "models")
+    def check_fanout(self, where: YamlPath, node: FanoutNode) -> None:
+        base: YamlPath = (*where, "models")
         query = node.models
-        raw = self.source.root["nodes"][node_id].get("models") if self.source.root else None
+        raw = self.source.root
+        for part in base:
+            raw = raw.get(part) if isinstance(raw, dict) else None
         include_path = base if isinstance(raw, list) else (*base, "include")
         self.check_models(include_path, query.include or [])
         self.check_models((*base, "exclude"), query.exclude)
@@ -176,7 +189,7 @@ class Checker(TemplateChecks, PluginChecks):
                 count = min(count, query.top)
             if node.min_success > count:
                 self.add(
-                    ("nodes", node_id, "min_success"),
+                    (*where, "min_success"),
                     f"min_success is {node.min_success}, but the fanout calls at most "
                     f"{count} models",
                     f"lower min_success to {count} or add models",
@@ -208,6 +221,11 @@ class Checker(TemplateChecks, PluginChecks):
                 if need == node_id:
                     fix = "remove it from its own needs"
                     self.add(path, f"node '{node_id}' needs itself", fix, code="self-need")
+                elif need in self.placed and self.placed[need].loop is not None:
+                    loop = self.placed[need].loop
+                    message = f"node '{node_id}' needs '{need}', a node inside loop '{loop}'"
+                    fix = f"need the loop, '{loop}', and read `{loop}.last.{need}`"
+                    self.add(path, message, fix, code="inside-loop")
                 elif need not in self.spec.nodes and self.readable("nodes", need):
                     fix = (
                         did_you_mean(need, self.spec.nodes)
@@ -227,6 +245,8 @@ class Checker(TemplateChecks, PluginChecks):
     # -- templates ---------------------------------------------------------------------------
 
     def names_for(self, node_id: str) -> Names:
+        if self.placed[node_id].loop is not None:
+            return self.group_names(node_id)
         node = self.spec.nodes[node_id]
         allowed = set(self.spec.inputs) | {"inputs", "models"}
         if isinstance(node, FanoutNode):
@@ -240,24 +260,32 @@ class Checker(TemplateChecks, PluginChecks):
             if node.type == "fanout"
             else self.shapes
         )
+        explain = functools.partial(self.explain_outside, node_id)
         return Names(
-            frozenset(allowed), self.node_ids, node_id, needs, unknown_ok, upstream, shapes=shapes
+            frozenset(allowed),
+            self.node_ids,
+            node_id,
+            needs,
+            unknown_ok,
+            upstream,
+            shapes=shapes,
+            explain=explain,
         )
 
     def needs_read(self, node_id: str) -> bool:
         """Whether the node's needs could be read: if not, it may read any other node."""
         if not self.partial:
             return True
-        nodes = self.source.root.get("nodes")
-        raw = nodes.get(node_id) if isinstance(nodes, dict) else None
-        written = raw.get("needs") if isinstance(raw, dict) else None
+        written = self.source.root
+        for part in (*self.placed[node_id].path, "needs"):
+            written = written.get(part) if isinstance(written, dict) else None
         # Needs that failed the structural checks were left out of the spec.
-        return not written or bool(self.spec.nodes[node_id].needs)
+        return not written or bool(self.placed[node_id].node.needs)
 
     def check_node_templates(self, node_id: str) -> None:
-        node = self.spec.nodes[node_id]
+        node: NodeSpec = self.placed[node_id].node
         names = self.names_for(node_id)
-        base: YamlPath = ("nodes", node_id)
+        base = self.placed[node_id].path
         if isinstance(node, LlmNode | FanoutNode):
             for path, text in _strings(node.vars, (*base, "vars")):
                 if is_template(text):
@@ -305,10 +333,10 @@ class Checker(TemplateChecks, PluginChecks):
                 self.check_prompt_file(path, name, names)
 
     def check_when(self, node_id: str) -> None:
-        when = self.spec.nodes[node_id].when
+        when = self.placed[node_id].node.when
         if when is not None:
             names = condition_names(self.names_for(node_id))
-            check_condition(self, ("nodes", node_id, "when"), when, names)
+            check_condition(self, (*self.placed[node_id].path, "when"), when, names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""
@@ -337,8 +365,15 @@ class Checker(TemplateChecks, PluginChecks):
         allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
         unknown_ok = not self.readable("inputs", "*")
         shapes = ChainMap[str, Shape]({"metadata": METADATA}, self.shapes)
+        explain = functools.partial(self.explain_outside, None)
         names = Names(
-            frozenset(allowed), frozenset(self.spec.nodes), None, (), unknown_ok, shapes=shapes
+            frozenset(allowed),
+            frozenset(self.spec.nodes),
+            None,
+            (),
+            unknown_ok,
+            shapes=shapes,
+            explain=explain,
         )
         for path, text in _strings(self.spec.output, ("output",)):
             if is_template(text):

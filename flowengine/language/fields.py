@@ -27,7 +27,7 @@ from jinja2 import nodes
 from flowengine.errors import did_you_mean
 from flowengine.language.response_schemas import resolve_ref
 from flowengine.language.templates import ModelInfo
-from flowengine.results import CallResult, RunMetadata, SelectResult
+from flowengine.results import CallResult, LoopResult, RunMetadata, SelectResult
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,8 @@ MODEL = record_of(ModelInfo, "a model")
 # The output mapping reads the metadata as a dict: its methods answer too.
 METADATA = Record("metadata", dict.fromkeys(RunMetadata.model_fields), _DICT_METHODS)
 NODE_OUTPUTS: Mapping[str, Shape] = {"llm": CALL, "fanout": CALLS, "select": SELECT}
-_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what})
+LOOP = record_of(LoopResult, "a loop's output")
+_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what, LOOP.what})
 
 #: Keywords that let an object hold more than its listed properties, or one of several shapes.
 _OPEN_OBJECT = ("patternProperties", "allOf", "anyOf", "oneOf", "if", "$ref", "$dynamicRef")
@@ -104,6 +105,14 @@ def node_output(kind: str, data: Shape | None) -> Shape:
     """The output of an ``llm`` or ``fanout`` node whose ``data`` has a known shape."""
     call = Record(CALL.what, {**CALL.fields, "data": data})
     return call if kind == "llm" else ListOf(CALLS.what, call)
+
+
+def loop_output(loop_id: str, members: Mapping[str, Shape | None]) -> Record:
+    """The output of loop ``loop_id``, whose nodes' outputs have the shapes ``members``: each
+    round (and the last, and ``previous`` inside the loop) is a record of them by node id."""
+    one_round = Record(f"a round of loop '{loop_id}'", dict(members), _DICT_METHODS)
+    rounds = ListOf(f"a list of rounds of loop '{loop_id}'", one_round)
+    return Record(LOOP.what, {**LOOP.fields, "rounds": rounds, "last": one_round})
 
 
 def data_shape(schema: Any, root: Mapping[str, Any], depth: int = 0) -> Shape | None:

@@ -21,6 +21,7 @@ from flowengine.spec import (
     FanoutNode,
     LlmNode,
     LlmSelector,
+    LoopNode,
     NodeSpec,
     PluginNode,
     Prompted,
@@ -60,6 +61,19 @@ class CompiledNode:
     args: dict[str, Any] | None = None
     #: The node's ``when:``: it runs only if this holds once its needs are done.
     when: Condition | None = None
+    #: A loop's group: the nodes of one round, run as a DAG each round.
+    group: Group | None = None
+    #: A loop's ``until:``: it stops after a round in which this holds.
+    until: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """The nodes of a loop's round: compiled, in run order, with the nodes that need each."""
+
+    nodes: dict[str, CompiledNode]
+    order: list[str]
+    dependents: dict[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -86,10 +100,7 @@ def compile_plan(
 ) -> Plan:
     order = graph.order
     schemas = schemas or {}
-    nodes = {
-        node_id: _compile_node(node_id, spec.nodes[node_id], env, schemas.get(node_id))
-        for node_id in order
-    }
+    nodes = {n: _compile_node(n, spec.nodes[n], env, schemas) for n in order}
     dependents = {node_id: graph.dependents[node_id] for node_id in order}
     output = compile_value(env, spec.output) if spec.output is not None else None
     models = {
@@ -123,7 +134,7 @@ def _compile_node(
     node_id: str,
     node: NodeSpec,
     env: ImmutableSandboxedEnvironment,
-    schema: dict[str, Any] | None,
+    schemas: Mapping[str, dict[str, Any]],
 ) -> CompiledNode:
     needs = tuple(dict.fromkeys(node.needs))
     when = compile_condition(env, node.when) if node.when is not None else None
@@ -132,6 +143,11 @@ def _compile_node(
     if isinstance(node, PythonNode):
         args = compile_value(env, node.args) if node.args is not None else None
         return CompiledNode(node_id, node, needs, args=args, when=when)
+    if isinstance(node, LoopNode):
+        until = compile_condition(env, node.until) if node.until is not None else None
+        group = _compile_group(node, env, schemas)
+        return CompiledNode(node_id, node, needs, when=when, group=group, until=until)
+    schema = schemas.get(node_id)
     common: dict[str, Any] = {
         "messages": _turns(node_id, node, env),
         "vars": compile_value(env, node.vars),
@@ -152,6 +168,14 @@ def _compile_node(
         per_model=_reads("model", *(t.content for t in common["messages"]), common["vars"]),
         **common,
     )
+
+
+def _compile_group(
+    loop: LoopNode, env: ImmutableSandboxedEnvironment, schemas: Mapping[str, dict[str, Any]]
+) -> Group:
+    graph = Graph({node_id: node.needs for node_id, node in loop.nodes.items()})
+    nodes = {n: _compile_node(n, loop.nodes[n], env, schemas) for n in graph.order}
+    return Group(nodes, graph.order, {n: graph.dependents[n] for n in graph.order})
 
 
 def _turns(node_id: str, node: Prompted, env: ImmutableSandboxedEnvironment) -> tuple[Turn, ...]:

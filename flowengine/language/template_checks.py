@@ -43,6 +43,9 @@ class Names:
     shapes: Mapping[str, Shape] = field(default_factory=dict)
     own: frozenset[str] = frozenset()
     what: str = "template"  # what messages call the text: a template, or a condition
+    # Names this template may not read for a reason of their own (a node inside a loop...):
+    # the rest of the message after "template", the fix and the code; None for other names.
+    explain: Callable[[str], tuple[str, str, str] | None] | None = None
 
     def allows(self, name: str) -> bool:
         return name not in self.hidden and (name in self.allowed or name in self.upstream)
@@ -55,6 +58,10 @@ class Names:
         if self.allows(name):
             return None
         what = self.what
+        explained = self.explain(name) if self.explain is not None else None
+        if explained is not None:
+            rest, fix, code = explained
+            return f"{what} {rest}", fix, code
         if name == self.owner:
             return (
                 f"{what} uses '{name}', the output of its own node",
