@@ -21,7 +21,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_the_shipped_workflows() -> None:
-    assert list(shipped_workflows()) == ["critique", "ensemble", "full"]
+    assert list(shipped_workflows()) == ["critique", "ensemble", "full", "refine"]
 
 
 def test_the_repository_links_into_the_starter_project() -> None:
@@ -52,7 +52,8 @@ def test_no_such_file_lists_the_shipped_workflows() -> None:
     assert (code, out) == (2, "")
     assert err == (
         "workflows/nope.yaml: error: no such file\n"
-        "      = fix: check the path, or name a shipped workflow: critique, ensemble, full\n"
+        "      = fix: check the path, or name a shipped workflow: "
+        "critique, ensemble, full, refine\n"
         "1 error in workflows/nope.yaml\n"
     )
 
@@ -61,4 +62,5 @@ def test_a_misspelt_name_gets_a_suggestion() -> None:
     code, _, err = invoke("validate", "critque")
     assert code == 2
     assert "critque: error: no such file\n" in err
-    assert "= fix: did you mean 'critique'? (shipped workflows: critique, ensemble, full)" in err
+    shipped = "critique, ensemble, full, refine"
+    assert f"= fix: did you mean 'critique'? (shipped workflows: {shipped})" in err

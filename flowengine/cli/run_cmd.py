@@ -108,7 +108,7 @@ def run(
 ) -> None:
     """Run a workflow and print its result (JSON by default) on stdout.
 
-    WORKFLOW is a file, or the name of a shipped workflow: critique, ensemble, full.
+    WORKFLOW is a file, or the name of a shipped workflow: critique, ensemble, full, refine.
     """
     import asyncio
 
