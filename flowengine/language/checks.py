@@ -115,7 +115,8 @@ class Checker(LoopChecks, PluginChecks):
             kind = self.placed[node_id].node.type
             shapes[node_id] = node_output(kind, data_shape(schema, schema))
         for loop_id, loop in loops(spec).items():
-            shapes[loop_id] = loop_output(loop_id, {n: shapes.get(n) for n in loop.nodes})
+            if self.group_read(loop_id):  # else its rounds may hold nodes that are not known
+                shapes[loop_id] = loop_output(loop_id, {n: shapes.get(n) for n in loop.nodes})
         # Where part of a section could not be read, any name may be in it.
         models = None if self.unreadable.get("models") else tuple(spec.models)
         inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)

@@ -75,6 +75,15 @@ class LoopChecks(TemplateChecks):
         """The nodes that run before the loop: those it needs, directly or not."""
         return self.loop_upstream[loop_id]
 
+    def group_read(self, loop_id: str) -> bool:
+        """Whether every node written in the loop's group could be read."""
+        written = self.source.root
+        for part in ("nodes", loop_id, "nodes"):
+            written = written.get(part) if isinstance(written, dict) else None
+        loop = self.spec.nodes[loop_id]
+        assert isinstance(loop, LoopNode)
+        return not isinstance(written, dict) or all(n in loop.nodes for n in written)
+
     def check_loops(self) -> None:
         for loop_id, loop in loops(self.spec).items():
             for node_id in loop.nodes:
@@ -99,7 +108,7 @@ class LoopChecks(TemplateChecks):
     def member_id_problem(self, loop_id: str, node_id: str) -> Found | None:
         if node_id in ROUND_NAMES:
             message = f"node id '{node_id}' is reserved inside a loop"
-            why = f"its nodes read `{node_id}` as {_MEANING[node_id]}"
+            why = f"the nodes of a loop read `{node_id}` as {_MEANING[node_id]}"
             return message, f"rename the node: {why}", "reserved-name"
         first = self.placed[node_id].loop
         if first != loop_id:
