@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flowengine.language.graph import Graph
-from flowengine.spec import FanoutNode, LlmNode, PythonNode, SelectNode, WorkflowSpec
+from flowengine.spec import FanoutNode, LlmNode, LoopNode, PythonNode, SelectNode, WorkflowSpec
 
 
 def _label(spec: WorkflowSpec, node_id: str) -> str:
@@ -17,6 +17,8 @@ def _label(spec: WorkflowSpec, node_id: str) -> str:
         detail = f"fanout · {_fanout_models(spec, node)}"
     elif isinstance(node, PythonNode):
         detail = f"python · {node.function}"
+    elif isinstance(node, LoopNode):
+        detail = f"loop · {', '.join(node.nodes)} · up to {node.max_rounds} rounds"
     else:
         detail = node.type
     return f"{node_id}<br/>{detail}"
