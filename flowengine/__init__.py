@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from flowengine.events import Event
     from flowengine.language.workflow import Workflow
     from flowengine.providers import register_provider
-    from flowengine.results import CallResult, NodeResult, RunResult, SelectResult
+    from flowengine.results import CallResult, LoopResult, NodeResult, RunResult, SelectResult
     from flowengine.run.engine import Engine
     from flowengine.run.nodes import register_node
 
@@ -38,6 +38,7 @@ __all__ = [
     "Engine",
     "Event",
     "FlowEngineError",
+    "LoopResult",
     "NodeResult",
     "PluginError",
     "Problem",
@@ -60,6 +61,7 @@ _HOME = {
     "Engine": "flowengine.run.engine",
     "Event": "flowengine.events",
     "FlowEngineError": "flowengine.errors",
+    "LoopResult": "flowengine.results",
     "NodeResult": "flowengine.results",
     "PluginError": "flowengine.errors",
     "Problem": "flowengine.errors",

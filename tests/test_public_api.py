@@ -17,6 +17,7 @@ PUBLIC = {
     "Engine",
     "Event",
     "FlowEngineError",
+    "LoopResult",
     "NodeResult",
     "PluginError",
     "Problem",
