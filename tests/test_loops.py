@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from flowengine import Engine, Event, Workflow
+from flowengine import Engine, Event, LoopResult, Workflow
 from flowengine.compare import compare
 from flowengine.errors import UsageError
-from flowengine.results import LoopResult
 from flowengine.store.db import Store
 from flowengine.store.records import load_run
 from tests.fakeserver import FakeServer, Reply
@@ -365,6 +364,7 @@ nodes:
 output:
   echoes: "{{ grow.rounds | map(attribute='echo') | list }}"
   last: "{{ grow.last.all | map(attribute='model') | list }}"
+  text: "Last round: {{ grow }}"
 """
 
 
@@ -375,6 +375,10 @@ async def test_a_round_runs_any_node_kind() -> None:
     assert result.status == "succeeded"
     assert result.output["echoes"] == ["GO", "GO GO", "GO GO GO GO GO GO"]
     assert result.output["last"] == ["a", "b"]
+    # In text, a loop is its last round: a line per node that has an output.
+    text = result.output["text"].splitlines()
+    assert [line.split(": ")[0] for line in text] == ["Last round", "echo", "all"]
+    assert text[0] == "Last round: pick: a" and text[1] == "echo: GO GO GO GO GO GO"
     assert 'You asked: "b a GO GO GO GO GO GO"' in result.nodes["grow[3].all"].output[1].content
 
 

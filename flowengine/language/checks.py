@@ -3,7 +3,8 @@
 References (models, providers, selectors, needs), names and cycles here; the templates of each
 node, router and the output mapping through :mod:`.template_checks`, each with the names it
 may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``; each node's ``when:``
-through :mod:`.conditions`.
+through :mod:`.conditions`; the nodes of loops (ids, needs, ``until:``) through
+:mod:`.loop_checks`.
 """
 
 from __future__ import annotations

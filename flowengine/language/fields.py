@@ -1,8 +1,9 @@
 """The fields of the values templates read, and a check of every ``a.b`` a template writes.
 
 A node's output has a type known from its kind: an ``llm`` node's is a CallResult, a fanout's a
-list of them, a select's a SelectResult. ``models.X`` and a fanout's ``model`` are ModelInfo, and
-the output mapping's ``metadata`` is the run's metadata. A misspelt field (``{{ first.contnt }}``)
+list of them, a select's a SelectResult, a loop's a LoopResult whose rounds hold its nodes'
+outputs. ``models.X`` and a fanout's ``model`` are ModelInfo, and the output mapping's
+``metadata`` is the run's metadata. A misspelt field (``{{ first.contnt }}``)
 would fail only when its template renders, after calls were paid for; walking the template's
 syntax tree finds it before.
 
