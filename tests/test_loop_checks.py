@@ -112,3 +112,14 @@ def test_a_fix_names_the_loop_to_need_when_the_reader_does_not_need_it() -> None
     [problem] = info.value.problems
     assert problem.message == "template uses 'step', a node inside loop 'again'"
     assert problem.fix == "add 'again' to the needs of 'late' and read `again.last.step`"
+
+
+def test_a_loops_own_condition_cannot_read_its_rounds() -> None:
+    text = READS.replace("    max_rounds: 4\n", "    max_rounds: 4\n    when: step.success\n")
+    with pytest.raises(WorkflowError) as info:
+        Workflow.from_string(text)
+    [problem] = info.value.problems
+    assert problem.message == "condition uses 'step', a node inside loop 'again'"
+    assert problem.fix == (
+        "test what the loop needs: its `when:` is evaluated before its first round"
+    )

@@ -171,7 +171,9 @@ class LoopChecks(TemplateChecks):
         reader's; ``reader`` is the node reading it (None for the output mapping)."""
         loop_id = str(self.placed[node].loop)
         through = f"`{loop_id}.last.{node}`"
-        if reader is None or loop_id in self.upstream(reader):
+        if reader == loop_id:  # the loop's own `when:`, before its first round
+            fix = "test what the loop needs: its `when:` is evaluated before its first round"
+        elif reader is None or loop_id in self.upstream(reader):
             fix = f"read it through the loop: {through}, or each round's in `{loop_id}.rounds`"
         else:
             fix = f"add '{loop_id}' to the needs of '{reader}' and read {through}"
