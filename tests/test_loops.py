@@ -257,7 +257,7 @@ async def test_a_condition_that_fails_to_evaluate_fails_the_loop_with_its_rounds
 
 async def test_a_timeout_keeps_the_rounds_that_finished(server: FakeServer, tmp_path: Path) -> None:
     server.script_for(CRITIC, verdict(False, "vague"), verdict(True, delay=5))
-    result = await run(load(server, tmp_path, **{"nodes.refine.timeout": "500ms"}))
+    result = await run(load(server, tmp_path, **{"nodes.refine.timeout": "1s"}))
     node = result.nodes["refine"]
     assert node.status == "failed" and node.error is not None
     assert node.error.type == "timeout"
