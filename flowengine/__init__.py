@@ -24,10 +24,17 @@ if TYPE_CHECKING:
         UsageError,
         WorkflowError,
     )
-    from flowengine.events import Event
+    from flowengine.events import Event, TokenDelta
     from flowengine.language.workflow import Workflow
     from flowengine.providers import register_provider
-    from flowengine.results import CallResult, LoopResult, NodeResult, RunResult, SelectResult
+    from flowengine.results import (
+        CallResult,
+        JudgeResult,
+        LoopResult,
+        NodeResult,
+        RunResult,
+        SelectResult,
+    )
     from flowengine.run.engine import Engine
     from flowengine.run.nodes import register_node
 
@@ -38,6 +45,7 @@ __all__ = [
     "Engine",
     "Event",
     "FlowEngineError",
+    "JudgeResult",
     "LoopResult",
     "NodeResult",
     "PluginError",
@@ -45,6 +53,7 @@ __all__ = [
     "RunError",
     "RunResult",
     "SelectResult",
+    "TokenDelta",
     "UsageError",
     "Workflow",
     "WorkflowError",
@@ -61,6 +70,7 @@ _HOME = {
     "Engine": "flowengine.run.engine",
     "Event": "flowengine.events",
     "FlowEngineError": "flowengine.errors",
+    "JudgeResult": "flowengine.results",
     "LoopResult": "flowengine.results",
     "NodeResult": "flowengine.results",
     "PluginError": "flowengine.errors",
@@ -68,6 +78,7 @@ _HOME = {
     "RunError": "flowengine.errors",
     "RunResult": "flowengine.results",
     "SelectResult": "flowengine.results",
+    "TokenDelta": "flowengine.events",
     "UsageError": "flowengine.errors",
     "Workflow": "flowengine.language.workflow",
     "WorkflowError": "flowengine.errors",

@@ -31,6 +31,7 @@ def _card(stage: int, node: str, call: CallResult) -> dict[str, Any]:
         "tokens": call.usage.total_tokens,
         "cost": call.usage.cost,
         "confidence": call.confidence,
+        "quality": call.quality,
         "cached": call.cached,
         "content": content,
         "error": to_jsonable(call.error),
@@ -42,8 +43,8 @@ def compare(result: RunResult) -> dict[str, Any]:
 
     The dict is ready for a UI: ``{"run_id", "workflow", "status", "responses": [card...],
     "recommended": {"node", "model", "reason"} | None, "skipped": {node: reason}}``; each card
-    has node, model, length, words, latency_s, tokens, cost, confidence, success, cached,
-    content and error. A skipped node made no calls, so it has no card.
+    has node, model, length, words, latency_s, tokens, cost, confidence, quality, success,
+    cached, content and error. A skipped node made no calls, so it has no card.
     """
     cards: list[dict[str, Any]] = []
     for stage, (node_id, node) in enumerate(result.nodes.items()):
@@ -59,12 +60,20 @@ def compare(result: RunResult) -> dict[str, Any]:
 
 
 def recommend(cards: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Highest selector confidence wins; else the most complete answer of the last stage."""
+    """The highest quality a judge gave wins; else the highest selector confidence; else the
+    most complete answer of the last stage. Ties go to the earlier response."""
     ok = [c for c in cards if c["success"] and c["content"]]
     if not ok:
         return None
+    judged = [c for c in ok if c["quality"] is not None]
     scored = [c for c in ok if c["confidence"] is not None]
-    if scored:
+    if judged:
+        best = max(judged, key=lambda c: c["quality"])
+        reason = (
+            f"highest quality a judge gave ({best['quality']:.2f} of 1) of the "
+            f"{len(judged)} judged responses"
+        )
+    elif scored:
         best = max(scored, key=lambda c: (c["confidence"], -c["latency_s"]))
         reason = (
             f"highest selector confidence ({best['confidence']:.3f}) of the {len(scored)} "

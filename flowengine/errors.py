@@ -52,6 +52,22 @@ class Location:
         return f"{self.file}:{self.line}:{self.column or 1}"
 
 
+#: The most of a source line an error shows; a longer line is cut around the column.
+LINE_SHOWN = 120
+
+
+def excerpt(line: str, column: int) -> tuple[str, int]:
+    """At most :data:`LINE_SHOWN` characters of ``line`` around ``column``, and the column's
+    place in them: a 10 MB line makes a one-line error, not a 10 MB one."""
+    if len(line) <= LINE_SHOWN:
+        return line, column
+    start = max(0, min(column - 1 - LINE_SHOWN // 2, len(line) - LINE_SHOWN))
+    text = line[start : start + LINE_SHOWN]
+    head = "…" if start > 0 else ""
+    tail = "…" if start + LINE_SHOWN < len(line) else ""
+    return head + text + tail, column - start + len(head)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a workflow: where, what, and how to fix it.
@@ -72,8 +88,9 @@ class Problem:
         loc = self.location
         if loc.source_line is not None and loc.line is not None:
             gutter = f"{loc.line:>5} | "
-            lines.append(gutter + loc.source_line.rstrip())
-            lines.append(" " * (len(gutter) - 2) + "| " + " " * ((loc.column or 1) - 1) + "^")
+            text, caret = excerpt(loc.source_line.rstrip(), loc.column or 1)
+            lines.append(gutter + text)
+            lines.append(" " * (len(gutter) - 2) + "| " + " " * (caret - 1) + "^")
         if self.fix:
             lines.append(f"      = fix: {self.fix}")
         return "\n".join(lines)

@@ -1,4 +1,7 @@
-"""Events the executor emits while a run goes on; the CLI, a progress bar or a server listen."""
+"""Events the executor emits while a run goes on; the CLI, a progress bar or a server listen.
+
+Besides events, a streamed run sends :class:`TokenDelta` pieces of answers as they arrive.
+"""
 
 from __future__ import annotations
 
@@ -41,3 +44,19 @@ class Event:
 
 
 Listener = Callable[[Event], None]
+
+
+@dataclass(slots=True)
+class TokenDelta:
+    """A piece of a streamed answer, as it arrives: which node, which model alias, the text.
+
+    The pieces of one call, joined, are its answer's ``content``. Only the nodes a run streams
+    (see :meth:`flowengine.Engine.stream`) send them.
+    """
+
+    node: str
+    model: str
+    text: str
+
+
+TokenListener = Callable[[TokenDelta], None]

@@ -38,6 +38,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "select": "flowengine.run.nodes.select:run",
         "llm": "flowengine.run.nodes.llm:run",
         "fanout": "flowengine.run.nodes.fanout:run",
+        "judge": "flowengine.run.nodes.judge:run",
         "python": "flowengine.run.nodes.python:run",
         "loop": "flowengine.run.nodes.loop:run",
     },

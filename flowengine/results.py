@@ -49,12 +49,17 @@ class CallResult:
     success: bool
     error: ErrorInfo | None = None
     confidence: float | None = None
+    #: A judge node's mean score of this answer, from 0 (its scale's lowest) to 1 (its highest).
+    quality: float | None = None
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     #: Seconds the call took, not counting the time it waited for the provider's limits.
     latency_s: float = 0.0
     #: Seconds the call waited for the provider's rate limit and concurrency cap.
     queued_s: float = 0.0
+    #: Seconds to the first piece of a streamed answer, not counting ``queued_s``; None when
+    #: the call was not streamed. Set on a failed call too when its answer had begun.
+    ttft_s: float | None = None
     attempts: int = 0
     cached: bool = False
     #: Tool calls the model asked for (OpenAI's ``message.tool_calls``), when it did.
@@ -99,6 +104,51 @@ class LoopResult:
         return "\n".join(f"{node}: {value}" for node, value in last.items() if value is not None)
 
 
+@dataclass(slots=True, kw_only=True)
+class Verdict:
+    """One judge's scores of one answer, on the judge node's scale, and its reason."""
+
+    judge: str
+    scores: dict[str, int | float]
+    reason: str
+
+
+@dataclass(slots=True, kw_only=True)
+class JudgedAnswer:
+    """One answer a judge node scored: its mean score, and every verdict on it."""
+
+    letter: str
+    model: str
+    rank: int
+    #: The mean of every score it got (each judge's, each criterion's), on the scale.
+    score: float
+    #: ``score`` from 0 (the scale's lowest) to 1 (its highest); also on the answer's result.
+    quality: float
+    #: Each criterion's score, averaged over the judges.
+    scores: dict[str, float]
+    verdicts: list[Verdict]
+
+
+@dataclass(slots=True, kw_only=True)
+class JudgeResult:
+    """A judge node's output. In a template it renders as the best answer's content."""
+
+    best: CallResult
+    #: The judged models, best first.
+    ranking: list[str]
+    #: The judged answers, best first.
+    candidates: list[JudgedAnswer]
+    criteria: list[str]
+    scale: tuple[int | float, int | float]
+    #: The judges whose scores count.
+    judges: list[str]
+    #: Judges that failed, and why: their scores are left out of the averages.
+    failed_judges: dict[str, ErrorInfo] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return str(self.best)
+
+
 #: ``skipped``: the node did not run, and ``reason`` says why: its condition was false, it was
 #: asked to be skipped, or the run stopped before it. It is not a failure, and it made no calls.
 #: ``cancelled``: it was running when the run stopped.
@@ -129,6 +179,10 @@ class ModelMetrics:
     retries: int = 0
     #: Seconds the model's calls waited, in all, for the provider's rate limit and cap.
     queued_s: float = 0.0
+    #: The mean quality (0 to 1) of its answers that a judge scored; None if none was.
+    quality: float | None = None
+    #: How many of its answers a judge scored.
+    judged: int = 0
 
 
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}
@@ -222,11 +276,14 @@ def model_metrics(calls: list[CallResult]) -> dict[str, ModelMetrics]:
 
 def _metrics(group: list[CallResult]) -> ModelMetrics:
     latencies: list[float] = []
+    qualities: list[float] = []
     succeeded = retries = tokens = 0
     queued = 0.0
     cost: float | None = None
     for call in group:
         succeeded += call.success
+        if call.quality is not None:
+            qualities.append(call.quality)
         if call.attempts > 1:
             retries += call.attempts - 1
         usage = call.usage
@@ -249,4 +306,6 @@ def _metrics(group: list[CallResult]) -> ModelMetrics:
         cached=len(group) - len(latencies),
         retries=retries,
         queued_s=round(queued, 6),
+        quality=round(sum(qualities) / len(qualities), 4) if qualities else None,
+        judged=len(qualities),
     )

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    GetJsonSchemaHandler,
     PlainSerializer,
     Tag,
     ValidationInfo,
@@ -26,7 +27,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError
+from pydantic_core.core_schema import CoreSchema
+
+from flowengine.rubric import Criteria, Scale
 
 NodeId = NewType("NodeId", str)
 ModelAlias = NewType("ModelAlias", str)
@@ -87,8 +92,8 @@ PositiveDuration = Annotated[Duration, Field(gt=0)]
 def _no_stream(params: dict[str, Any]) -> dict[str, Any]:
     if params.get("stream"):
         raise ValueError(
-            "`stream` is not supported in params: a streamed reply is not one JSON body; "
-            "remove `stream` (answers are returned whole)"
+            "`stream` is not a param: flowengine streams an answer where it is shown as it "
+            "is written (`flowengine run --stream`, Engine.stream); remove `stream`"
         )
     return params
 
@@ -194,7 +199,7 @@ def _type_or(default: str) -> Callable[[Any], str | None]:
 #: are checked against the plugin's config model by :mod:`flowengine.language.plugin_checks`.
 PLUGIN = "plugin"
 PROVIDER_TYPES = ("openai", "offline")
-NODE_TYPES = ("select", "llm", "fanout", "python", "loop")
+NODE_TYPES = ("select", "llm", "fanout", "judge", "python", "loop")
 
 
 def _builtin_or_plugin(builtins: tuple[str, ...], default: str | None) -> Callable[[Any], Any]:
@@ -338,6 +343,58 @@ class Defaults(Strict):
     retry: Retry | None = None
 
 
+def _no_flag(value: Any) -> Any:
+    """YAML's ``true`` is not a number: pydantic would read it as 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError(
+            "budget_flag",
+            "expected a number, got {given}",
+            {
+                "given": str(value).lower(),
+                "fix": "write a number, such as 0.50 (max_cost) or 40 (max_calls)",
+            },
+        )
+    return value
+
+
+def _dollars(value: Any) -> Any:
+    """A cost cap is a plain, finite number of US dollars."""
+    if isinstance(value, str) and value.strip().startswith("$"):
+        fix = f"drop the '$': `max_cost: {value.strip()[1:].strip()}`"
+        raise PydanticCustomError(
+            "budget_dollars", "write a plain number, got '{given}'", {"given": value, "fix": fix}
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PydanticCustomError(
+            "budget_finite",
+            "must be a finite number, got {given}",
+            {"given": str(value), "fix": "leave max_cost out to set no cap on cost"},
+        )
+    return _no_flag(value)
+
+
+class Budget(Strict):
+    """Caps on one run's model calls: no call starts once a cap is reached, and the run fails.
+
+    A batch applies them to each row's run; its `--max-cost` and `--max-calls` cap the batch.
+    """
+
+    max_cost: Annotated[float | None, BeforeValidator(_dollars)] = Field(
+        default=None,
+        gt=0,
+        allow_inf_nan=False,
+        description="US dollars. A call starts only while the run has spent less than this; "
+        "calls already started finish and count. Only known costs count (usage.cost, else "
+        "the provider's price list); cache hits are free.",
+    )
+    max_calls: Annotated[int | None, BeforeValidator(_no_flag)] = Field(
+        default=None,
+        gt=0,
+        description="Model calls sent to a provider; a call's retries are part of it, cache "
+        "hits are free.",
+    )
+
+
 def _condition_text(value: Any) -> Any:
     """YAML's ``when: false`` is the expression ``false``: a condition is always text."""
     return ("true" if value else "false") if isinstance(value, bool) else value
@@ -421,6 +478,18 @@ class Message(Strict):
         return self
 
 
+def _only_messages(cls: type, value: list[Message], info: ValidationInfo) -> list[Message]:
+    """`messages:` is not empty, nor written beside the other prompt keys."""
+    # Fields validate in order: the other prompt forms, declared before it, are known here.
+    given = [key for key in ("system", "prompt", "template") if info.data.get(key) is not None]
+    if given:
+        raise _prompt_forms(given)
+    if not value:
+        fix = 'give it the turns to send, such as `- {role: user, content: "{{ prompt }}"}`'
+        raise PydanticCustomError("messages_empty", "`messages:` is empty", {"fix": fix})
+    return value
+
+
 class Prompted(NodeBase):
     prompt: str | None = Field(default=None, description="A template file under prompts/.")
     template: str | None = Field(default=None, description="An inline Jinja template.")
@@ -445,17 +514,7 @@ class Prompted(NodeBase):
         "is the result's `data`.",
     )
 
-    @field_validator("messages")
-    @classmethod
-    def _messages_alone(cls, value: list[Message], info: ValidationInfo) -> list[Message]:
-        # Fields validate in order: the other prompt forms, declared above, are known here.
-        given = [key for key in ("system", "prompt", "template") if info.data.get(key) is not None]
-        if given:
-            raise _prompt_forms(given)
-        if not value:
-            fix = 'give it the turns to send, such as `- {role: user, content: "{{ prompt }}"}`'
-            raise PydanticCustomError("messages_empty", "`messages:` is empty", {"fix": fix})
-        return value
+    _messages_alone = field_validator("messages")(_only_messages)
 
     @model_validator(mode="after")
     def _one_prompt(self) -> Prompted:
@@ -506,13 +565,76 @@ def _models_list(value: Any) -> Any:
     return {"include": value} if isinstance(value, list) else value
 
 
+class _ListOrQuery:
+    """In the JSON Schema, `models:` may also be a plain list of aliases (its `include`)."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"anyOf": [{"type": "array", "items": {"type": "string"}}, handler(schema)]}
+
+
+#: Models to call: a list of aliases, or ``{include, exclude, top}``.
+Models = Annotated[ModelQuery, BeforeValidator(_models_list), _ListOrQuery()]
+
+
 class FanoutNode(Prompted):
     """The same call across several models, concurrently."""
 
     type: Literal["fanout"]
-    models: Annotated[ModelQuery, BeforeValidator(_models_list)] = ModelQuery()
+    models: Models = ModelQuery()
     max_concurrency: int | None = Field(default=None, gt=0)
     min_success: int = Field(default=1, ge=0)
+
+
+class JudgeNode(NodeBase):
+    """Score another node's answers on criteria, with one judge model or a panel of them."""
+
+    type: Literal["judge"]
+    target: str = Field(
+        min_length=1,
+        description="The llm or fanout node whose answers are judged; it must be upstream "
+        "(in `needs`, or needed by them).",
+    )
+    criteria: Criteria
+    scale: Scale = (1, 10)
+    model: str | None = Field(
+        default=None, min_length=1, description="The judge: a model alias, or a template."
+    )
+    models: Models | None = Field(
+        default=None, description="A panel of judges, as a fanout's `models:`; scores averaged."
+    )
+    question: str | None = Field(
+        default=None,
+        description="What the answers were asked, for the built-in prompt. Default: the "
+        "`prompt` input, if the workflow has one.",
+    )
+    prompt: str | None = Field(default=None, description="A judge template under prompts/.")
+    template: str | None = Field(
+        default=None,
+        description="An inline judge template; it sees `candidates`, `criteria`, `scale` and "
+        "`question`. Default: a built-in rubric prompt.",
+    )
+    system: str | None = Field(default=None, description="An inline system-message template.")
+    messages: list[Message] | None = Field(
+        default=None,
+        json_schema_extra={"minItems": 1},
+        description="The chat turns, in order, instead of `prompt:`/`template:` and `system:`; "
+        "they see what `template:` sees.",
+    )
+    vars: dict[Annotated[str, Field(pattern=IDENTIFIER)], Any] = {}
+    params: Params = {}
+
+    _messages_alone = field_validator("messages")(_only_messages)
+
+    @model_validator(mode="after")
+    def _one_judge_one_prompt(self) -> JudgeNode:
+        if (self.model is None) == (self.models is None):
+            raise ValueError("give exactly one of `model:` (one judge) or `models:` (a panel)")
+        if self.prompt is not None and self.template is not None:
+            raise ValueError("give at most one of `prompt:` or `template:`")
+        return self
 
 
 _FUNCTION = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
@@ -608,6 +730,7 @@ NodeSpec = Annotated[
     Annotated[SelectNode, Tag("select")]
     | Annotated[LlmNode, Tag("llm")]
     | Annotated[FanoutNode, Tag("fanout")]
+    | Annotated[JudgeNode, Tag("judge")]
     | Annotated[PythonNode, Tag("python")]
     | Annotated[LoopNode, Tag("loop")]
     | Annotated[PluginNode, Tag(PLUGIN)],
@@ -633,12 +756,29 @@ class WorkflowSpec(Strict):
     selectors: dict[str, SelectorSpec] = {}
     models: dict[Annotated[str, Field(pattern=ALIAS)], ModelSpec] = {}
     defaults: Defaults = Defaults()
+    budget: Budget = Budget()
     nodes: dict[Annotated[str, Field(pattern=IDENTIFIER)], NodeSpec] = Field(min_length=1)
     output: dict[str, Any] | None = Field(
         default=None,
         description='The run\'s result. "{{ expr }}" alone keeps the native value. '
         "Default: every node's output by id.",
     )
+
+    answer: Annotated[
+        list[Annotated[str, Field(pattern=IDENTIFIER)]] | None,
+        BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": IDENTIFIER},
+                    {"type": "array", "items": {"type": "string", "pattern": IDENTIFIER}},
+                ],
+                "description": "The llm node whose reply `flowengine run --stream` prints as it "
+                "is written, or a list of alternatives (the first of them to stream is "
+                "printed). Default: the last llm node without `schema:`.",
+            }
+        ),
+    ] = None
 
     def model_sorted(self, aliases: list[str] | None = None) -> list[str]:
         """Aliases by weight, highest first; ties keep file order."""

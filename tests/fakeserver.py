@@ -13,10 +13,15 @@ In tests::
 From a script or a benchmark: ``python -m tests.fakeserver --port 8080 --latency 0.1``, or
 ``handle = run_in_thread(latency=0.1)`` ... ``handle.stop()``.
 
+Streamed replies: ``Reply.stream(chunk("Hel"), chunk("lo", finish="stop"), DONE)`` writes
+each part (``sse(obj)`` frames any JSON; a number is a pause in seconds), ``piece=3`` in pieces
+of 3 bytes, ``newline="\r\n"`` with CRLF; ``srv.sent`` has when each write went out.
+
 Without a script, a chat request gets a plausible answer that names the model and echoes the
-question, with usage and cost; ``/predict`` selects ``srv.selected_model``. ``/v1/models`` lists
-``srv.models`` with OpenRouter's ``pricing`` for those in ``srv.prices``; with
-``report_cost=False`` replies leave ``usage.cost`` out, as most OpenAI-compatible servers do.
+question, with usage and cost (streamed when the request asks for ``stream``); ``/predict``
+selects ``srv.selected_model``. ``/v1/models`` lists ``srv.models`` with OpenRouter's
+``pricing`` for those in ``srv.prices``; with ``report_cost=False`` replies leave
+``usage.cost`` out, as most OpenAI-compatible servers do.
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ class Reply:
     drop: bool = False
     truncate: bool = False
     content_type: str = "application/json"
+    #: A streamed reply: text or bytes to write, and pauses (seconds) between them.
+    parts: list[str | bytes | float] | None = None
+    #: Write the parts in pieces of this many bytes, each its own write.
+    piece: int | None = None
 
     @classmethod
     def ok(
@@ -82,6 +91,21 @@ class Reply:
         return cls(status=status, body=text, content_type=content_type)
 
     @classmethod
+    def stream(
+        cls,
+        *parts: str | bytes | float,
+        piece: int | None = None,
+        newline: str = "\n",
+        drop: bool = False,
+        **kw: Any,
+    ) -> Reply:
+        """Server-sent events; ``drop`` closes the connection after the parts instead of
+        ending the reply."""
+        lines = [p.replace("\n", newline) if isinstance(p, str) else p for p in parts]
+        kw.setdefault("content_type", "text/event-stream")
+        return cls(parts=lines, piece=piece, drop=drop, **kw)
+
+    @classmethod
     def dropped(cls) -> Reply:
         """Close the connection without answering."""
         return cls(drop=True)
@@ -90,6 +114,45 @@ class Reply:
     def truncated(cls) -> Reply:
         """Promise a longer body than is sent, then close."""
         return cls(body=_completion(None, "cut short", "stop"), truncate=True)
+
+
+#: The event that ends an OpenAI stream.
+DONE = "data: [DONE]\n\n"
+
+
+def sse(data: Any) -> str:
+    """One event whose data is ``data`` as JSON."""
+    return f"data: {json.dumps(data)}\n\n"
+
+
+def chunk(
+    content: str | None = None,
+    *,
+    finish: str | None = None,
+    usage: dict[str, Any] | None = None,
+    model: str = "served/model",
+    **delta: Any,
+) -> str:
+    """One ``chat.completion.chunk`` event; ``delta`` adds keys (``tool_calls=[...]``)."""
+    if content is not None:
+        delta["content"] = content
+    body: dict[str, Any] = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return sse(body)
+
+
+USAGE = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15, "cost": 0.000015}
+
+
+def usage_chunk(usage: dict[str, Any] | None = None) -> str:
+    """The usage at the end of an OpenAI stream: a chunk with no choices."""
+    return sse({"object": "chat.completion.chunk", "choices": [], "usage": usage or USAGE})
 
 
 def _completion(model: str | None, content: str | None, finish: str | None) -> dict[str, Any]:
@@ -173,6 +236,8 @@ class FakeServer:
         self.models_requests = 0
         self.headers: list[dict[str, str]] = []
         self.starts: list[float] = []
+        #: ``(time.monotonic(), bytes)`` of each write of a streamed reply.
+        self.sent: list[tuple[float, bytes]] = []
         self.selector_requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -284,6 +349,10 @@ class FakeServer:
             request.transport.close()
             # The handler's result goes nowhere once the socket is closed.
             return web.Response(status=204)
+        if reply.parts is None and reply.body is None and asked.get("stream"):
+            reply = Reply.stream(*_default_stream(asked))
+        if reply.parts is not None:
+            return await self._stream(request, reply)
         payload = _payload(reply.body, asked, report_cost=self.report_cost)
         if reply.truncate:
             return await _truncated(request, payload)
@@ -293,6 +362,41 @@ class FakeServer:
             headers=reply.headers,
             content_type=reply.content_type,
         )
+
+    async def _stream(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=reply.status, headers={"Content-Type": reply.content_type, **reply.headers}
+        )
+        await response.prepare(request)
+        for part in reply.parts or ():
+            if isinstance(part, int | float):
+                await asyncio.sleep(part)
+                continue
+            data = part.encode() if isinstance(part, str) else part
+            step = reply.piece or len(data) or 1
+            for start in range(0, len(data), step):
+                await response.write(data[start : start + step])
+                self.sent.append((time.monotonic(), data[start : start + step]))
+                if reply.piece:
+                    await asyncio.sleep(0.001)  # so that each piece reaches the client apart
+        if reply.drop:
+            assert request.transport is not None
+            request.transport.close()
+        else:
+            await response.write_eof()
+        return response
+
+
+def _default_stream(asked: dict[str, Any]) -> list[str | bytes | float]:
+    answer = _default_answer(asked)
+    words = answer.split(" ")
+    model = str(asked.get("model"))
+    parts: list[str | bytes | float] = [
+        chunk(word if i == 0 else " " + word, model=model) for i, word in enumerate(words)
+    ]
+    tokens = max(1, len(answer) // 4)
+    usage = {"prompt_tokens": 12, "completion_tokens": tokens, "total_tokens": 12 + tokens}
+    return [*parts, chunk(finish="stop", model=model), usage_chunk(usage), DONE]
 
 
 def _payload(body: Any, asked: dict[str, Any], *, report_cost: bool = True) -> bytes:

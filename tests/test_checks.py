@@ -90,6 +90,8 @@ def load_case(name: str) -> list[Problem]:
         ("unknown_node_type", ["unknown-type"]),
         ("prompt_missing", ["prompt-not-found"]),
         ("unknown_field_fanout", ["unknown-model", *["unknown-field"] * 4]),
+        ("guard_outside", [*["undefined-name"] * 4, "not-a-need"]),
+        ("optional_input_unguarded", ["optional-input"] * 3),
     ],
 )
 def test_problems_carry_codes(name: str, codes: list[str], in_repo_root: Path) -> None:

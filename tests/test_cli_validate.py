@@ -8,7 +8,14 @@ from click.testing import CliRunner
 
 from flowengine.cli import cli
 
-SHIPPED = ["workflows/critique.yaml", "workflows/ensemble.yaml", "workflows/full.yaml"]
+SHIPPED = [
+    "workflows/critique.yaml",
+    "workflows/ensemble.yaml",
+    "workflows/full.yaml",
+    "workflows/judge.yaml",
+    "workflows/refine.yaml",
+    "workflows/route.yaml",
+]
 
 
 def test_shipped_workflows_validate(in_repo_root: Path) -> None:
@@ -17,8 +24,11 @@ def test_shipped_workflows_validate(in_repo_root: Path) -> None:
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         "workflows/critique.yaml: ok (3 nodes: select -> primary -> critiques)",
-        "workflows/ensemble.yaml: ok (4 nodes: answers -> meta -> lead -> synthesis)",
+        "workflows/ensemble.yaml: ok (5 nodes: answers -> meta -> lead -> scores -> synthesis)",
         "workflows/full.yaml: ok (5 nodes: select -> primary -> critiques -> meta -> synthesis)",
+        "workflows/judge.yaml: ok (3 nodes: answers -> judge -> refine)",
+        "workflows/refine.yaml: ok (2 nodes: draft -> refine)",
+        "workflows/route.yaml: ok (3 nodes: classify -> code -> general)",
     ]
 
 

@@ -316,7 +316,7 @@ async def test_ensemble_runs_only_its_initial_and_synthesis_stages_with_skip_met
     assert result.output["meta_responses"] is None
     assert result.output["final_synthesis"]["success"] is True
     calls = load_run(Store(), result.run_id).timeline
-    assert {c.node for c in calls} == {"answers", "synthesis"}
+    assert {c.node for c in calls} == {"answers", "scores", "synthesis"}
     [synthesis] = [c for c in calls if c.node == "synthesis"]
     prompt = synthesis.messages[-1]["content"]
     assert prompt.startswith(
@@ -325,3 +325,18 @@ async def test_ensemble_runs_only_its_initial_and_synthesis_stages_with_skip_met
     assert prompt.count("<response id=") == 4
     assert "analys" not in prompt and "None" not in prompt
     assert "- Compare the responses: keep the claims" in prompt
+
+
+async def test_the_ensemble_metrics_carry_each_answering_models_quality() -> None:
+    wf = Workflow.load(ROOT / "workflows" / "ensemble.yaml")
+    async with Engine(offline=True, cache=False, record=False) as engine:
+        result = await engine.run(wf, prompt="Why is the sky blue?")
+    assert result.status == "succeeded"
+    answered = [call.model for call in result.nodes["answers"].output]
+    assert len(answered) == 4
+    for model in answered:
+        metrics = result.metrics.models[model]
+        assert metrics.judged == 1
+        assert metrics.quality is not None and 0.0 <= metrics.quality <= 1.0
+    qualities = [result.metrics.models[m].quality for m in result.output["ranking"]]
+    assert qualities == sorted(qualities, reverse=True)  # the ranking follows the scores

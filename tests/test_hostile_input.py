@@ -250,3 +250,21 @@ async def test_a_computed_include_cycle_fails_the_node_at_run() -> None:
     assert error.message == (
         "nodes.answer: template recursed too deeply (a macro or include calling itself?)"
     )
+
+
+def test_an_error_on_a_huge_line_shows_a_window_around_its_column(tmp_path: Path) -> None:
+    filler = "x" * 2_000_000
+    path = tmp_path / "long.yaml"
+    path.write_text(
+        "version: 1\nname: long\nmodels: {gpt: {id: openai/gpt-4o}}\nnodes:\n"
+        f'  a: {{type: llm, model: gpt, template: "{filler} {{{{ nope }}}} {filler}"}}\n',
+        encoding="utf-8",
+    )
+    code, err = validate_in_process(str(path))
+    assert code == 2
+    first, shown, caret, *_ = err.splitlines()
+    assert first.startswith(f"{path}:5:") and "'nope'" in first
+    assert len(shown) < 200 and shown.startswith("    5 | …") and shown.endswith("…")
+    # The caret stands under the name, as it would on a short line.
+    assert shown[caret.index("^") :].startswith("nope")
+    assert len(err) < 1000

@@ -73,10 +73,11 @@ async def test_the_api_refuses_text_that_is_not_utf8_before_the_run() -> None:
         await wf.run(prompt="caf\udce9", offline=True)
 
 
-def test_an_optional_input_without_a_default_is_none_and_binding_twice_changes_nothing() -> None:
+def test_an_optional_input_not_given_is_left_out_and_binding_twice_changes_nothing() -> None:
     wf = Workflow.load(DATA / "optional_input.yaml")
     bound = wf.bind_inputs({"prompt": "q"})
-    assert bound == {"prompt": "q", "style": None}
+    assert bound == {"prompt": "q"}
+    assert wf.bind_inputs({"prompt": "q", "style": None}) == bound  # None is "not given"
     assert wf.bind_inputs(bound) == bound  # what the CLI's early check and the run both do
     assert wf.bind_inputs({"prompt": "q", "style": "haiku"})["style"] == "haiku"
     with pytest.raises(UsageError, match="missing input 'prompt'"):
@@ -87,7 +88,7 @@ async def test_an_optional_input_without_a_default_runs_through_the_api() -> Non
     wf = Workflow.load(DATA / "optional_input.yaml")
     result = await wf.run(prompt="hi", offline=True)
     assert result.status == "succeeded"
-    assert result.output["style"] is None
+    assert result.output["style"] is None and "style" not in result.inputs
     assert 'You asked: "hi"' in result.output["text"]
     styled = await wf.run(prompt="hi", style="haiku", offline=True)
     assert 'You asked: "hi in the style of haiku"' in styled.output["text"]

@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flowengine"
 #: Bottom to top. A module's layer is its first subpackage, or the bottom for top-level modules.
 #: "api" is the package's own ``__init__`` (the public names); the command line uses it.
 LAYERS = ["bottom", "language", "providers", "store", "run", "batch", "api", "cli"]
-BOTTOM = {"errors", "spec", "results", "events", "compare", "text", "plugins"}
+BOTTOM = {"errors", "spec", "results", "events", "compare", "text", "plugins", "rubric"}
 
 #: The documented exceptions: (importing module, imported module).
 ALLOWED_UPWARD = {

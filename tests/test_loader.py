@@ -34,7 +34,7 @@ def load(text: str, **overrides: object) -> Workflow:
     return Workflow.from_string(text, prompts_dir=PROMPTS, overrides=overrides or None)
 
 
-@pytest.mark.parametrize("name", ["critique", "ensemble", "full"])
+@pytest.mark.parametrize("name", ["critique", "ensemble", "full", "judge", "route"])
 def test_shipped_workflows_load(name: str) -> None:
     wf = Workflow.load(ROOT / "workflows" / f"{name}.yaml")
     assert wf.name == name
@@ -92,6 +92,21 @@ def test_bad_override_points_at_the_flag() -> None:
     (problem,) = info.value.problems
     assert str(problem.location) == "--set nodes.answer.model=lama"
     assert problem.fix == "did you mean 'llama'?"
+
+
+def test_merged_values_are_checked_where_they_are_written() -> None:
+    text = MINIMAL.replace("  answer:\n", "  answer: &base\n    timeout: soon\n") + (
+        "  again:\n    <<: *base\n    model: lama\n"
+    )
+    with pytest.raises(WorkflowError) as info:
+        load(text)
+    assert [(p.location.line, p.location.column, p.message) for p in info.value.problems] == [
+        (10, 14, "nodes.answer.timeout: invalid duration 'soon': use a number with a unit, "
+         "such as 500ms, 5s or 2m"),
+        (10, 14, "nodes.again.timeout: invalid duration 'soon': use a number with a unit, "
+         "such as 500ms, 5s or 2m"),
+        (16, 12, "unknown model 'lama'"),
+    ]  # fmt: skip
 
 
 def test_builtin_openrouter_exists_without_providers() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
@@ -226,9 +227,10 @@ def test_compare_a_stored_run(threaded_server: ThreadedServer, tmp_path: Path) -
         "tokens",
         "cost",
         "confidence",
+        "quality",
     ]
     assert lines[4].split()[:4] == ["review", "b", "yes", "10"]
-    assert lines[4].split()[5:] == [str(12 + 47 // 4), f"${0.000001 * 23:.6f}", "-"]
+    assert lines[4].split()[5:] == [str(12 + 47 // 4), f"${0.000001 * 23:.6f}", "-", "-"]
     assert lines[-1] == f"recommended: a (after): {data['recommended']['reason']}"
 
 
@@ -261,6 +263,7 @@ async def test_compare_from_the_python_api_matches_the_stored_run(
         "tokens",
         "cost",
         "confidence",
+        "quality",
         "cached",
         "content",
         "error",
@@ -470,3 +473,30 @@ def test_cache_clear_while_another_connection_reads(tmp_path: Path) -> None:
         reader.close()
     db.close()
     assert invoke("cache", "stats")[1].splitlines()[1] == "entries: 0"
+
+
+def test_a_key_an_error_echoes_is_masked_in_the_record_and_in_runs_show(
+    threaded_server: ThreadedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "sk-or-v1-RELTEST-7f3c0123456789abcdef"
+    monkeypatch.setenv("LOCAL_KEY", key)
+    # The key starts 190 characters in: an excerpt cut at 200 would keep its first characters.
+    echoed = "x" * 170 + f" Authorization: Bearer {key} is not valid"
+    threaded_server.server.always_for("model-a", Reply.error(400, echoed))
+    path = tmp_path / "keyed.yaml"
+    path.write_text(
+        FLOW.format(url=threaded_server.base_url).replace(
+            "retry: {attempts: 1}", "retry: {attempts: 1}, api_key_env: LOCAL_KEY"
+        )
+    )
+    code, out, err = invoke("run", str(path), "--prompt", "hello", "-q")
+    assert code == 1, err
+    run_id = json.loads(out)["run_id"]
+    shown = [invoke("runs", "show", run_id, "--format", f)[1] for f in ("json", "text")]
+    db = Path(os.environ["FLOWENGINE_DB"])
+    stored = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))  # with its WAL
+    assert run_id.encode() in stored
+    for text in (out, err, *shown):
+        assert "Bearer ***" in text or text == err
+        assert key[:8] not in text and "RELTEST" not in text
+    assert b"RELTEST" not in stored and key[:8].encode() not in stored

@@ -187,6 +187,7 @@ def test_compare_recommends_and_says_why() -> None:
         "tokens",
         "cost",
         "confidence",
+        "quality",
     ]
     assert "recommended: glm (critiques): highest selector confidence" in text
 
@@ -201,3 +202,29 @@ def test_compare_without_scores_prefers_the_last_stage() -> None:
     rec = compare(result)["recommended"]
     assert rec["node"] == "critiques" and rec["model"] == "glm"
     assert "last stage" in rec["reason"]
+
+
+def test_a_write_that_fails_is_skipped_and_the_writer_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(tmp_path / "db.sqlite", background=True)
+    cache = ResponseCache(store)
+    done: list[str] = []
+
+    def bad(db: sqlite3.Connection) -> None:
+        # What a lone surrogate or a 5000-digit number used to do to the writer thread.
+        db.execute("SELECT ?", ("lone \ud800 surrogate",))
+
+    store.write(bad, after=lambda: done.append("bad"))
+    key = cache_key("https://api.example/v1", REQUEST)
+    cache.put(key, "https://api.example/v1", "openai/gpt-4o", ANSWER)
+    store.flush()
+    store.write(lambda db: db.execute("SELECT ?", (10**5000,)), after=lambda: done.append("big"))
+    later = cache_key("https://api.example/v1", dataclasses.replace(REQUEST, params={}))
+    cache.put(later, "https://api.example/v1", "openai/gpt-4o", ANSWER)
+    store.close()
+    assert done == ["bad", "big"]
+    reopened = ResponseCache(Store(tmp_path / "db.sqlite"))
+    assert reopened.get(key) == ANSWER and reopened.get(later) == ANSWER  # both made it
+    skipped = [r.getMessage() for r in caplog.records if "a write was skipped" in r.getMessage()]
+    assert len(skipped) == 2

@@ -162,12 +162,15 @@ def _csv_errors(path: Path, reader: _Lines) -> Iterator[None]:
 def inputs_for(workflow: Workflow, row: Row, mapping: Mapping[str, str]) -> dict[str, Any]:
     """The row's values for the workflow's inputs (``mapping``: input -> column).
 
-    Raises UsageError for a value no run can take: a missing column, a lone surrogate.
+    Raises UsageError for a value no run can take: a missing column, a lone surrogate. A CSV
+    row cannot leave a cell out: an empty cell of an input that is not required is not given.
     """
     assert row.values is not None
     values: dict[str, Any] = {}
     for name, spec in workflow.spec.inputs.items():
         column = mapping.get(name, name)
+        if row.text and not spec.is_required and row.values.get(column) == "":
+            continue
         if column in row.values:
             value = row.values[column]
             values[name] = _checked(name, _typed(name, value, spec.type) if row.text else value)

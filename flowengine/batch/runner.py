@@ -5,6 +5,11 @@ stays flat however many rows there are. Each finished row is appended to the out
 (:mod:`.output`): after Ctrl-C or ``kill -9`` the file is valid JSONL, and ``resume`` skips the
 rows it already holds. Whatever one row holds or raises, it ends as one line in the output and
 the batch goes on; only the output failing, or a problem every row shares, stops it.
+
+The batch's own budget (``budget``: caps on the calls and cost of every row together) is one
+meter that every row's run shares, besides the run's own ``budget:``. Once it is spent, no row
+starts; a row in flight that it cut short is not written, so that ``resume`` runs it again
+(its calls that finished come back from the cache).
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from flowengine.errors import FlowEngineError, RunError, UsageError, did_you_mea
 from flowengine.events import Event
 from flowengine.language.workflow import Workflow
 from flowengine.results import ModelMetrics, RunResult, percentile, to_jsonable
+from flowengine.run.budget import BudgetMeter
 from flowengine.run.engine import Engine
 from flowengine.run.scheduler import select_nodes
+from flowengine.spec import Budget
 
 NOT_OK = frozenset({"failed", "invalid"})  # row statuses that make a batch not all ok
 SAMPLE = 10_000  # latencies kept per model for percentiles: bounded, whatever the row count
@@ -64,6 +71,8 @@ class ModelTotals:
     cost: float | None = None
     latencies: list[float] = field(default_factory=list)
     seen: int = 0  # latencies offered to the reservoir
+    judged: int = 0
+    quality_sum: float = 0.0
 
     def add(self, metrics: ModelMetrics) -> None:
         self.calls += metrics.calls
@@ -73,6 +82,9 @@ class ModelTotals:
         self.tokens += metrics.tokens
         if metrics.cost is not None:
             self.cost = (self.cost or 0.0) + metrics.cost
+        if metrics.quality is not None:
+            self.judged += metrics.judged
+            self.quality_sum += metrics.quality * metrics.judged
 
     def sample(self, latency: float) -> None:
         self.seen += 1
@@ -101,6 +113,9 @@ class Totals:
     tokens: int = 0
     cost: float | None = None
     models: dict[str, ModelTotals] = field(default_factory=dict)
+    #: Why the batch's budget stopped it, if it did; and the rows in flight it cut short.
+    stopped: str | None = None
+    cut_short: int = 0
 
     @property
     def done(self) -> int:
@@ -108,12 +123,17 @@ class Totals:
 
     @property
     def all_ok(self) -> bool:
-        """No row of the output, this time or before, failed or was invalid."""
-        return not (self.failed or self.invalid or self.skipped_not_ok)
+        """No row of the output, this time or before, failed or was invalid, and the budget
+        did not stop the batch."""
+        return not (self.failed or self.invalid or self.skipped_not_ok or self.stopped)
 
     def add(self, result: RunResult) -> None:
         """Count a finished run; per-model counts come from every call it made, fallbacks too."""
         setattr(self, result.status, getattr(self, result.status) + 1)
+        self.add_spending(result)
+
+    def add_spending(self, result: RunResult) -> None:
+        """Count a run's calls, tokens and cost."""
         self.calls += result.metadata.calls
         self.tokens += result.metadata.tokens
         if result.metadata.cost is not None:
@@ -138,6 +158,8 @@ class Totals:
                 "latency_p95_s": percentile(t.latencies, 95),
                 "tokens": t.tokens,
                 "cost": t.cost,
+                "quality": round(t.quality_sum / t.judged, 4) if t.judged else None,
+                "judged": t.judged,
             }
             for alias, t in self.models.items()
             if t.calls  # calls of runs cut short by an interrupt leave only a latency
@@ -150,20 +172,26 @@ class Batch:
 
     workflow: Workflow
     input: Path
-    output: Path
+    output: Path | None  # None: a dry run, which writes nothing
     concurrency: int = 8
     resume: bool = False
     mapping: Mapping[str, str] = field(default_factory=dict)
     skip: Sequence[str] = ()  # nodes every row's run skips
+    budget: Budget | None = None  # caps on the calls and cost of all rows together
     on_row: Callable[[Row, str, str | None], None] | None = None  # (row, status, error)
     totals: Totals = field(default_factory=Totals)
     started: float = field(default_factory=time.perf_counter)
+    meter: BudgetMeter = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.meter = BudgetMeter(self.budget or Budget(), "batch")
 
     def check(self) -> None:
         """Raise UsageError for files and options that cannot work, before anything runs."""
         if not self.input.is_file():
             raise UsageError(f"{self.input}: no such file", "give a .jsonl or .csv file of rows")
-        check_output(self.output, self.resume)
+        if self.output is not None:
+            check_output(self.output, self.resume)
         inputs = self.workflow.spec.inputs
         for name in self.mapping:
             if name not in inputs:
@@ -178,6 +206,8 @@ class Batch:
         self.check()
         # A missing API key fails every row alike: say it once, before the first row.
         engine.check_credentials(self.workflow, self.workflow.plan.by_weight)
+        if self.output is None:
+            raise UsageError("a batch needs an output file", "give `output`, or make a dry run")
         out = Output(self.output, self.resume)  # locked until closed: one batch per output
         skip = out.done
         self.totals.skipped = len(skip)
@@ -198,21 +228,48 @@ class Batch:
     async def _worker(self, engine: Engine, rows: Iterator[Row], out: Output) -> None:
         # Workers share one iterator, so rows are read only as fast as runs finish.
         for row in rows:
+            if self._spent():
+                return
             self.totals.rows += 1
-            record, line = await self._one(engine, row)
+            done = await self._one(engine, row)
+            if done is None:
+                continue  # cut short by the batch's budget, and not written: resume runs it
+            record, line = done
             out.write(line)
             if self.on_row is not None:
                 error = record["error"]
                 self.on_row(row, record["status"], error["message"] if error else None)
 
-    async def _one(self, engine: Engine, row: Row) -> tuple[dict[str, Any], bytes]:
-        """The row's record and its output line, counted in the totals."""
+    def _cut_short(self, result: RunResult) -> bool:
+        """Count a run the batch's budget stopped as spending only."""
+        error = result.error
+        if error is None or error.type != "budget" or not self._spent():
+            return False
+        self.totals.rows -= 1
+        self.totals.cut_short += 1
+        self.totals.add_spending(result)
+        return True
+
+    def _spent(self) -> bool:
+        """The batch's budget is spent (and said so in the totals): no row may start."""
+        refusal = self.meter.refusal()
+        if refusal is not None:
+            self.totals.stopped = refusal.message
+        return refusal is not None
+
+    async def _one(self, engine: Engine, row: Row) -> tuple[dict[str, Any], bytes] | None:
+        """The row's record and its output line, counted in the totals; None for a row that
+        the batch's budget cut short (its calls are counted, the row is not)."""
         try:
             if row.problem is not None:
                 raise UsageError(row.problem)
             inputs = inputs_for(self.workflow, row, self.mapping)
             result = await engine.run(
-                self.workflow, inputs, skip=self.skip, listeners=[self.totals.on_event]
+                self.workflow,
+                inputs,
+                skip=self.skip,
+                listeners=[self.totals.on_event],
+                shared_budgets=[self.meter],
             )
             record = _record(row, result)
             line = encode(record)  # here: a result JSON cannot hold fails its row alone
@@ -226,6 +283,8 @@ class Batch:
             self.totals.failed += 1
             record = _unrun(row, "failed", type(exc).__name__, str(exc))
         else:
+            if self._cut_short(result):
+                return None
             self.totals.add(result)
             return record, line
         return record, encode(record)

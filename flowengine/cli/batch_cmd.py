@@ -24,6 +24,7 @@ from flowengine.cli.base import (
     set_option,
     workflow_argument,
 )
+from flowengine.cli.budget_flags import budget_options
 from flowengine.cli.logs import verbose_option
 from flowengine.errors import UsageError
 
@@ -58,9 +59,9 @@ def _mapping(items: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--output",
     "output_path",
-    required=True,
     type=click.Path(dir_okay=False),
-    help="Results, one JSON line per row, appended as each row finishes.",
+    help="Results, one JSON line per row, appended as each row finishes. Required but for "
+    "--dry-run.",
 )
 @click.option("--concurrency", default=8, show_default=True, help="Rows in flight at once.")
 @click.option("--resume", is_flag=True, help="Skip the rows already in --output.")
@@ -79,12 +80,20 @@ def _mapping(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--no-record", is_flag=True, help="Do not store each run in the run records.")
 @click.option("--db", type=click.Path(dir_okay=False), help="Database for cache and records.")
+@budget_options("the batch (all rows together)")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="How --dry-run prints its estimate.",
+)
 @verbose_option
 @handle_errors
 def batch(
     workflow: str,
     input_path: str,
-    output_path: str,
+    output_path: str | None,
     concurrency: int,
     resume: bool,
     maps: tuple[str, ...],
@@ -94,6 +103,10 @@ def batch(
     no_cache: bool,
     no_record: bool,
     db: str | None,
+    dry_run: bool,
+    max_cost: float | None,
+    max_calls: int | None,
+    fmt: str,
 ) -> None:
     """Run WORKFLOW once per row of --input; every row ends up in --output."""
     import asyncio
@@ -102,13 +115,21 @@ def batch(
     from flowengine.batch.runner import Batch
     from flowengine.cli.batch_report import Reporter, summary
     from flowengine.run.engine import Engine
+    from flowengine.spec import Budget
 
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     wf = load(workflow, overrides_from(sets))
     mapping = _mapping(maps)
-    job = Batch(wf, Path(input_path), Path(output_path), concurrency, resume, mapping, skip)
+    output = Path(output_path) if output_path is not None else None
+    budget = Budget(max_cost=max_cost, max_calls=max_calls)
+    job = Batch(wf, Path(input_path), output, concurrency, resume, mapping, skip, budget)
     job.check()
+    if dry_run:
+        _print_estimate(job, offline, db, fmt)
+        return
+    if output is None:
+        raise UsageError("batch needs --output FILE, where the results go", "add --output")
     total = count_rows(job.input)
     engine = Engine(offline=offline, cache=not no_cache, record=not no_record, db=db)
     interrupted = False
@@ -119,11 +140,22 @@ def batch(
         except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM below
             interrupted = True
     totals = job.totals
-    err(summary(totals, time.perf_counter() - job.started, job.output, interrupted))
+    err(summary(totals, time.perf_counter() - job.started, output, interrupted))
     if interrupted:
         sys.exit(130)
     if not totals.all_ok:
         sys.exit(EXIT_FAILED)
+
+
+def _print_estimate(job: Batch, offline: bool, db: str | None, fmt: str) -> None:
+    """`batch --dry-run`: stand-in runs of the rows (or of a sample), and what they would take."""
+    import asyncio
+
+    from flowengine.batch.estimate import estimate_batch
+    from flowengine.cli.estimate import render_estimate
+
+    estimate = asyncio.run(estimate_batch(job, offline=offline, db=db))
+    click.echo(render_estimate(estimate) if fmt == "text" else estimate.model_dump_json(indent=2))
 
 
 async def _run(job: Batch, engine: Engine) -> Any:

@@ -105,10 +105,17 @@ def summary(totals: Totals, wall: float, output: Path, interrupted: bool) -> str
     ]
     models = totals.model_rows()
     if models:
-        lines.append(
-            "  model            calls  ok%   retries  cached  p50     p95     tokens    cost"
-        )
-        lines.extend(_model_line(alias, m) for alias, m in models.items())
+        # A quality column only when a judge scored some answer: most workflows have none.
+        judged = any(m["judged"] for m in models.values())
+        head = "  model            calls  ok%   retries  cached  p50     p95     tokens    cost"
+        lines.append(f"{head:<88}quality" if judged else head)
+        lines.extend(_model_line(alias, m, judged) for alias, m in models.items())
+    if totals.stopped is not None:
+        cut = totals.cut_short
+        lines.append(f"  stopped: {totals.stopped}")
+        if cut:
+            rows = f"{cut} row{'s' if cut != 1 else ''} in flight"
+            lines.append(f"  {rows} cut short by it, not in the output: --resume runs them")
     if interrupted:
         lines.append("  resume with the same command and --resume")
     return "\n".join(lines)
@@ -121,12 +128,16 @@ def _earlier(totals: Totals) -> str:
     return text
 
 
-def _model_line(alias: str, m: dict[str, Any]) -> str:
+def _model_line(alias: str, m: dict[str, Any], judged: bool) -> str:
     rate = f"{m['success_rate'] * 100:.0f}" if m["success_rate"] is not None else "-"
     p50 = f"{m['latency_p50_s']:.2f}s" if m["latency_p50_s"] is not None else "-"
     p95 = f"{m['latency_p95_s']:.2f}s" if m["latency_p95_s"] is not None else "-"
     cost = f"${m['cost']:.6f}" if m["cost"] is not None else "-"
-    return (
+    line = (
         f"  {alias:<16} {m['calls']:>5}  {rate:>3}  {m['retries']:>7}  {m['cached']:>6}  "
         f"{p50:<7} {p95:<7} {m['tokens']:<9} {cost}"
     )
+    if not judged:
+        return line
+    quality = f"{m['quality']:.2f} ({m['judged']})" if m["quality"] is not None else "-"
+    return f"{line:<87} {quality}"

@@ -48,6 +48,8 @@ def _card(title: str, call: dict[str, Any], width: int) -> list[str]:
     facts = [f"{call['model']} ({call.get('model_id', '?')})"]
     if call.get("confidence") is not None:
         facts.append(f"confidence {call['confidence']:.3f}")
+    if call.get("quality") is not None:
+        facts.append(f"quality {call['quality']:.2f}")
     facts.append(f"{call.get('latency_s', 0):.2f}s")
     tokens = (call.get("usage") or {}).get("total_tokens")
     if tokens:
@@ -75,6 +77,8 @@ def _value_lines(title: str, value: Any, width: int) -> list[str]:
     elif isinstance(value, list) and value and all(_is_call(v) for v in value):
         for i, item in enumerate(value, 1):
             lines.extend(_card(f"{title} {i}/{len(value)}", item, width))
+    elif _is_judge(value):
+        lines.extend(_judge_card(title, value, width))
     elif _is_loop(value):
         lines.extend(_loop_lines(title, value, width))
     elif value is not None:
@@ -102,6 +106,30 @@ def _loop_lines(title: str, loop: dict[str, Any], width: int) -> list[str]:
         "failure": f"{count}: stopped by a failure in round {len(rounds)}",
     }.get(str(loop["stopped"]), f"{count} finished")
     lines.append(f"── {title}: {ended}")
+    lines.append("")
+    return lines
+
+
+def _is_judge(value: Any) -> bool:
+    return isinstance(value, dict) and {"best", "ranking", "candidates", "judges"} <= value.keys()
+
+
+def _judge_card(title: str, judge: dict[str, Any], width: int) -> list[str]:
+    """A judge's ranking: each answer's quality and scores, then each judge's reason."""
+    low, high = judge["scale"]
+    head = f"── {title} · by {', '.join(judge['judges'])} · scale {low:g}-{high:g} "
+    lines = [head + "─" * max(0, width - len(head))]
+    for answer in judge["candidates"]:
+        scores = " · ".join(f"{name} {score:.3g}" for name, score in answer["scores"].items())
+        lines.append(
+            f"{answer['rank']}. {answer['model']} ({answer['letter']}) · quality "
+            f"{answer['quality']:.2f} · mean {answer['score']:.3g} · {scores}"
+        )
+        for verdict in answer["verdicts"]:
+            text = f"{verdict['judge']}: {verdict['reason']}"
+            lines.extend(textwrap.wrap(text, width, initial_indent="   ", subsequent_indent="   "))
+    for model, error in judge["failed_judges"].items():
+        lines.append(f"left out: {model} failed: {error['type']}: {error['message']}")
     lines.append("")
     return lines
 
@@ -135,7 +163,7 @@ def render_text(result: RunResult) -> str:
 
 def render_comparison(data: dict[str, Any]) -> str:
     """The comparison as a plain-text table and the recommendation."""
-    head = ("node", "model", "ok", "words", "latency", "tokens", "cost", "confidence")
+    head = ("node", "model", "ok", "words", "latency", "tokens", "cost", "confidence", "quality")
     rows = [head]
     for c in data["responses"]:
         rows.append(
@@ -148,6 +176,7 @@ def render_comparison(data: dict[str, Any]) -> str:
                 "-" if c["tokens"] is None else str(c["tokens"]),
                 "-" if c["cost"] is None else f"${c['cost']:.6f}",
                 "-" if c["confidence"] is None else f"{c['confidence']:.3f}",
+                "-" if c["quality"] is None else f"{c['quality']:.2f}",
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]

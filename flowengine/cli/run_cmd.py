@@ -1,10 +1,13 @@
 """`flowengine run`: one run of a workflow, its result on stdout, progress on stderr.
 
-The engine is imported inside the command, so that other commands never load it.
+With ``--stream``, stdout gets the answer's text as it is written instead, then a newline;
+``--out`` still gets the result. The engine is imported inside the command, so that other
+commands never load it.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,7 @@ from flowengine.cli.base import (
     set_option,
     workflow_argument,
 )
+from flowengine.cli.budget_flags import budget_options, merged
 from flowengine.cli.logs import verbose_option, verbosity
 from flowengine.errors import UsageError
 
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
     from flowengine.results import RunResult
     from flowengine.run.engine import Engine
+    from flowengine.spec import Budget
 
 
 def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
@@ -83,12 +88,23 @@ def progress_printer(calls: bool = True) -> Listener:
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write the result here."
 )
-@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "text"]),
+    help="Default: json, and text for --dry-run.",
+)
+@click.option(
+    "--stream",
+    is_flag=True,
+    help="Print only the answer on stdout, as it is written; --out still gets the result.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option(
     "--db", type=click.Path(dir_okay=False), help="The database for cache and run records."
 )
+@budget_options("the run")
 @verbose_option
 @handle_errors
 def run(
@@ -101,14 +117,18 @@ def run(
     skip: tuple[str, ...],
     models: str | None,
     out: str | None,
-    fmt: str,
+    fmt: str | None,
+    stream: bool,
     quiet: bool,
     no_cache: bool,
     db: str | None,
+    dry_run: bool,
+    max_cost: float | None,
+    max_calls: int | None,
 ) -> None:
     """Run a workflow and print its result (JSON by default) on stdout.
 
-    WORKFLOW is a file, or the name of a shipped workflow: critique, ensemble, full, refine.
+    WORKFLOW is a file, or the name of a shipped workflow, such as critique (see the README).
     """
     import asyncio
 
@@ -123,17 +143,28 @@ def run(
     wf.bind_inputs(given)  # every input problem now, before anything else; the run binds again
     select_nodes(wf, only or None, skip)  # and every --only and --skip problem
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    options: dict[str, Any] = {"only": only or None, "skip": skip, "models": model_list}
+    budget = merged(wf.spec.budget, max_cost, max_calls)
+    if dry_run:
+        if out:
+            raise UsageError("--out takes a run's result, and a dry run has none", "drop --out")
+        _print_estimate(wf, given, offline, db, budget, fmt or "text", options)
+        return
     if out:
         result_file.prepare(out)
     # With -v the log tells of every retry and failed call; the progress lines keep the nodes.
     listeners = [] if quiet else [progress_printer(calls=verbosity() == 0)]
     engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
-    result = asyncio.run(_run(engine, wf, given, only or None, skip, model_list))
+    run_options = {**options, "budget": budget}
+    if stream:
+        result = asyncio.run(_stream(engine, wf, given, run_options))
+    else:
+        result = asyncio.run(_run(engine, wf, given, run_options))
     text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
     written = True
     if out:
         written = result_file.write(out, text, result.run_id, db)
-    else:
+    elif not stream:
         click.echo(text, nl=False)
     _report(result)
     if result.status == "failed" or not written:
@@ -169,12 +200,62 @@ def _typed_inputs(wf: Workflow, values: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _run(
-    engine: Engine,
-    wf: Workflow,
-    inputs: dict[str, Any],
-    only: tuple[str, ...] | None,
-    skip: tuple[str, ...],
-    models: list[str] | None,
+    engine: Engine, wf: Workflow, inputs: dict[str, Any], options: dict[str, Any]
 ) -> RunResult:
     async with engine:
-        return await engine.run(wf, inputs, only=only, skip=skip, models=models)
+        return await engine.run(wf, inputs, **options)
+
+
+async def _stream(
+    engine: Engine, wf: Workflow, inputs: dict[str, Any], options: dict[str, Any]
+) -> RunResult:
+    """Run, printing the answer's pieces on stdout as they come: those of the first answer
+    node to stream (``answer:`` may name alternatives), then a newline."""
+    from contextlib import aclosing
+
+    from flowengine.events import TokenDelta
+    from flowengine.results import RunResult
+
+    shown: str | None = None
+    terminal = sys.stdout.isatty()
+    async with (
+        engine,
+        aclosing(engine.stream(wf, inputs, **options)) as items,
+    ):
+        async for item in items:
+            if isinstance(item, TokenDelta) and shown in (None, item.node):
+                shown = item.node
+                click.echo(_for_terminal(item.text) if terminal else item.text, nl=False)
+            elif isinstance(item, RunResult):
+                click.echo()
+                return item
+    raise AssertionError("a stream ends with its result")
+
+
+#: Control characters but newline and tab: on a terminal, model output could use them to move
+#: the cursor, retitle the window or hide text. A model's answer is data, never markup.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _for_terminal(text: str) -> str:
+    return _CONTROL.sub("\ufffd", text)
+
+
+def _print_estimate(
+    wf: Workflow,
+    inputs: dict[str, Any],
+    offline: bool,
+    db: str | None,
+    budget: Budget,
+    fmt: str,
+    options: dict[str, Any],
+) -> None:
+    """`run --dry-run`: walk the run with stand-in answers and print what it would take."""
+    import asyncio
+
+    from flowengine.cli.estimate import render_estimate
+    from flowengine.run.dry_run import dry_run
+
+    estimate = asyncio.run(dry_run(wf, inputs, offline=offline, db=db, budget=budget, **options))
+    text = render_estimate(estimate) if fmt == "text" else estimate.model_dump_json(indent=2)
+    click.echo(text)

@@ -32,6 +32,9 @@ from flowengine.language.fields import (
     node_output,
 )
 from flowengine.language.graph import Graph, describe_cycle
+from flowengine.language.inputs import may_be_missing
+from flowengine.language.judge_checks import JudgeChecks
+from flowengine.language.judging import judge_output
 from flowengine.language.loop_checks import LoopChecks
 from flowengine.language.placement import loops, placed_nodes
 from flowengine.language.plugin_checks import PluginChecks
@@ -40,6 +43,7 @@ from flowengine.language.template_checks import Names
 from flowengine.language.templates import is_template
 from flowengine.spec import (
     FanoutNode,
+    JudgeNode,
     LlmNode,
     LlmSelector,
     NodeSpec,
@@ -53,7 +57,7 @@ from flowengine.spec import (
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
-class Checker(LoopChecks, PluginChecks):
+class Checker(LoopChecks, JudgeChecks, PluginChecks):
     """Collects every problem of one workflow."""
 
     def __init__(
@@ -81,6 +85,8 @@ class Checker(LoopChecks, PluginChecks):
         # is a pass over what could be read: references to these names are not errors.
         self.partial = unreadable is not None
         self.unreadable = {section: set(names) for section, names in (unreadable or {}).items()}
+        # Inputs a run may not be given, with no default: undefined in templates then.
+        self.optional = frozenset(n for n, i in spec.inputs.items() if may_be_missing(i))
         self.shapes = self.known_shapes()
 
     def readable(self, section: str, name: str) -> bool:
@@ -92,6 +98,7 @@ class Checker(LoopChecks, PluginChecks):
         self.check_references()
         self.check_needs()
         self.check_plugins()
+        self.check_judges()
         # Templates are checked even when the needs form a cycle: ancestors are still defined
         # (see .ancestry), so one pass reports the cycle and every template problem too.
         for node_id in self.placed:
@@ -100,6 +107,7 @@ class Checker(LoopChecks, PluginChecks):
         self.check_loops()
         self.check_output()
         self.check_routers()
+        self.check_answer()
         return self.problems
 
     def known_shapes(self) -> dict[str, Shape]:
@@ -115,6 +123,9 @@ class Checker(LoopChecks, PluginChecks):
             # What the node's schema describes is what templates read of its `data`.
             kind = self.placed[node_id].node.type
             shapes[node_id] = node_output(kind, data_shape(schema, schema))
+        for node_id, placed in self.placed.items():
+            if isinstance(placed.node, JudgeNode):
+                shapes[node_id] = judge_output([c.name for c in placed.node.criteria])
         for loop_id, loop in loops(spec).items():
             if self.group_read(loop_id):  # else its rounds may hold nodes that are not known
                 shapes[loop_id] = loop_output(loop_id, {n: shapes.get(n) for n in loop.nodes})
@@ -122,7 +133,7 @@ class Checker(LoopChecks, PluginChecks):
         models = None if self.unreadable.get("models") else tuple(spec.models)
         inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)
         shapes["models"] = Table("models", "model", models, MODEL)
-        shapes["inputs"] = Table("inputs", "input", inputs)
+        shapes["inputs"] = Table("inputs", "input", inputs, optional=self.optional)
         return shapes
 
     # -- names and references -------------------------------------------------------------
@@ -272,6 +283,7 @@ class Checker(LoopChecks, PluginChecks):
             upstream,
             shapes=shapes,
             explain=explain,
+            optional=self.optional,
         )
 
     def needs_read(self, node_id: str) -> bool:
@@ -288,7 +300,7 @@ class Checker(LoopChecks, PluginChecks):
         node: NodeSpec = self.placed[node_id].node
         names = self.names_for(node_id)
         base = self.placed[node_id].path
-        if isinstance(node, LlmNode | FanoutNode):
+        if isinstance(node, LlmNode | FanoutNode | JudgeNode):
             for path, text in _strings(node.vars, (*base, "vars")):
                 if is_template(text):
                     self.check_inline(path, text, names)
@@ -302,7 +314,10 @@ class Checker(LoopChecks, PluginChecks):
                         key=True,
                     )
             names = names.with_names(node.vars)
-            self.check_prompts(base, node, names)
+            if isinstance(node, JudgeNode):
+                self.check_judge_templates(node_id, node, names)
+            else:
+                self.check_prompts(base, node, names)
         elif isinstance(node, PythonNode):
             for path, text in _strings(node.args or {}, (*base, "args")):
                 if is_template(text):
@@ -313,14 +328,16 @@ class Checker(LoopChecks, PluginChecks):
                 if is_template(text):
                     self.check_inline(path, text, names)
         model_names = names.with_names((), drop={"model"})
-        if isinstance(node, LlmNode) and is_template(node.model):
-            self.check_inline((*base, "model"), node.model, model_names)
-        if isinstance(node, FanoutNode):
-            for i, alias in enumerate(node.models.exclude):
+        model = node.model if isinstance(node, LlmNode | JudgeNode) else None
+        if model is not None and is_template(model):
+            self.check_inline((*base, "model"), model, model_names)
+        query = node.models if isinstance(node, FanoutNode | JudgeNode) else None
+        if query is not None:
+            for i, alias in enumerate(query.exclude):
                 if is_template(alias):
                     self.check_inline((*base, "models", "exclude", i), alias, model_names)
 
-    def check_prompts(self, base: YamlPath, node: Prompted, names: Names) -> None:
+    def check_prompts(self, base: YamlPath, node: Prompted | JudgeNode, names: Names) -> None:
         """Every template of the node's prompt, in whichever form it is written, at its place."""
         inline = [((*base, "template"), node.template), ((*base, "system"), node.system)]
         files = [((*base, "prompt"), node.prompt)]
@@ -349,7 +366,7 @@ class Checker(LoopChecks, PluginChecks):
             "candidates": ListOf("a list of models", MODEL),
         }
         # A router sees no node outputs.
-        names = Names(frozenset(allowed), frozenset(), None, shapes=shapes)
+        names = Names(frozenset(allowed), frozenset(), None, shapes=shapes, optional=self.optional)
         for name, selector in self.spec.selectors.items():
             if not isinstance(selector, LlmSelector):
                 continue
@@ -376,10 +393,49 @@ class Checker(LoopChecks, PluginChecks):
             unknown_ok,
             shapes=shapes,
             explain=explain,
+            optional=self.optional,
         )
         for path, text in _strings(self.spec.output, ("output",)):
             if is_template(text):
                 self.check_inline(path, text, names)
+
+    def check_answer(self) -> None:
+        """`answer:` names llm nodes whose replies can stream: not a fanout's several replies,
+        not a structured answer, which is an answer only once it is checked whole."""
+        written = self.source.root.get("answer") if self.source.root else None
+        for i, node_id in enumerate(self.spec.answer or ()):
+            path: YamlPath = ("answer", i) if isinstance(written, list) else ("answer",)
+            placed = self.placed.get(node_id)
+            node = placed.node if placed is not None else None
+            if placed is not None and placed.loop is not None:
+                self.add(
+                    path,
+                    f"answer: '{node_id}' is inside loop '{placed.loop}', which runs it every "
+                    "round; the answer streamed by `run --stream` is one reply",
+                    f"name an llm node after the loop, one that reads `{placed.loop}.last."
+                    f"{node_id}`",
+                    code="answer",
+                )
+            elif node is None:
+                if self.readable("nodes", node_id):
+                    fix = did_you_mean(node_id, self.spec.nodes) or "name an llm node"
+                    self.add(path, f"answer: unknown node '{node_id}'", fix, code="answer")
+            elif not isinstance(node, LlmNode):
+                self.add(
+                    path,
+                    f"answer: '{node_id}' is a {node.type} node; the answer streamed by "
+                    "`run --stream` is the reply of one llm node",
+                    "name an llm node (one that sums up a fanout's replies, say)",
+                    code="answer",
+                )
+            elif node.output_schema is not None:
+                self.add(
+                    path,
+                    f"answer: '{node_id}' has a `schema:`; a structured answer is checked "
+                    "whole, so it is not streamed",
+                    "name an llm node without `schema:`",
+                    code="answer",
+                )
 
 
 def _strings(value: object, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:

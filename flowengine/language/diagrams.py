@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from flowengine.language.graph import Graph
-from flowengine.spec import FanoutNode, LlmNode, LoopNode, PythonNode, SelectNode, WorkflowSpec
+from flowengine.spec import (
+    FanoutNode,
+    JudgeNode,
+    LlmNode,
+    LoopNode,
+    ModelQuery,
+    PythonNode,
+    SelectNode,
+    WorkflowSpec,
+)
 
 
 def _label(spec: WorkflowSpec, node_id: str) -> str:
@@ -14,7 +23,13 @@ def _label(spec: WorkflowSpec, node_id: str) -> str:
         model = node.model if "{" not in node.model else "chosen model"
         detail = f"llm · {model}"
     elif isinstance(node, FanoutNode):
-        detail = f"fanout · {_fanout_models(spec, node)}"
+        detail = f"fanout · {_fanout_models(spec, node.models)}"
+    elif isinstance(node, JudgeNode):
+        if node.models is not None:
+            judges = _fanout_models(spec, node.models)
+        else:
+            judges = node.model if node.model and "{" not in node.model else "chosen model"
+        detail = f"judge · {node.target} · by {judges}"
     elif isinstance(node, PythonNode):
         detail = f"python · {node.function}"
     elif isinstance(node, LoopNode):
@@ -24,8 +39,7 @@ def _label(spec: WorkflowSpec, node_id: str) -> str:
     return f"{node_id}<br/>{detail}"
 
 
-def _fanout_models(spec: WorkflowSpec, node: FanoutNode) -> str:
-    query = node.models
+def _fanout_models(spec: WorkflowSpec, query: ModelQuery) -> str:
     count = len(query.include) if query.include is not None else len(spec.models)
     if query.top is not None:
         count = min(count, query.top)
@@ -41,7 +55,12 @@ def _leaves(graph: Graph) -> list[str]:
 
 
 # Other kinds (python, plugins) are drawn as a plain box, like llm.
-_SHAPES = {"select": ('{"', '"}'), "llm": ('["', '"]'), "fanout": ('[["', '"]]')}
+_SHAPES = {
+    "select": ('{"', '"}'),
+    "llm": ('["', '"]'),
+    "fanout": ('[["', '"]]'),
+    "judge": ('{{"', '"}}'),
+}
 
 
 def to_mermaid(spec: WorkflowSpec, graph: Graph) -> str:
@@ -74,7 +93,7 @@ def _escape(text: str) -> str:
 
 def to_dot(spec: WorkflowSpec, graph: Graph) -> str:
     """A Graphviz digraph with the same content as the Mermaid chart."""
-    shapes = {"select": "diamond", "llm": "box", "fanout": "box3d"}
+    shapes = {"select": "diamond", "llm": "box", "fanout": "box3d", "judge": "hexagon"}
     lines = [f'digraph "{spec.name}" {{', "    rankdir=TB;", '    node [fontname="Helvetica"];']
     for name in spec.inputs:
         lines.append(f'    "in_{name}" [label="{name}", shape=ellipse];')

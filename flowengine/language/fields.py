@@ -19,16 +19,17 @@ import dataclasses
 import difflib
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from jinja2 import nodes
 
 from flowengine.errors import did_you_mean
+from flowengine.language.guards import NO_GUARDS, Reads
 from flowengine.language.response_schemas import resolve_ref
 from flowengine.language.templates import ModelInfo
-from flowengine.results import CallResult, LoopResult, RunMetadata, SelectResult
+from flowengine.results import CallResult, JudgeResult, LoopResult, RunMetadata, SelectResult
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Table:
     entry: str
     keys: tuple[str, ...] | None  # None: part of the section could not be read
     value: Shape | None = None
+    optional: frozenset[str] = frozenset()  # entries a run may leave undefined
 
 
 Shape: TypeAlias = Record | ListOf | Table
@@ -94,9 +96,17 @@ SELECT = record_of(SelectResult, "a select result")
 MODEL = record_of(ModelInfo, "a model")
 # The output mapping reads the metadata as a dict: its methods answer too.
 METADATA = Record("metadata", dict.fromkeys(RunMetadata.model_fields), _DICT_METHODS)
-NODE_OUTPUTS: Mapping[str, Shape] = {"llm": CALL, "fanout": CALLS, "select": SELECT}
+# A judge's output in general; checks.py gives each judge node the shape of its own criteria.
+JUDGE = Record("a judge result", {**record_of(JudgeResult, "").fields, "best": CALL})
+NODE_OUTPUTS: Mapping[str, Shape] = {"llm": CALL, "fanout": CALLS, "select": SELECT, "judge": JUDGE}
 LOOP = record_of(LoopResult, "a loop's output")
-_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what, LOOP.what})
+_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what, JUDGE.what, LOOP.what})
+
+
+def mapping(what: str, keys: Iterable[str]) -> Record:
+    """A dict whose keys are known; its methods (``items``...) answer too."""
+    return Record(what, dict.fromkeys(keys), _DICT_METHODS)
+
 
 #: Keywords that let an object hold more than its listed properties, or one of several shapes.
 _OPEN_OBJECT = ("patternProperties", "allOf", "anyOf", "oneOf", "if", "$ref", "$dynamicRef")
@@ -152,17 +162,33 @@ Value = Shape | None  # None: nothing is known of it, so nothing read from it is
 Chain = nodes.Getattr | nodes.Getitem | nodes.Filter
 
 
-def field_issues(ast: nodes.Template, roots: Callable[[str], Shape | None]) -> list[FieldIssue]:
-    """Every field the template reads that cannot exist; ``roots`` gives the shapes of names."""
-    return _Walk(ast, roots).run()
+def field_issues(
+    ast: nodes.Template, roots: Callable[[str], Shape | None], reads: Reads = NO_GUARDS
+) -> list[FieldIssue]:
+    """Every field the template reads that cannot exist, or may not; ``roots`` gives the shapes
+    of names, ``reads`` the reads that `is defined` or `default` guard (:mod:`.guards`)."""
+    return _Walk(ast, roots, reads).run()
+
+
+def optional_read(name: str, expr: str) -> tuple[str, str, str]:
+    """Message, fix and code for ``expr`` reading optional input ``name`` outside a guard."""
+    return (
+        f"optional input '{name}' (no default) is read where it may be undefined",
+        f"test it first (`{{% if {expr} is defined %}}`), write `{{{{ {expr} | default('') }}}}`,"
+        " or give the input a `default:`",
+        "optional-input",
+    )
 
 
 class _Walk:
     """One template's walk. Iterative, not recursive: a template may nest deeper than Python."""
 
-    def __init__(self, ast: nodes.Template, roots: Callable[[str], Shape | None]) -> None:
+    def __init__(
+        self, ast: nodes.Template, roots: Callable[[str], Shape | None], reads: Reads
+    ) -> None:
         self.ast = ast
         self.roots = roots
+        self.reads = reads
         self.assigned = _assigned(ast)
         self.memo: dict[int, Value] = {}  # each link of a chain is looked at once
         self.issues: list[FieldIssue] = []
@@ -216,14 +242,23 @@ class _Walk:
         if isinstance(link, nodes.Filter):
             return self.filtered(link, base, subject)
         if isinstance(link, nodes.Getattr):
-            return self.found(attribute(base, link.attr, subject), link.lineno, link.attr)
+            return self.field(link, base, link.attr, subject)
         arg = link.arg
         if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
             # Jinja reads `x['name']` as `x.name` where x has no such item, and the reverse.
-            return self.found(attribute(base, arg.value, subject), link.lineno, arg.value)
+            return self.field(link, base, arg.value, subject)
         if isinstance(base, ListOf):
             return base if isinstance(arg, nodes.Slice) else base.item
         return base.value if isinstance(base, Table) else None
+
+    def field(self, link: Chain, base: Shape, name: str, subject: Subject) -> Value:
+        """``base.name``: a field that may be missing is no error where a guard tests it."""
+        found = attribute(base, name, subject)
+        if self.reads.is_guarded(link):
+            return None if isinstance(found, FieldIssue) else found
+        if isinstance(base, Table) and name in base.optional and not self.reads.is_tested(link):
+            found = _issue(*optional_read(name, f"{subject.text}.{name}"))
+        return self.found(found, link.lineno, name)
 
     def filtered(self, link: nodes.Filter, base: Shape, subject: Subject) -> Value:
         if not isinstance(base, ListOf):

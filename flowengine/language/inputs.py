@@ -1,4 +1,5 @@
-"""What a run can take as an input value: text with a UTF-8 form, nesting within a bound.
+"""What a run can take as an input value (text with a UTF-8 form, nesting within a bound), and
+how templates see inputs: an optional input with no default that a run was not given is undefined.
 
 Python decodes command-line bytes that are not UTF-8 with ``surrogateescape``: the byte 0xE9
 becomes the lone surrogate U+DCE9. Such a string has no UTF-8 form, so it would fail only when
@@ -7,15 +8,67 @@ the run is recorded, after every call was paid for; it is refused before the fir
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from jinja2 import StrictUndefined
+
 from flowengine.errors import UsageError
+from flowengine.spec import InputSpec
 from flowengine.text import LONE_SURROGATE
 
 #: Arrays and objects nested deeper are refused: JSON, pydantic and templates recurse over them.
 MAX_DEPTH = 100
 
 _NOT_UTF8_FIX = "pass UTF-8 text"
+
+
+def may_be_missing(spec: InputSpec) -> bool:
+    """Whether a run may leave the input out with no default: it is then undefined in templates."""
+    return not spec.is_required and spec.default is None
+
+
+class NotGiven(StrictUndefined):
+    """An optional input with no default that the run was not given, as templates see it.
+
+    Undefined as Jinja means it: ``is defined`` is false and ``default(...)`` applies. It is false
+    in a test too (``{% if tone %}``, ``tone or 'calm'``), where an undefined name would fail;
+    printing it or any other use fails as every undefined name does (the checks report such reads).
+    """
+
+    __slots__ = ()
+
+    # StrictUndefined's __bool__ is typed as never returning: this one does.
+    def __bool__(self) -> bool:  # type: ignore[override]
+        return False
+
+
+class TemplateInputs(dict[str, Any]):
+    """``inputs`` as templates see it: the values given. An input that was not given is not
+    among its keys, but reads as :class:`NotGiven` (``inputs.tone``), as it does by name."""
+
+    __slots__ = ("_missing",)  # private: templates read `inputs.missing` as an input
+
+    def __init__(self, values: Mapping[str, Any], missing: Mapping[str, NotGiven]) -> None:
+        super().__init__(values)
+        self._missing = missing
+
+    def __missing__(self, key: str) -> NotGiven:
+        try:
+            return self._missing[key]
+        except KeyError:
+            raise KeyError(key) from None
+
+
+def template_inputs(declared: Mapping[str, InputSpec], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The bound ``values`` of the ``declared`` inputs as templates read them: by name, and as
+    ``inputs``; those not given are :class:`NotGiven`."""
+    missing = {
+        name: NotGiven(name=name, hint=f"input '{name}' was not given")
+        for name in declared
+        if name not in values
+    }
+    return {**values, **missing, "inputs": TemplateInputs(values, missing)}
 
 
 def text_problem(text: str) -> str | None:

@@ -1,8 +1,8 @@
 """YAML -> the plain data of a WorkflowSpec, keeping the line and column of every value.
 
-The loader reads the file (a regular file of at most 10 MB, :mod:`.files`) with ruamel.yaml's
-round-trip parser, which records positions, within bounds on nesting and aliases
-(:mod:`.bounded_yaml`); it applies ``--set`` overrides and adds the built-in providers.
+The loader reads the file (a regular file of at most 10 MB, :mod:`.files`) into values that
+know where each item is written, within bounds on nesting and aliases (:mod:`.bounded_yaml`);
+it applies ``--set`` overrides and adds the built-in providers.
 Validating that data, and mapping pydantic's errors back to lines of the file, is
 :mod:`.schema_errors`'s part; :mod:`.workflow` joins the steps.
 """
@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Mapping
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap
-from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, SequenceNode
 
 from flowengine.errors import Location, Problem, UsageError, WorkflowError
-from flowengine.language.bounded_yaml import MAX_DEPTH, YamlLimit, bounded_yaml, collector_paused
+from flowengine.language.bounded_yaml import (
+    MAX_DEPTH,
+    YamlLimit,
+    YamlMap,
+    YamlRefused,
+    collector_paused,
+    read_yaml,
+)
 from flowengine.language.files import (
     MAX_WORKFLOW_BYTES,
     TOO_LARGE_FIX,
@@ -85,7 +87,7 @@ def parse_source(name: str, text: str) -> Source:
         raise WorkflowError(
             [Problem(source.at(1, 1), "the file is empty", "start the file with `version: 1`")]
         )
-    if not isinstance(root, CommentedMap):
+    if not isinstance(root, YamlMap):
         kind = "a list" if isinstance(root, list) else f"a {type(root).__name__}"
         raise WorkflowError(
             [
@@ -105,8 +107,8 @@ def load_yaml(source: Source) -> Any:
     """The YAML tree of ``source.text``, with positions; WorkflowError at the problem if none."""
     try:
         with collector_paused():
-            return bounded_yaml().load(source.text)
-    except YamlLimit as exc:
+            return read_yaml(source.text)
+    except YamlRefused as exc:
         raise WorkflowError([Problem(_mark(source, exc.mark), exc.message, exc.fix)]) from None
     except MarkedYAMLError as exc:
         raise WorkflowError([_yaml_problem(source, exc)]) from None
@@ -123,8 +125,6 @@ def _yaml_problem(source: Source, exc: MarkedYAMLError) -> Problem:
     mark = exc.problem_mark or exc.context_mark
     where = _mark(source, mark)
     start = _mark(source, exc.context_mark)
-    if isinstance(exc, DuplicateKeyError):
-        return _duplicate_key_problem(source, exc, where)
     if "'\\t'" in problem:
         return Problem(
             where,
@@ -161,14 +161,6 @@ def _yaml_problem(source: Source, exc: MarkedYAMLError) -> Problem:
     )
 
 
-def _duplicate_key_problem(source: Source, exc: DuplicateKeyError, where: Location) -> Problem:
-    found = re.match(r'found duplicate key "(.*?)" with value', str(exc.problem), re.DOTALL)
-    key = found.group(1) if found else "?"
-    first = _first_key_line(source.text, exc.context_mark, key, exc.problem_mark)
-    since = f" (first defined on line {first})" if first else ""
-    return Problem(where, f"duplicate key '{key}'{since}", "remove or rename one of the keys")
-
-
 def _mark(source: Source, mark: Any) -> Location:
     """The location of a ruamel mark, kept inside the file (end of stream is past its last line)."""
     if mark is None:
@@ -179,27 +171,6 @@ def _mark(source: Source, mark: Any) -> Location:
         line = max(len(lines), 1)
         column = len(lines[-1]) + 1 if lines else 1
     return source.at(line, column)
-
-
-def _first_key_line(text: str, mapping_mark: Any, key: str, duplicate_mark: Any) -> int | None:
-    """The line where ``key`` first appears in the mapping that starts at ``mapping_mark``."""
-    try:
-        root = bounded_yaml().compose(text)
-    except (YAMLError, YamlLimit, ValueError, TypeError, RecursionError):
-        return None
-    stack: list[Any] = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, MappingNode):
-            here = (node.start_mark.line, node.start_mark.column)
-            if mapping_mark is not None and here == (mapping_mark.line, mapping_mark.column):
-                for k, _ in node.value:
-                    if str(k.value) == key and k.start_mark.index < duplicate_mark.index:
-                        return int(k.start_mark.line) + 1
-            stack.extend(v for pair in node.value for v in pair)
-        elif isinstance(node, SequenceNode):
-            stack.extend(node.value)
-    return None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -221,8 +192,10 @@ def parse_value(raw: str) -> Any:
     Raises YamlLimit for a value nested too deep or whose aliases expand too far.
     """
     try:
-        return bounded_yaml("safe").load(StringIO(raw)) if raw.strip() else ""
-    except YAMLError:
+        return plain(read_yaml(raw)) if raw.strip() else ""
+    except YamlLimit:
+        raise
+    except (YAMLError, YamlRefused, ValueError):
         return raw
 
 
@@ -242,7 +215,7 @@ def apply_overrides(source: Source, overrides: Mapping[str, Any]) -> None:
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part) if isinstance(node, dict) else None
             if child is None:
-                child = CommentedMap()
+                child = {}
                 node[part] = child
                 # A mapping the override made up: errors about it point at the --set too.
                 source.overrides.setdefault(tuple(parts[: depth + 1]), flag)
@@ -280,24 +253,11 @@ def _with_builtins(root: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def plain(value: Any) -> Any:
-    """A YAML tree as plain dicts, lists and builtin scalars."""
+    """A copy as plain dicts and lists, which validation may change without changing the tree."""
     if isinstance(value, dict):
-        return {_scalar(k): plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [plain(v) for v in value]
-    return _scalar(value)
-
-
-_BUILTIN_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def _scalar(value: Any) -> Any:
-    # ruamel returns str/int/float subclasses that carry formatting; pydantic wants the builtins.
-    if type(value) in _BUILTIN_SCALARS:  # most values: no subclass to unwrap
-        return value
-    for kind in (bool, str, int, float):
-        if isinstance(value, kind):
-            return kind(value)
     return value
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections import ChainMap
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from flowengine.errors import Problem, did_you_mean
@@ -22,7 +22,7 @@ from flowengine.language.graph import Graph, describe_cycle
 from flowengine.language.placement import Placed, loops
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.template_checks import Names, TemplateChecks
-from flowengine.spec import FanoutNode, LoopNode, WorkflowSpec
+from flowengine.spec import FanoutNode, LoopNode, NodeSpec, WorkflowSpec
 
 #: The names a loop gives the nodes of its group, besides what they read anyway.
 ROUND_NAMES = ("round", "previous")
@@ -54,6 +54,7 @@ class LoopChecks(TemplateChecks):
     upstream: Callable[[str], Collection[str]]
     shapes: dict[str, Shape]
     unreadable: dict[str, set[str]]
+    optional: frozenset[str]
 
     readable: Callable[[str, str], bool]
     needs_read: Callable[[str], bool]
@@ -74,6 +75,16 @@ class LoopChecks(TemplateChecks):
     def before(self, loop_id: str) -> frozenset[str]:
         """The nodes that run before the loop: those it needs, directly or not."""
         return self.loop_upstream[loop_id]
+
+    def peers(self, node_id: str) -> tuple[Mapping[str, NodeSpec], Collection[str]]:
+        """The nodes beside ``node_id`` (the top level's, or its loop's group) and those of
+        them it runs after."""
+        loop_id = self.placed[node_id].loop
+        if loop_id is None:
+            return self.spec.nodes, self.upstream(node_id)
+        loop = self.spec.nodes[loop_id]
+        assert isinstance(loop, LoopNode)
+        return loop.nodes, self.groups[loop_id].ancestors(node_id)
 
     def group_read(self, loop_id: str) -> bool:
         """Whether every node written in the loop's group could be read."""
@@ -227,6 +238,7 @@ class LoopChecks(TemplateChecks):
             upstream,
             shapes=ChainMap(own, self.shapes),
             explain=functools.partial(self.explain_inside, loop_id, "uses"),
+            optional=self.optional,
         )
 
     def until_names(self, loop_id: str, loop: LoopNode) -> Names:
@@ -239,6 +251,7 @@ class LoopChecks(TemplateChecks):
             upstream=self.before(loop_id),
             shapes=ChainMap(self.round_shapes(loop_id), self.shapes),
             explain=functools.partial(self.explain_until, loop_id),
+            optional=self.optional,
         )
 
     def loop_allowed(self) -> set[str]:

@@ -10,6 +10,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowengine.language.conditions import Condition, compile_condition
 from flowengine.language.graph import Graph
+from flowengine.language.judging import JUDGE_TEMPLATE
 from flowengine.language.response_schemas import ResponseSchema
 from flowengine.language.templates import (
     CompiledTemplate,
@@ -19,6 +20,7 @@ from flowengine.language.templates import (
 from flowengine.spec import (
     ROUTER_TEMPLATE,
     FanoutNode,
+    JudgeNode,
     LlmNode,
     LlmSelector,
     LoopNode,
@@ -57,6 +59,8 @@ class CompiledNode:
     per_model: bool = True
     #: The JSON Schema the node's answers must match (``schema:``), if it has one.
     response: ResponseSchema | None = None
+    #: A judge's ``question:`` (what the answers were asked), compiled; None without one.
+    question: Any = None
     #: A python node's keyword arguments, templates compiled; None: the outputs of its needs.
     args: dict[str, Any] | None = None
     #: The node's ``when:``: it runs only if this holds once its needs are done.
@@ -100,7 +104,7 @@ def compile_plan(
 ) -> Plan:
     order = graph.order
     schemas = schemas or {}
-    nodes = {n: _compile_node(n, spec.nodes[n], env, schemas) for n in order}
+    nodes = {n: _compile_node(n, spec.nodes[n], env, schemas, spec) for n in order}
     dependents = {node_id: graph.dependents[node_id] for node_id in order}
     output = compile_value(env, spec.output) if spec.output is not None else None
     models = {
@@ -135,7 +139,10 @@ def _compile_node(
     node: NodeSpec,
     env: ImmutableSandboxedEnvironment,
     schemas: Mapping[str, dict[str, Any]],
+    spec: WorkflowSpec,
 ) -> CompiledNode:
+    if isinstance(node, JudgeNode):
+        return _compile_judge(node_id, node, spec, env)
     needs = tuple(dict.fromkeys(node.needs))
     when = compile_condition(env, node.when) if node.when is not None else None
     if isinstance(node, SelectNode | PluginNode):
@@ -145,7 +152,7 @@ def _compile_node(
         return CompiledNode(node_id, node, needs, args=args, when=when)
     if isinstance(node, LoopNode):
         until = compile_condition(env, node.until) if node.until is not None else None
-        group = _compile_group(node, env, schemas)
+        group = _compile_group(node, env, schemas, spec)
         return CompiledNode(node_id, node, needs, when=when, group=group, until=until)
     schema = schemas.get(node_id)
     common: dict[str, Any] = {
@@ -171,21 +178,51 @@ def _compile_node(
 
 
 def _compile_group(
-    loop: LoopNode, env: ImmutableSandboxedEnvironment, schemas: Mapping[str, dict[str, Any]]
+    loop: LoopNode,
+    env: ImmutableSandboxedEnvironment,
+    schemas: Mapping[str, dict[str, Any]],
+    spec: WorkflowSpec,
 ) -> Group:
     graph = Graph({node_id: node.needs for node_id, node in loop.nodes.items()})
-    nodes = {n: _compile_node(n, loop.nodes[n], env, schemas) for n in graph.order}
+    nodes = {n: _compile_node(n, loop.nodes[n], env, schemas, spec) for n in graph.order}
     return Group(nodes, graph.order, {n: graph.dependents[n] for n in graph.order})
 
 
-def _turns(node_id: str, node: Prompted, env: ImmutableSandboxedEnvironment) -> tuple[Turn, ...]:
-    """`messages:` as written; else the optional `system:`, then the prompt as the user turn."""
+def _compile_judge(
+    node_id: str, node: JudgeNode, spec: WorkflowSpec, env: ImmutableSandboxedEnvironment
+) -> CompiledNode:
+    """A judge: its prompt (the built-in one by default), question, and judge models."""
+    question = node.question
+    if question is None and "prompt" in spec.inputs:
+        # An optional `prompt` a run is not given is undefined: the prompt then has no question.
+        question = "{{ prompt | default('') }}"
+    query = node.models
+    return CompiledNode(
+        node_id,
+        node,
+        tuple(dict.fromkeys(node.needs)),
+        messages=_turns(node_id, node, env, default=JUDGE_TEMPLATE),
+        vars=compile_value(env, node.vars),
+        model=compile_value(env, node.model),
+        include=compile_value(env, query.include) if query and query.include is not None else None,
+        exclude=compile_value(env, query.exclude) if query else [],
+        question=compile_value(env, question),
+        when=compile_condition(env, node.when) if node.when is not None else None,
+    )
+
+
+def _turns(
+    node_id: str, node: Prompted | JudgeNode, env: ImmutableSandboxedEnvironment, default: str = ""
+) -> tuple[Turn, ...]:
+    """`messages:` as written; else the optional `system:`, then the prompt as the user turn
+    (``default`` when the node has neither `prompt:` nor `template:`, as a judge may)."""
     if node.messages is not None:
         return tuple(
             Turn(m.role, _template(env, m.content, m.prompt, f"nodes.{node_id}.messages.{i}"))
             for i, m in enumerate(node.messages)
         )
-    user = Turn("user", _template(env, node.template, node.prompt, f"nodes.{node_id}.template"))
+    inline = node.template or default
+    user = Turn("user", _template(env, inline, node.prompt, f"nodes.{node_id}.template"))
     if node.system is None:
         return (user,)
     return (Turn("system", CompiledTemplate(env, node.system, f"nodes.{node_id}.system")), user)

@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
 from flowengine.errors import Location
+from flowengine.language.bounded_yaml import Place, YamlList, YamlMap
 
 PathPart = str | int
 YamlPath = tuple[PathPart, ...]
@@ -59,20 +58,37 @@ class Source:
                 break
         return self.at(line, col)
 
+    def is_block_scalar(self, path: YamlPath) -> bool:
+        """Whether the value at ``path`` is written as a block scalar (``|`` or ``>``)."""
+        place = _place(_value_at(self.root, path[:-1]), path[-1]) if path else None
+        return place is not None and place[4]
+
 
 def _position(node: Any, part: PathPart, *, key: bool) -> tuple[int, int] | None:
-    try:
-        if isinstance(node, CommentedMap) and part in node:
-            # An empty value (`defaults:`) has no place of its own: ruamel gives the place of
-            # the next token, often on a later line, so point at its key instead.
-            empty = node[part] is None
-            line, col = node.lc.key(part) if key or empty else node.lc.value(part)
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line, col = node.lc.item(part)
-        else:
+    place = _place(node, part)
+    if place is None:
+        return None
+    key_line, key_col, line, col, _ = place
+    # An empty value (`defaults:`) has no place of its own: the parser gives the place of the
+    # next token, often on a later line, so point at its key instead.
+    if key or node[part] is None:
+        line, col = key_line, key_col
+    return line + 1, col + 1
+
+
+def _place(node: Any, part: PathPart) -> Place | None:
+    if isinstance(node, YamlMap):
+        return node.at.get(part)
+    if isinstance(node, YamlList) and isinstance(part, int) and 0 <= part < len(node.at):
+        return node.at[part]
+    return None
+
+
+def _value_at(root: Any, path: YamlPath) -> Any:
+    node = root
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
             return None
-    except (KeyError, AttributeError, TypeError, IndexError):
-        return None
-    if line is None:
-        return None
-    return int(line) + 1, int(col) + 1
+    return node

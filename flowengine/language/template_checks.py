@@ -15,10 +15,10 @@ from pathlib import Path
 
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
 from flowengine.errors import Location, Problem, did_you_mean
-from flowengine.language.fields import Shape, field_issues
+from flowengine.language.fields import Shape, field_issues, optional_read
+from flowengine.language.guards import NameUse, guarded_reads
 from flowengine.language.prompt_files import PromptFileError
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.templates import analyse, references
@@ -46,6 +46,7 @@ class Names:
     # Names this template may not read for a reason of their own (a node inside a loop...):
     # the rest of the message after "template", the fix and the code; None for other names.
     explain: Callable[[str], tuple[str, str, str] | None] | None = None
+    optional: frozenset[str] = frozenset()  # inputs a run may leave undefined: no default
 
     def allows(self, name: str) -> bool:
         return name not in self.hidden and (name in self.allowed or name in self.upstream)
@@ -53,17 +54,27 @@ class Names:
     def shape(self, name: str) -> Shape | None:
         return None if name in self.hidden or name in self.own else self.shapes.get(name)
 
-    def problem(self, name: str) -> tuple[str, str | None, str] | None:
-        """What is wrong with reading ``name`` here: message, fix and code; None if nothing."""
+    def problem(self, use: NameUse) -> tuple[int, str, str | None, str] | None:
+        """What is wrong with how a template reads a name: the template line, message, fix
+        and code; None if nothing.
+
+        A name that may be missing is fine where Jinja's idioms guard it (``is defined``,
+        ``default``); an optional input, also where only its truth is tested (``{% if x %}``).
+        A node's output is no such name: whether it is there would depend on timing.
+        """
+        name = use.name
         if self.allows(name):
+            if name in self.optional and use.untested is not None:
+                return use.untested, *optional_read(name, name)
             return None
         what = self.what
         explained = self.explain(name) if self.explain is not None else None
         if explained is not None:
             rest, fix, code = explained
-            return f"{what} {rest}", fix, code
+            return use.line, f"{what} {rest}", fix, code
         if name == self.owner:
             return (
+                use.line,
                 f"{what} uses '{name}', the output of its own node",
                 "read an upstream node instead",
                 "own-output",
@@ -71,18 +82,23 @@ class Names:
         if name in self.nodes:
             needs = ", ".join([*self.needs, name])
             return (
+                use.line,
                 f"{what} uses node '{name}', which is not among the needs of node '{self.owner}'",
                 f"add '{name}' to the needs of '{self.owner}': `needs: [{needs}]`",
                 "not-a-need",
             )
+        if use.unguarded is None:
+            return None
         if name == "model" and what == "condition":
             return (
+                use.unguarded,
                 "condition uses 'model': a condition is evaluated once, before any model is called",
                 "test the node's inputs or the outputs of its needs instead",
                 "fanout-only-name",
             )
         if name == "model":
             return (
+                use.unguarded,
                 "template uses 'model', which exists only in fanout nodes",
                 "use the node's `model:` value instead",
                 "fanout-only-name",
@@ -91,9 +107,12 @@ class Names:
             return None
         known = sorted({*self.allowed, *self.upstream} - self.hidden)
         fix = did_you_mean(name, known) or (
-            f"names known here: {', '.join(known)}; declare an input under `inputs:`"
+            f"read it only where `{{% if {name} is defined %}}` holds, or as "
+            f"`{{{{ {name} | default('') }}}}`"
+            if use.guarded
+            else f"names known here: {', '.join(known)}; declare an input under `inputs:`"
         )
-        return f"{what} uses undefined name '{name}'", fix, "undefined-name"
+        return use.unguarded, f"{what} uses undefined name '{name}'", fix, "undefined-name"
 
     def with_names(self, names: Iterable[str], *, drop: Iterable[str] = ()) -> Names:
         """These names (set by the node itself) and ``names``, less ``drop``."""
@@ -102,6 +121,7 @@ class Names:
             allowed=self.allowed | set(names),
             hidden=(self.hidden - set(names)) | set(drop),
             own=self.own | set(names),
+            optional=self.optional - set(names),
         )
 
 
@@ -121,8 +141,7 @@ class TemplateChecks:
     def check_inline(self, path: YamlPath, text: str, names: Names, *, bare: bool = False) -> None:
         """An inline template; ``bare``: the file holds it without its ``{{ }}`` (a condition)."""
         base = self.source.locate(path)
-        raw = _value_at(self.source.root, path)
-        block = isinstance(raw, LiteralScalarString | FoldedScalarString)
+        block = self.source.is_block_scalar(path)
 
         def where(line: int, word: str | None) -> Location:
             if base.line is None:
@@ -240,9 +259,10 @@ class TemplateChecks:
             at = where(issue.line, issue.word)
             self.problems.append(Problem(at, issue.message, issue.fix, "template"))
         for use in uses:
-            found = names.problem(use.name)
+            found = names.problem(use)
             if found:
-                self.problems.append(Problem(where(use.line, use.name), *found))
+                line, message, fix, code = found
+                self.problems.append(Problem(where(line, use.name), message, fix, code))
         self.check_fields(text, names, where)
 
     def check_fields(self, text: str, names: Names, where: Where) -> None:
@@ -252,7 +272,7 @@ class TemplateChecks:
             ast = self.env.parse(text)
         except TemplateSyntaxError:
             return  # analyse() reported it
-        for issue in field_issues(ast, names.shape):
+        for issue in field_issues(ast, names.shape, guarded_reads(ast)):
             at = where(issue.line, issue.word)
             self.problems.append(Problem(at, issue.message, issue.fix, issue.code))
 
@@ -274,16 +294,6 @@ def _column_of(line: str | None, word: str | None, start: int, bare: bool = Fals
         if found:
             return found.start() + 1
     return None
-
-
-def _value_at(root: object, path: YamlPath) -> object:
-    node = root
-    for part in path:
-        try:
-            node = node[part]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
 
 
 def _display(path: Path) -> str:

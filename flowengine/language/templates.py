@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 # PromptPathError and prompt_file are re-exported: they were defined here first.
 from flowengine.errors import did_you_mean
+from flowengine.language.guards import NameUse, name_uses
 from flowengine.language.json_text import fromjson
 from flowengine.language.prompt_files import PromptLoader
 from flowengine.language.prompt_files import PromptPathError as PromptPathError
@@ -131,14 +132,6 @@ def find_prompts_dir(workflow_path: Path) -> Path | None:
 
 
 @dataclass(frozen=True)
-class NameUse:
-    """A variable a template reads, and the template line where it first does."""
-
-    name: str
-    line: int
-
-
-@dataclass(frozen=True)
 class TemplateIssue:
     message: str
     line: int
@@ -166,11 +159,7 @@ def analyse(
         _compile(env, source, ast)
     except TemplateSyntaxError as exc:  # from the code generator or Python's compiler
         return [], [_syntax_issue(exc)]
-    first_line: dict[str, int] = {}
-    for name_node in ast.find_all(nodes.Name):
-        if name_node.name in undeclared and name_node.ctx == "load":
-            first_line.setdefault(name_node.name, name_node.lineno)
-    uses = [NameUse(name, first_line.get(name, 1)) for name in sorted(undeclared)]
+    uses = name_uses(ast, undeclared)
     return sorted(uses, key=lambda u: (u.line, u.name)), [*_unsafe(ast), *_too_large(ast)]
 
 
@@ -332,8 +321,11 @@ class CompiledTemplate:
             raise _recursed() from None
         if isinstance(value, Undefined):
             # An expression's value is not printed, so StrictUndefined (and the sandbox, which
-            # answers an unsafe read with an Undefined) would not raise by itself.
+            # answers an unsafe read with an Undefined) would not raise by itself. What does
+            # not raise is the lenient Undefined of an inline if that is false and has no else
+            # (`{{ tone if tone is defined }}`): it renders as nothing, so its value is none.
             str(value)
+            return None
         return value
 
     def render(self, context: Mapping[str, Any]) -> str:

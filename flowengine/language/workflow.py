@@ -20,7 +20,7 @@ from flowengine.language import diagrams
 from flowengine.language.bounded_yaml import collector_paused
 from flowengine.language.checks import check
 from flowengine.language.graph import Graph
-from flowengine.language.inputs import check_value
+from flowengine.language.inputs import check_value, may_be_missing
 from flowengine.language.loader import parse_source, read_source, spec_data
 from flowengine.language.plan import Plan, compile_plan
 from flowengine.language.response_schemas import load_schemas
@@ -135,8 +135,9 @@ class Workflow:
     def bind_inputs(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Check given inputs against ``inputs:``, apply defaults; raise UsageError if wrong.
 
-        An input given as None counts as not given: an optional input without a default is
-        None in templates, and binding inputs that are already bound changes nothing.
+        An input given as None counts as not given. An optional input without a default that
+        is not given is left out: templates see it undefined (:class:`.inputs.NotGiven`).
+        Binding inputs that are already bound changes nothing.
         Text with no UTF-8 form and nesting past a bound are refused (:mod:`.inputs`).
         """
         declared = self.spec.inputs
@@ -164,7 +165,8 @@ class Workflow:
             if spec.is_required:
                 flag = "--prompt TEXT" if name == "prompt" else f"--input {name}=VALUE"
                 raise UsageError(f"missing input '{name}'", f"pass {flag}")
-            values[name] = spec.default
+            if not may_be_missing(spec):
+                values[name] = spec.default
         return values
 
     async def run(

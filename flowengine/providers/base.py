@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +22,9 @@ class ChatRequest:
     messages: list[dict[str, str]]
     params: dict[str, Any] = field(default_factory=dict)
     timeout: float = 60.0
+    #: Set by the engine when the answer is to be shown as it is written: a provider that can
+    #: stream calls it with each piece of text as it arrives (see :class:`Provider`).
+    on_delta: Callable[[str], None] | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +52,12 @@ class Provider(Protocol):
 
     ``complete`` raises :class:`~flowengine.errors.CallError` for every failure, with
     ``retryable`` set when trying again may help.
+
+    Streaming: when ``request.on_delta`` is set, a provider that can stream passes it each
+    piece of the answer's text as it arrives, and still returns the whole :class:`Completion`
+    (usage included) at the end. A failure after the first piece is raised like any other; the
+    engine does not retry it, since the text was shown. A provider that cannot stream ignores
+    ``on_delta``, and the engine delivers its answer as one piece.
     """
 
     name: str

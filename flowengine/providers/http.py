@@ -1,4 +1,5 @@
-"""The HTTP boundary: one POST, foreign exceptions translated to :class:`CallError`.
+"""The HTTP boundary: one POST, read whole or as a stream of server-sent events; foreign
+exceptions translated to :class:`CallError`.
 
 Everything aiohttp, asyncio or the network can throw is turned into a ``CallError`` here (by
 :func:`call_error_from`), so retry rules elsewhere look only at our own type. Also the status
@@ -13,7 +14,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from flowengine.errors import CallError
+from flowengine.providers.sse import EventTooLarge, SseDecoder
 
 #: Statuses worth another try besides 5xx: timeout, conflict, too early, rate limited.
 RETRY_STATUSES = frozenset({408, 409, 425, 429})
@@ -28,6 +30,12 @@ RETRY_STATUSES = frozenset({408, 409, 425, 429})
 NEVER_RETRY_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
 #: Error messages quote at most this much of a response body.
 SNIPPET = 200
+#: The content type of a server-sent event stream.
+EVENT_STREAM = "text/event-stream"
+#: The most a streamed reply may send in all (the answer is kept in memory), and the most a
+#: reply that was asked to stream but was not may send in one body.
+MAX_STREAM = 64 << 20
+MAX_BODY = 64 << 20
 
 
 @dataclass(slots=True)
@@ -143,17 +151,111 @@ async def request(
             body = _masked(await response.read(), headers)
             return HttpReply(response.status, response.headers, body)
     except Exception as exc:
-        clean = redacted(call_error_from(exc, what=what, url=url, timeout=timeout), headers)
-        # ClientResponseError carries request_info, whose headers include Authorization; and
-        # an exception that quoted the key keeps it in its own text.
-        hidden = isinstance(exc, aiohttp.ClientResponseError) or _quotes_key(exc, headers)
-        cause = None if hidden else exc
+        clean, cause = _translated(exc, what=what, url=url, timeout=timeout, headers=headers)
     raise clean from cause
+
+
+async def stream(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    headers: Mapping[str, str],
+    timeout: float,
+    what: str,
+    on_data: Callable[[str], bool],
+) -> HttpReply | None:
+    """POST ``payload`` and read the reply as server-sent events: ``on_data(data)`` for each
+    event, until it returns True or the stream ends. None when the reply was a stream.
+
+    A reply that is not a stream (an error status, or a server that answered with one JSON
+    body) is read whole and returned instead, for the caller to read as any other reply.
+    ``timeout`` bounds the wait for the reply's headers, then for each event: a stream that
+    sends nothing but comments for that long has stalled. What ``on_data`` raises propagates
+    unchanged; every other failure is a :class:`CallError`, the key masked as in :func:`request`.
+    """
+    try:
+        async with session.post(
+            url, json=payload, headers=headers or None, timeout=_stream_timeout(timeout)
+        ) as response:
+            if not 200 <= response.status <= 299 or response.content_type != EVENT_STREAM:
+                body = await _read_bounded(response.content, MAX_BODY, what)
+                return HttpReply(response.status, response.headers, _masked(body, headers))
+            await _read_events(response.content, on_data, timeout, what, _api_key(headers))
+            return None
+    except CallError:
+        raise
+    except Exception as exc:
+        clean, cause = _translated(exc, what=what, url=url, timeout=timeout, headers=headers)
+    raise clean from cause
+
+
+async def _read_events(
+    content: aiohttp.StreamReader,
+    on_data: Callable[[str], bool],
+    timeout: float,
+    what: str,
+    key: str | None,
+) -> None:
+    """Decode events as bytes arrive; the stall deadline moves with each event, not with
+    comments, which a server may send forever while the answer never comes."""
+    decoder = SseDecoder()
+    loop = asyncio.get_running_loop()
+    received = 0
+    try:
+        async with asyncio.timeout(timeout) as stall:
+            async for chunk in content.iter_any():
+                received += len(chunk)
+                if received > MAX_STREAM:
+                    raise EventTooLarge(f"more than {MAX_STREAM:,} bytes in all")
+                for data in decoder.feed(chunk):
+                    stall.reschedule(loop.time() + timeout)
+                    if on_data(_masked_text(data, key)):
+                        return
+            for data in decoder.close():
+                if on_data(_masked_text(data, key)):
+                    return
+    except TimeoutError:
+        raise CallError(
+            "timeout", f"{what} sent no data for {timeout:g}s (the stream stalled)", retryable=True
+        ) from None
+    except EventTooLarge as exc:
+        raise CallError("malformed", f"{what} sent a stream with {exc}; not read further") from None
+
+
+async def _read_bounded(content: aiohttp.StreamReader, limit: int, what: str) -> bytes:
+    """A whole body of at most ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise CallError("malformed", f"{what} sent a body larger than {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _translated(
+    exc: Exception, *, what: str, url: str, timeout: float, headers: Mapping[str, str]
+) -> tuple[CallError, BaseException | None]:
+    """The CallError for ``exc``, and the cause that may be chained to it (None when it could
+    reveal the key)."""
+    clean = redacted(call_error_from(exc, what=what, url=url, timeout=timeout), headers)
+    # ClientResponseError carries request_info, whose headers include Authorization; and
+    # an exception that quoted the key keeps it in its own text.
+    hidden = isinstance(exc, aiohttp.ClientResponseError) or _quotes_key(exc, headers)
+    return clean, None if hidden else exc
 
 
 @functools.lru_cache(maxsize=64)
 def _client_timeout(total: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=total)  # immutable: one per distinct timeout
+
+
+@functools.lru_cache(maxsize=64)
+def _stream_timeout(timeout: float) -> aiohttp.ClientTimeout:
+    # No total: a long answer streams for as long as it is written. The headers must come
+    # within the timeout; after them, _read_events bounds the wait for each event.
+    return aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
 
 
 def _api_key(headers: Mapping[str, str]) -> str | None:
@@ -167,6 +269,10 @@ def _masked(body: bytes, headers: Mapping[str, str]) -> bytes:
     it is cut, so that no prefix of the key survives either."""
     key = _api_key(headers)
     return body.replace(key.encode(), b"***") if key and key.encode() in body else body
+
+
+def _masked_text(data: str, key: str | None) -> str:
+    return data.replace(key, "***") if key and key in data else data
 
 
 def _quotes_key(exc: BaseException, headers: Mapping[str, str]) -> bool:

@@ -87,6 +87,22 @@ def offline_content(request: ChatRequest, seed: int = 0) -> str:
     return text
 
 
+#: How many pieces an offline answer streams in.
+PIECES = 4
+
+
+def pieces(text: str, count: int = PIECES) -> list[str]:
+    """``text`` in at most ``count`` pieces that end at spaces, the same every time."""
+    size = -(-len(text) // count)
+    found, start = [], 0
+    while start < len(text):
+        end = text.find(" ", start + size)
+        end = len(text) if end < 0 else end + 1
+        found.append(text[start:end])
+        start = end
+    return found
+
+
 def _tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
@@ -119,7 +135,10 @@ class Offline:
         return f"Offline(name={self.name!r})"
 
     async def complete(self, request: ChatRequest) -> Completion:
-        """Answer after ``latency`` seconds, or fail for a ``failure_rate`` share of attempts."""
+        """Answer after ``latency`` seconds, or fail for a ``failure_rate`` share of attempts.
+
+        Streamed (``request.on_delta``), the answer comes in :data:`PIECES` pieces.
+        """
         spec = self._spec
         key = _digest(request.model_id, request.messages, spec.seed)
         nth = self._asked[key]
@@ -138,6 +157,10 @@ class Offline:
                 "offline", "simulated failure (failure_rate)", status=503, retryable=True
             )
         content = offline_content(request, spec.seed)
+        if request.on_delta is not None:
+            for piece in pieces(content):
+                request.on_delta(piece)
+                await asyncio.sleep(0)  # as a real stream, one piece per turn of the loop
         prompt_tokens = _tokens("".join(m.get("content", "") for m in request.messages))
         completion_tokens = _tokens(content)
         return Completion(

@@ -1,9 +1,15 @@
 """The one call path: every model call of a run goes through :meth:`CallPath.call`.
 
-In order: the response cache; on a miss, attempts under the retry policy, each through the
-auth gate, the provider's concurrency cap and rate limit, then the request; the price; then
-the call's result, its place on the run's timeline and the ``call_finished`` event. A failed
-call is a result with ``success: false``, never an exception.
+In order: the response cache; on a miss, the budget (:mod:`.budget`), then attempts under the
+retry policy, each through the auth gate, the provider's concurrency cap and rate limit, then
+the request; the price, charged to the budget; then the call's result, its place on the run's
+timeline and the ``call_finished`` event. A failed call is a result with ``success: false``,
+never an exception; a call the budget refuses is one too, and ``refused`` tells the run to stop.
+
+A streamed call (``on_delta``) goes the same way: the provider passes each piece of text on as
+it arrives; a cache hit, or a provider that cannot stream, gives the whole answer as one piece.
+A failure before the first piece is retried as any other; after it, the call fails at once with
+the provider's message, since what was shown cannot be taken back.
 """
 
 from __future__ import annotations
@@ -11,13 +17,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, Completion, Provider
 from flowengine.results import CallResult, ErrorInfo
+from flowengine.run.budget import BudgetMeter, admit, charge
 from flowengine.run.resilience import (
     AuthGate,
     NotSent,
@@ -49,6 +56,41 @@ class Target:
     cache_url: str | None
 
 
+class Deltas:
+    """The pieces of one call's answer on their way out: when the first came, how much went.
+
+    ``first`` is seconds from the call's start (``clock``, a ``perf_counter`` reading).
+    """
+
+    __slots__ = ("chars", "clock", "first", "on_delta")
+
+    def __init__(self, on_delta: Callable[[str], None], clock: float) -> None:
+        self.on_delta = on_delta
+        self.clock = clock
+        self.first: float | None = None
+        self.chars = 0
+
+    def __call__(self, text: str) -> None:
+        if not text:
+            return
+        if self.first is None:
+            self.first = time.perf_counter() - self.clock
+        self.chars += len(text)
+        self.on_delta(text)
+
+
+def cut_short(error: CallError, chars: int) -> CallError:
+    """A failure after part of the answer was shown: final, as another attempt would show a
+    second answer after the first one's start."""
+    return CallError(
+        error.type,
+        f"{error.message} (the answer broke off after {chars:,} characters had been streamed; "
+        "not retried, as they were shown)",
+        status=error.status,
+        retryable=False,
+    )
+
+
 class CallPath:
     """The calls of one run: the one function that makes them, and what they add up to.
 
@@ -66,6 +108,7 @@ class CallPath:
         emit: Emit,
         timeline: list[CallRecord] | None = None,
         confidence: Mapping[str, float] | None = None,
+        budgets: Sequence[BudgetMeter] = (),
     ) -> None:
         self.cache = cache
         self.prices = prices
@@ -74,6 +117,10 @@ class CallPath:
         #: A selector's confidence in each model alias, given to that model's results.
         self.confidence: Mapping[str, float] = {} if confidence is None else confidence
         self.gate = AuthGate()
+        #: The run's own budget and any it shares (a batch's), checked before each call.
+        self.budgets = budgets
+        #: Why the budget refused a call, once it has: the run stops.
+        self.refused: ErrorInfo | None = None
         self.results: list[CallResult] = []
         self.in_flight = 0
         self.peak = 0
@@ -88,35 +135,49 @@ class CallPath:
         retry: Retry | None = None,
         use_cache: bool = True,
         cacheable: Callable[[Completion], bool] | None = None,
+        on_delta: Callable[[str], None] | None = None,
     ) -> CallResult:
         """One model call with everything it goes through; failures are ``success: false``.
 
         An answer that ``cacheable`` refuses (one that is not the JSON its schema asks for)
-        is not cached, so that the next run asks again.
+        is not cached, so that the next run asks again. With ``on_delta`` the answer is
+        streamed to it, and the result has ``ttft_s``.
         """
-        request = ChatRequest(target.model_id, messages, params, target.timeout)
         started_at = time.time()
         clock = time.perf_counter()
+        deltas = Deltas(on_delta, clock) if on_delta is not None else None
+        request = ChatRequest(target.model_id, messages, params, target.timeout, deltas)
         cache = self.cache if use_cache and target.cache_url is not None else None
         encoded = encode_messages(messages) if cache or self.timeline is not None else ""
         key = cache_key(target.cache_url or "", request, encoded) if cache is not None else ""
         hit = cache.get(key) if cache is not None else None
         blocked = self.gate.blocked(target.provider_name)
+        over_budget = admit(self.budgets) if hit is None and blocked is None else None
         if hit is not None:
+            if deltas is not None:
+                deltas(hit.content)
             result = self._success(target, hit, clock, attempts=0, cached=True)
         elif blocked is not None:
             # Not sent: the provider rejected the key earlier in this run (attempts 0).
             refusal = self.gate.refusal(target.provider_name)
             refusal.attempts = 0
             result = self._failure(target, refusal, clock)
+        elif over_budget is not None:
+            result = self._failure(target, over_budget, clock)
+            self.refused = self.refused or result.error
         else:
-            result, completion = await self._fetch(node_id, target, request, retry, clock)
+            result, completion = await self._fetch(node_id, target, request, retry, clock, deltas)
+            charge(self.budgets, result.usage.cost)
+            if deltas is not None and completion is not None and deltas.first is None:
+                deltas(completion.content)  # a provider that does not stream: one piece
             if (
                 cache is not None
                 and completion is not None
                 and (cacheable is None or cacheable(completion))
             ):
                 cache.put(key, target.cache_url or "", target.model_id, completion)
+        if deltas is not None and deltas.first is not None:
+            result.ttft_s = round(max(deltas.first - result.queued_s, 0.0), 6)
         self._record(node_id, result, encoded, started_at)
         return result
 
@@ -127,13 +188,14 @@ class CallPath:
         request: ChatRequest,
         retry: Retry | None,
         clock: float,
+        deltas: Deltas | None,
     ) -> tuple[CallResult, Completion | None]:
         """Attempts under the retry policy, then the price: the result and the completion."""
         on_retry = functools.partial(self._retried, node_id, target.alias)
         queued = [0.0]  # seconds spent waiting for the provider's limits, over every attempt
         try:
             completion, attempts = await call_with_retries(
-                lambda: self._attempt(target, request, queued),
+                lambda: self._attempt(target, request, queued, deltas),
                 retry or target.retry,
                 on_retry=on_retry,
             )
@@ -151,7 +213,7 @@ class CallPath:
         return result, completion
 
     async def _attempt(
-        self, target: Target, request: ChatRequest, queued: list[float]
+        self, target: Target, request: ChatRequest, queued: list[float], deltas: Deltas | None
     ) -> Completion:
         """One attempt: the provider's limits, then the auth gate, then the request."""
         waiting = time.perf_counter()
@@ -166,6 +228,8 @@ class CallPath:
             except CallError as error:
                 # After a 401 (or no key), no further call goes to that provider in this run.
                 self.gate.record(target.provider_name, error)
+                if deltas is not None and deltas.chars:
+                    raise cut_short(error, deltas.chars) from error
                 raise
             except Exception as exc:
                 raise stray_error(target.provider_name, exc) from exc

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from flowengine import plugins
-from flowengine.events import Event, Listener
+from flowengine.events import Event, Listener, TokenDelta, TokenListener
 from flowengine.language.plan import CompiledNode
 from flowengine.language.templates import (
     CompiledTemplate,
@@ -25,7 +25,8 @@ from flowengine.language.templates import (
 )
 from flowengine.providers import Completion, call_selector
 from flowengine.results import CallResult, ErrorInfo, SelectResult
-from flowengine.run.calls import CallPath, Target
+from flowengine.run.budget import BudgetMeter
+from flowengine.run.calls import Target
 from flowengine.spec import HttpSelector, NodeSpec, PluginNode, WorkflowSpec
 
 if TYPE_CHECKING:
@@ -64,6 +65,10 @@ class Run:
         inputs: dict[str, Any],
         listeners: Sequence[Listener],
         allowed: Sequence[str],
+        budgets: Sequence[BudgetMeter] = (),
+        *,
+        on_token: TokenListener | None = None,
+        streamed: Iterable[str] = (),
     ) -> None:
         self.engine = engine
         self.workflow = workflow
@@ -72,6 +77,9 @@ class Run:
         self.inputs = inputs
         self.listeners = listeners
         self.allowed = allowed  # model aliases this run may use, by weight
+        #: Where the pieces of streamed answers go, and the nodes whose calls stream.
+        self.on_token = on_token
+        self.streamed = frozenset(streamed) if on_token is not None else frozenset()
         # A function, not a method: the call path keeps it, and a bound method would tie the
         # two in a reference cycle that only the garbage collector could free.
         self.emit = functools.partial(_emit, listeners, self.run_id, self.spec.name)
@@ -81,13 +89,7 @@ class Run:
         #: What each node has produced so far, kept for a node that is cancelled or times out:
         #: the calls it has completed, or what it keeps itself (a loop: its finished rounds).
         self.partial: dict[str, Any] = {}
-        self.calls = CallPath(
-            cache=engine.cache,
-            prices=engine.prices,
-            emit=self.emit,
-            timeline=[] if engine.record else None,
-            confidence=self.scores,
-        )
+        self.calls = engine.call_path(self.emit, self.scores, budgets)
         self._targets = engine.targets(workflow)
 
     def target(self, alias: str) -> Target:
@@ -165,6 +167,7 @@ class NodeContext:
             retry=spec.retry,
             use_cache=spec.cache,
             cacheable=cacheable,
+            on_delta=self._token_sink(alias),
         )
         self.done.append(result)
         return result
@@ -183,6 +186,19 @@ class NodeContext:
     def keep(self, output: Any) -> None:
         """What the node has produced so far: its output if it is cancelled or times out."""
         self._run.partial[self.node.id] = output
+
+    def _token_sink(self, alias: str) -> Callable[[str], None] | None:
+        """Where the pieces of this node's answer go, if it streams: not a structured answer,
+        which is only an answer once it is checked whole."""
+        on_token = self._run.on_token
+        if (
+            on_token is None
+            or self.node.id not in self._run.streamed
+            or self.node.response is not None
+        ):
+            return None
+        node_id = self.node.id
+        return lambda text: on_token(TokenDelta(node_id, alias, text))
 
     def params(self, alias: str) -> dict[str, Any]:
         """Defaults, then the model's params, then the node's: the most specific wins."""

@@ -5,21 +5,31 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from flowengine.errors import ConfigError
-from flowengine.events import Listener
+from flowengine.errors import ConfigError, UsageError, did_you_mean
+from flowengine.events import Event, Listener, TokenDelta, TokenListener
+from flowengine.language.placement import placed_nodes
 from flowengine.providers import Provider, ProviderContext, create_provider
-from flowengine.run.calls import Target
+from flowengine.run.budget import BudgetMeter, meters
+from flowengine.run.calls import CallPath, Emit, Target
 from flowengine.run.log import log_event
 from flowengine.run.resilience import ProviderLimits
-from flowengine.run.scheduler import execute
-from flowengine.spec import OfflineProvider, OpenAIProvider, ProviderBase, WorkflowSpec
+from flowengine.run.scheduler import execute, select_nodes
+from flowengine.spec import (
+    Budget,
+    FanoutNode,
+    LlmNode,
+    OfflineProvider,
+    OpenAIProvider,
+    ProviderBase,
+    WorkflowSpec,
+)
 from flowengine.store.cache import ResponseCache
 from flowengine.store.db import Store
 from flowengine.store.prices import PriceBook
@@ -156,6 +166,19 @@ class Engine:
             cache_url=live.base_url if isinstance(live, OpenAIProvider) else None,
         )
 
+    def call_path(
+        self, emit: Emit, confidence: Mapping[str, float], budgets: Sequence[BudgetMeter]
+    ) -> CallPath:
+        """The call path of one run: through this engine's cache, prices and records."""
+        return CallPath(
+            cache=self.cache,
+            prices=self.prices,
+            emit=emit,
+            timeline=[] if self.record else None,
+            confidence=confidence,
+            budgets=budgets,
+        )
+
     def check_credentials(self, workflow: Workflow, aliases: Iterable[str]) -> None:
         """Raise ConfigError naming the variable to set when a used provider has no key."""
         if self.offline:
@@ -181,12 +204,20 @@ class Engine:
         skip: Iterable[str] | None = None,
         models: Iterable[str] | None = None,
         listeners: Iterable[Listener] = (),
+        on_token: TokenListener | None = None,
+        streamed: Iterable[str] = (),
+        budget: Budget | None = None,
+        shared_budgets: Iterable[BudgetMeter] = (),
         **named_inputs: Any,
     ) -> RunResult:
         """Run ``workflow`` once; inputs by mapping or by keyword (``prompt=...``).
 
         ``only`` runs those nodes and what they need; ``skip`` skips those nodes (the nodes
         after them run and see them as none); ``models`` restricts the run to those aliases.
+        The calls of the ``streamed`` nodes pass each piece of their answers to ``on_token``
+        as it arrives (:meth:`stream` is the convenient form). ``budget`` caps the run instead
+        of the workflow's ``budget:``; ``shared_budgets`` are meters it shares with other runs
+        (a batch's), checked too.
         """
         return await execute(
             self,
@@ -196,4 +227,113 @@ class Engine:
             skip=skip,
             models=models,
             listeners=[*self.listeners, *listeners],
+            on_token=on_token,
+            streamed=streamed,
+            budgets=meters(workflow.spec.budget if budget is None else budget, shared_budgets),
         )
+
+    async def stream(
+        self,
+        workflow: Workflow,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        nodes: Iterable[str] | None = None,
+        only: Iterable[str] | None = None,
+        skip: Iterable[str] | None = None,
+        models: Iterable[str] | None = None,
+        budget: Budget | None = None,
+        **named_inputs: Any,
+    ) -> AsyncGenerator[Event | TokenDelta | RunResult, None]:
+        """Run ``workflow`` once, yielding its events and the pieces of its answers as they
+        come, and last its :class:`RunResult`.
+
+        ``nodes`` are the llm and fanout nodes whose answers stream (a piece's ``model`` tells
+        a fanout's apart); default the workflow's answer (:func:`answer_nodes`). A node with a
+        ``schema:`` does not stream. Other arguments are :meth:`run`'s.
+
+        Stopping early cancels the run; ``aclosing`` makes that happen at once rather than
+        when the iterator is collected::
+
+            async with contextlib.aclosing(engine.stream(wf, prompt="Hi")) as items:
+                async for item in items:
+                    if isinstance(item, TokenDelta):
+                        print(item.text, end="", flush=True)
+        """
+        streamed = stream_nodes(workflow, nodes, only, skip)
+        items: asyncio.Queue[Event | TokenDelta | RunResult | Exception] = asyncio.Queue()
+
+        async def run() -> None:
+            try:
+                result = await self.run(
+                    workflow,
+                    inputs,
+                    only=only,
+                    skip=skip,
+                    models=models,
+                    budget=budget,
+                    listeners=[items.put_nowait],
+                    on_token=items.put_nowait,
+                    streamed=streamed,
+                    **named_inputs,
+                )
+            except Exception as exc:  # bad arguments, a plugin's error: for the consumer
+                items.put_nowait(exc)
+            else:
+                items.put_nowait(result)
+
+        task = asyncio.create_task(run())
+        try:
+            while True:
+                item = await items.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if not isinstance(item, Event | TokenDelta):
+                    return
+        finally:
+            task.cancel()  # the consumer stopped early, or was cancelled: so is the run
+            await asyncio.gather(task, return_exceptions=True)
+
+
+def answer_nodes(workflow: Workflow, selected: Iterable[str] | None = None) -> list[str]:
+    """The nodes whose reply is the workflow's answer: ``answer:`` as written, or else the
+    last llm node without ``schema:`` among ``selected`` (default every node), in run order."""
+    spec = workflow.spec
+    if spec.answer is not None:
+        return list(spec.answer)
+    last: list[str] = []
+    for node_id in workflow.order if selected is None else selected:
+        node = spec.nodes[node_id]
+        if isinstance(node, LlmNode) and node.output_schema is None:
+            last = [node_id]
+    return last
+
+
+def stream_nodes(
+    workflow: Workflow,
+    nodes: Iterable[str] | None,
+    only: Iterable[str] | None = None,
+    skip: Iterable[str] | None = None,
+) -> list[str]:
+    """The nodes a streamed run streams: ``nodes``, checked, or the answer's."""
+    if nodes is None:
+        selected, _ = select_nodes(workflow, only, skip)
+        return answer_nodes(workflow, selected)
+    found = list(nodes)
+    known = workflow.spec.nodes
+    for name in found:
+        placed = placed_nodes(workflow.spec).get(name)
+        if placed is not None and placed.loop is not None:
+            raise UsageError(
+                f"stream: node '{name}' is inside loop '{placed.loop}', which runs it every round",
+                f"stream an llm node after the loop, one that reads `{placed.loop}.last.{name}`",
+            )
+        if name not in known:
+            fix = did_you_mean(name, known) or f"nodes: {', '.join(known)}"
+            raise UsageError(f"stream: unknown node '{name}'", fix)
+        if not isinstance(known[name], LlmNode | FanoutNode):
+            raise UsageError(
+                f"stream: '{name}' is a {known[name].type} node, which writes no answer",
+                "stream llm and fanout nodes",
+            )
+    return found

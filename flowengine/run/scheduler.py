@@ -11,6 +11,10 @@ and see it as none.
 A loop node runs its group once per round on a scheduler of its own over the group's nodes
 (:meth:`Scheduler.run_round`), whose nodes are named ``loop[round].node`` in events, calls and
 the run's result.
+
+A call the budget refuses stops the run, whatever the node's ``on_error``: nothing more starts,
+the nodes in flight finish (their calls already started finish and count), and the run fails
+with the budget's error. Inside a loop's round it stops the round the same way, and so the loop.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from flowengine.errors import UsageError, did_you_mean
-from flowengine.events import Listener
+from flowengine.events import Listener, TokenListener
 from flowengine.language.functions import check_functions
+from flowengine.language.inputs import template_inputs
 from flowengine.language.placement import placed_nodes, with_members
 from flowengine.language.plan import CompiledNode, Group, Plan
 from flowengine.language.templates import evaluate_value
@@ -41,6 +46,7 @@ from flowengine.results import (
     model_metrics,
     to_jsonable,
 )
+from flowengine.run.budget import BudgetMeter
 from flowengine.run.conditions import holds, skip_reason
 from flowengine.run.context import TEMPLATE_ERRORS, NodeContext, NodeFailure, Run
 from flowengine.run.nodes import NodeRunner, node_runner
@@ -63,14 +69,22 @@ async def execute(
     skip: Iterable[str] | None = None,
     models: Iterable[str] | None = None,
     listeners: Sequence[Listener] = (),
+    on_token: TokenListener | None = None,
+    streamed: Iterable[str] = (),
+    budgets: Sequence[BudgetMeter] = (),
 ) -> RunResult:
-    """Run a checked workflow once; bad arguments raise UsageError before anything starts."""
+    """Run a checked workflow once; bad arguments raise UsageError before anything starts.
+
+    The calls of the ``streamed`` nodes send the pieces of their answers to ``on_token``.
+    """
     values = workflow.bind_inputs(inputs)
     allowed = _allowed_models(workflow, models)
     selected, skipped = select_nodes(workflow, only, skip)
     engine.check_credentials(workflow, allowed)
     runners = _prepare(engine, workflow, selected, allowed)
-    run = Run(engine, workflow, values, listeners, allowed)
+    run = Run(
+        engine, workflow, values, listeners, allowed, budgets, on_token=on_token, streamed=streamed
+    )
     return await Scheduler(run, selected, runners, skipped).execute()
 
 
@@ -185,7 +199,7 @@ class Scheduler:
         # output by id once it is done. Nodes read only their ancestors, which are done before
         # they start, so adding outputs as nodes finish never changes what a node sees.
         self.scope: dict[str, Any] = (
-            {**run.inputs, "inputs": run.inputs, "models": self.plan.models}
+            {**template_inputs(run.workflow.spec.inputs, run.inputs), "models": self.plan.models}
             if scope is None
             else scope
         )
@@ -224,6 +238,8 @@ class Scheduler:
                 done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: self.position[self.tasks[t]]):
                     failure = self.finish(self.tasks.pop(task), task.result()) or failure
+            if self.run.calls.refused is not None:
+                await self.drain()
         except asyncio.CancelledError:
             await self.cancel_all()
             raise
@@ -258,6 +274,8 @@ class Scheduler:
         """Record a node's result and unblock its dependents; the error if the run must stop."""
         self.results[node_id] = result
         self.scope[node_id] = result.output
+        if self.run.calls.refused is not None:
+            return self.run.calls.refused  # the budget is spent: nothing more starts
         if result.status == "failed" and self.graph.nodes[node_id].spec.on_error == "fail":
             self.stopped_by = node_id
             return result.error
@@ -267,6 +285,14 @@ class Scheduler:
                 if not self.waiting[dependent]:
                     self.ready.append(dependent)
         return None
+
+    async def drain(self) -> None:
+        """Let the nodes in flight finish, starting nothing after them: the budget refuses
+        their further calls, and the calls they started finish and count."""
+        while self.tasks:
+            done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self.finish(self.tasks.pop(task), task.result())
 
     async def cancel_all(self) -> None:
         for task in self.tasks:
@@ -339,11 +365,13 @@ class Scheduler:
 
     def settle(self) -> None:
         """Give each node that did not start a result: skipped, saying why."""
-        stopped = (
-            f"'{self.graph.nodes[self.stopped_by].id}' failed, so the {self.what} stopped"
-            if self.stopped_by is not None
-            else "the run was cancelled"
-        )
+        if self.run.calls.refused is not None:
+            stopped = "the budget stopped the run"
+        elif self.stopped_by is not None:
+            node = self.graph.nodes[self.stopped_by].id
+            stopped = f"'{node}' failed, so the {self.what} stopped"
+        else:
+            stopped = "the run was cancelled"
         for node_id in self.selected:
             self.results.setdefault(node_id, NodeResult(status="skipped", reason=stopped))
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from flowengine.errors import CallError
 from flowengine.providers import ChatRequest, OpenAICompatible, ProviderContext
-from flowengine.providers.openai import parse_usage
+from flowengine.providers.openai_reply import parse_usage
 from flowengine.results import Usage
 from flowengine.spec import OpenAIProvider
 

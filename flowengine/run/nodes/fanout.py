@@ -12,10 +12,9 @@ from flowengine.run.nodes.common import alias_of, answer, messages
 from flowengine.spec import FanoutNode
 
 
-def chosen_models(ctx: NodeContext) -> list[str]:
-    """include (default: every model) less exclude, by weight, the top N."""
-    node, spec = ctx.node, ctx.spec
-    assert isinstance(spec, FanoutNode)
+def chosen_models(ctx: NodeContext, top: int | None) -> list[str]:
+    """include (default: every model) less exclude, by weight, the ``top`` N."""
+    node = ctx.node
     where = f"nodes.{node.id}.models"
     include = None
     if node.include is not None:
@@ -26,7 +25,7 @@ def chosen_models(ctx: NodeContext) -> list[str]:
         chosen = [a for a in ctx.allowed if a not in exclude]  # already by weight
     else:
         chosen = ctx.by_weight(a for a in include if a not in exclude and a in ctx.allowed)
-    return chosen[: spec.models.top] if spec.models.top is not None else chosen
+    return chosen[:top] if top is not None else chosen
 
 
 def _flat(values: list[Any]) -> list[Any]:
@@ -40,7 +39,7 @@ def _flat(values: list[Any]) -> list[Any]:
 async def run(ctx: NodeContext) -> list[CallResult]:
     node, spec = ctx.node, ctx.spec
     assert isinstance(spec, FanoutNode)
-    aliases = chosen_models(ctx)
+    aliases = chosen_models(ctx, spec.models.top)
     # Every prompt is rendered before any call starts: a template error then fails the node
     # before anything is paid for, and leaves no call half-made.
     if node.per_model:

@@ -1,5 +1,6 @@
 """The llm node: one model call, then its fallbacks in order if it fails (an answer that stays
-invalid against the node's schema after its repair request fails too)."""
+invalid against the node's schema after its repair request fails too). A streamed answer that
+failed once it had begun is not followed by a fallback's."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ async def run(ctx: NodeContext) -> CallResult:
     sent = messages(node, ctx.scope)
     for alias in chain:
         result = await answer(ctx, alias, sent)
-        if result.success:
-            return result
+        # A streamed answer that broke off was shown in part: another model's would follow it.
+        if result.success or result.ttft_s is not None:
+            break
+    if result.success:
+        return result
     error = result.error or ErrorInfo(type="unknown", message="the call failed")
     raise NodeFailure(
         ErrorInfo(
