@@ -27,7 +27,14 @@ if TYPE_CHECKING:
     from flowengine.events import Event, TokenDelta
     from flowengine.language.workflow import Workflow
     from flowengine.providers import register_provider
-    from flowengine.results import CallResult, JudgeResult, NodeResult, RunResult, SelectResult
+    from flowengine.results import (
+        CallResult,
+        JudgeResult,
+        LoopResult,
+        NodeResult,
+        RunResult,
+        SelectResult,
+    )
     from flowengine.run.engine import Engine
     from flowengine.run.nodes import register_node
 
@@ -39,6 +46,7 @@ __all__ = [
     "Event",
     "FlowEngineError",
     "JudgeResult",
+    "LoopResult",
     "NodeResult",
     "PluginError",
     "Problem",
@@ -63,6 +71,7 @@ _HOME = {
     "Event": "flowengine.events",
     "FlowEngineError": "flowengine.errors",
     "JudgeResult": "flowengine.results",
+    "LoopResult": "flowengine.results",
     "NodeResult": "flowengine.results",
     "PluginError": "flowengine.errors",
     "Problem": "flowengine.errors",

@@ -40,6 +40,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "fanout": "flowengine.run.nodes.fanout:run",
         "judge": "flowengine.run.nodes.judge:run",
         "python": "flowengine.run.nodes.python:run",
+        "loop": "flowengine.run.nodes.loop:run",
     },
 }
 

@@ -86,6 +86,25 @@ class SelectResult:
 
 
 @dataclass(slots=True, kw_only=True)
+class LoopResult:
+    """A loop node's output: each round's outputs by node id, the last round, why it stopped.
+
+    ``stopped`` is ``condition`` (``until`` held), ``cap`` (``max_rounds`` rounds ran, and
+    ``capped`` is true) or ``failure`` (a node of the last round failed); None while it runs,
+    or if it was cancelled or timed out, when ``rounds`` holds the rounds it finished.
+    """
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    last: dict[str, Any] | None = None
+    stopped: Literal["condition", "cap", "failure"] | None = None
+    capped: bool = False
+
+    def __str__(self) -> str:
+        last = self.last or {}
+        return "\n".join(f"{node}: {value}" for node, value in last.items() if value is not None)
+
+
+@dataclass(slots=True, kw_only=True)
 class Verdict:
     """One judge's scores of one answer, on the judge node's scale, and its reason."""
 

@@ -199,7 +199,7 @@ def _type_or(default: str) -> Callable[[Any], str | None]:
 #: are checked against the plugin's config model by :mod:`flowengine.language.plugin_checks`.
 PLUGIN = "plugin"
 PROVIDER_TYPES = ("openai", "offline")
-NODE_TYPES = ("select", "llm", "fanout", "judge", "python")
+NODE_TYPES = ("select", "llm", "fanout", "judge", "python", "loop")
 
 
 def _builtin_or_plugin(builtins: tuple[str, ...], default: str | None) -> Callable[[Any], Any]:
@@ -665,6 +665,54 @@ class PythonNode(NodeBase):
         return value
 
 
+#: A loop's stopping condition: one Jinja expression, as `when:` is.
+Until = Annotated[
+    str | None,
+    BeforeValidator(_condition_text),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "minLength": 1}, {"type": "boolean"}, {"type": "null"}],
+            "description": "Stop after a round in which this Jinja expression is true, such as "
+            "`critique.data.ok`; it sees the round's outputs by node id, `round`, `previous` "
+            "and what the loop's nodes see. Without it the loop runs `max_rounds` rounds.",
+        }
+    ),
+]
+
+
+class LoopNode(NodeBase):
+    """Repeat a group of nodes, round after round, until a condition holds or the cap is hit."""
+
+    type: Literal["loop"]
+    max_rounds: int = Field(
+        ge=1,
+        le=100,
+        description="The most rounds the loop runs (required): its cap, even if `until` "
+        "never holds.",
+    )
+    until: Until = None
+    on_cap: Literal["succeed", "fail"] = Field(
+        default="succeed",
+        description="Reaching `max_rounds` before `until` holds: succeed (the output says "
+        "`capped: true`) or fail the node.",
+    )
+    nodes: dict[Annotated[str, Field(pattern=IDENTIFIER)], NodeSpec] = Field(
+        min_length=1,
+        description="The nodes of one round, run as a DAG each round; they also read `round` "
+        "(1, 2...) and `previous` (the round before's outputs by node id; none in round 1).",
+    )
+
+    @field_validator("cache", "retry")
+    @classmethod
+    def _no_calls(cls, value: Any, info: ValidationInfo) -> Any:
+        key = info.field_name
+        raise PydanticCustomError(
+            "loop_key",
+            "a loop makes no calls of its own",
+            {"fix": f"set `{key}:` on the nodes under `nodes:`, which make the calls", "at": "key"},
+        )
+
+
 class PluginNode(NodeBase):
     """A node kind from a plugin; keys besides flowengine's own are the plugin's options."""
 
@@ -684,9 +732,11 @@ NodeSpec = Annotated[
     | Annotated[FanoutNode, Tag("fanout")]
     | Annotated[JudgeNode, Tag("judge")]
     | Annotated[PythonNode, Tag("python")]
+    | Annotated[LoopNode, Tag("loop")]
     | Annotated[PluginNode, Tag(PLUGIN)],
     Discriminator(_builtin_or_plugin(NODE_TYPES, None)),
 ]
+LoopNode.model_rebuild()  # its `nodes:` hold any node: NodeSpec is defined now
 
 
 class WorkflowSpec(Strict):

@@ -23,7 +23,14 @@ def test_init_writes_a_project_that_validates_and_runs_offline(
     assert f"wrote a starter project in {project}/" in err
     assert f"cd {project}" in err
     workflows = sorted(p.name for p in (project / "workflows").glob("*.yaml"))
-    assert workflows == ["critique.yaml", "ensemble.yaml", "full.yaml", "judge.yaml", "route.yaml"]
+    assert workflows == [
+        "critique.yaml",
+        "ensemble.yaml",
+        "full.yaml",
+        "judge.yaml",
+        "refine.yaml",
+        "route.yaml",
+    ]
     first = (project / "workflows" / "critique.yaml").read_text(encoding="utf-8").splitlines()[0]
     assert first == SCHEMA_COMMENT
     assert (project / "flowengine.schema.json").read_bytes() == (

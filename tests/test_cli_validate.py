@@ -13,6 +13,7 @@ SHIPPED = [
     "workflows/ensemble.yaml",
     "workflows/full.yaml",
     "workflows/judge.yaml",
+    "workflows/refine.yaml",
     "workflows/route.yaml",
 ]
 
@@ -26,6 +27,7 @@ def test_shipped_workflows_validate(in_repo_root: Path) -> None:
         "workflows/ensemble.yaml: ok (5 nodes: answers -> meta -> lead -> scores -> synthesis)",
         "workflows/full.yaml: ok (5 nodes: select -> primary -> critiques -> meta -> synthesis)",
         "workflows/judge.yaml: ok (3 nodes: answers -> judge -> refine)",
+        "workflows/refine.yaml: ok (2 nodes: draft -> refine)",
         "workflows/route.yaml: ok (3 nodes: classify -> code -> general)",
     ]
 

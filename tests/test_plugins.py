@@ -251,7 +251,7 @@ def test_an_unknown_node_kind_lists_the_plugins_too() -> None:
     register_node("shout", shout)
     [problem] = problems(SHOUT.replace("type: shout", "type: shoot"))
     assert problem.splitlines()[0] == "w.yaml:9:16: error: nodes.loud: unknown node type 'shoot'"
-    assert problem.endswith("(node types: select, llm, fanout, judge, python, shout)")
+    assert problem.endswith("(node types: select, llm, fanout, judge, python, loop, shout)")
 
 
 async def test_an_installed_node_kind_is_found_by_its_entry_point(

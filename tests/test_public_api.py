@@ -18,6 +18,7 @@ PUBLIC = {
     "Event",
     "FlowEngineError",
     "JudgeResult",
+    "LoopResult",
     "NodeResult",
     "PluginError",
     "Problem",

@@ -7,6 +7,7 @@ from flowengine.run.dry_run import (
     CHARS_PER_TOKEN,
     DEFAULT_COMPLETION_TOKENS,
     Estimate,
+    LoopWalk,
     NotRun,
     budget_text,
 )
@@ -17,7 +18,13 @@ HEADERS = ("model", "calls", "prompt tokens", "completion tokens (max)", "cost e
 
 def render_estimate(estimate: Estimate) -> str:
     lines = [_headline(estimate), "", *_table(estimate)]
-    notes = [*_not_run(estimate), *_prices(estimate), *_budgets(estimate), _tokens(estimate)]
+    notes = [
+        *_not_run(estimate),
+        *_loops(estimate),
+        *_prices(estimate),
+        *_budgets(estimate),
+        _tokens(estimate),
+    ]
     return "\n".join([*lines, "", *notes])
 
 
@@ -77,6 +84,26 @@ def _why(node: NotRun, walked: int | None) -> str:
     where = "" if walked is None else f" in {node.runs} of {walked} walked rows"
     first = "" if walked is None else "first "
     return f"{node.status}{where} ({first}reason: {node.reason})"
+
+
+def _loops(e: Estimate) -> list[str]:
+    if not e.loops:
+        return []
+    lines = ["Loops, walked with stand-in answers:"]
+    lines += [f"  {loop_id}: {_walk(walk)}" for loop_id, walk in e.loops.items()]
+    return lines
+
+
+def _walk(walk: LoopWalk) -> str:
+    counted = f"{walk.rounds} of at most {walk.max_rounds} rounds counted"
+    if walk.stopped == "condition":
+        return (
+            f"{counted}: `until:` held on the stand-in answers; a real run may take up to "
+            f"{walk.max_rounds} rounds"
+        )
+    if walk.stopped == "cap":
+        return f"{counted}: every round, the most a run takes"
+    return f"{counted}: a round failed"
 
 
 def _prices(e: Estimate) -> list[str]:

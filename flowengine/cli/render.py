@@ -69,6 +69,47 @@ def _card(title: str, call: dict[str, Any], width: int) -> list[str]:
     return lines
 
 
+def _value_lines(title: str, value: Any, width: int) -> list[str]:
+    """A value of the output as cards: a call, a list of calls, a loop's rounds, or text."""
+    lines: list[str] = []
+    if _is_call(value):
+        lines.extend(_card(title, value, width))
+    elif isinstance(value, list) and value and all(_is_call(v) for v in value):
+        for i, item in enumerate(value, 1):
+            lines.extend(_card(f"{title} {i}/{len(value)}", item, width))
+    elif _is_judge(value):
+        lines.extend(_judge_card(title, value, width))
+    elif _is_loop(value):
+        lines.extend(_loop_lines(title, value, width))
+    elif value is not None:
+        lines.append(f"── {title} " + "─" * max(0, width - len(title) - 4))
+        lines.append(str(value))
+        lines.append("")
+    return lines
+
+
+def _is_loop(value: Any) -> bool:
+    return isinstance(value, dict) and {"rounds", "last", "stopped", "capped"} <= value.keys()
+
+
+def _loop_lines(title: str, loop: dict[str, Any], width: int) -> list[str]:
+    """Each round's outputs, titled ``refine[2].critique``, then how the loop ended."""
+    lines: list[str] = []
+    rounds = loop["rounds"] or []
+    for number, outputs in enumerate(rounds, 1):
+        for node_id, value in (outputs or {}).items():
+            lines.extend(_value_lines(f"{title}[{number}].{node_id}", value, width))
+    count = f"{len(rounds)} round{'s' if len(rounds) != 1 else ''}"
+    ended = {
+        "condition": f"{count}: stopped when `until` held",
+        "cap": f"{count}: reached max_rounds, capped",
+        "failure": f"{count}: stopped by a failure in round {len(rounds)}",
+    }.get(str(loop["stopped"]), f"{count} finished")
+    lines.append(f"── {title}: {ended}")
+    lines.append("")
+    return lines
+
+
 def _is_judge(value: Any) -> bool:
     return isinstance(value, dict) and {"best", "ranking", "candidates", "judges"} <= value.keys()
 
@@ -99,17 +140,8 @@ def render_text(result: RunResult) -> str:
     lines: list[str] = []
     output = result.output if isinstance(result.output, dict) else {"output": result.output}
     for key, value in output.items():
-        if _is_call(value):
-            lines.extend(_card(key, value, width))
-        elif isinstance(value, list) and value and all(_is_call(v) for v in value):
-            for i, item in enumerate(value, 1):
-                lines.extend(_card(f"{key} {i}/{len(value)}", item, width))
-        elif _is_judge(value):
-            lines.extend(_judge_card(key, value, width))
-        elif key != "metadata" and value is not None:
-            lines.append(f"── {key} " + "─" * max(0, width - len(key) - 4))
-            lines.append(str(value))
-            lines.append("")
+        if key != "metadata":
+            lines.extend(_value_lines(key, value, width))
     for node_id, node in result.nodes.items():
         if node.status == "skipped":  # records from before reasons were kept have none
             lines.append(f"– {node_id} skipped" + (f": {node.reason}" if node.reason else ""))

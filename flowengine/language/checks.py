@@ -3,11 +3,13 @@
 References (models, providers, selectors, needs), names and cycles here; the templates of each
 node, router and the output mapping through :mod:`.template_checks`, each with the names it
 may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``; each node's ``when:``
-through :mod:`.conditions`.
+through :mod:`.conditions`; the nodes of loops (ids, needs, ``until:``) through
+:mod:`.loop_checks`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import ChainMap
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -26,12 +28,15 @@ from flowengine.language.fields import (
     Shape,
     Table,
     data_shape,
+    loop_output,
     node_output,
 )
 from flowengine.language.graph import Graph, describe_cycle
 from flowengine.language.inputs import may_be_missing
 from flowengine.language.judge_checks import JudgeChecks
 from flowengine.language.judging import judge_output
+from flowengine.language.loop_checks import LoopChecks
+from flowengine.language.placement import loops, placed_nodes
 from flowengine.language.plugin_checks import PluginChecks
 from flowengine.language.source import Source, YamlPath
 from flowengine.language.template_checks import Names
@@ -41,6 +46,7 @@ from flowengine.spec import (
     JudgeNode,
     LlmNode,
     LlmSelector,
+    NodeSpec,
     PluginNode,
     Prompted,
     PythonNode,
@@ -51,7 +57,7 @@ from flowengine.spec import (
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
-class Checker(JudgeChecks, PluginChecks):
+class Checker(LoopChecks, JudgeChecks, PluginChecks):
     """Collects every problem of one workflow."""
 
     def __init__(
@@ -72,6 +78,8 @@ class Checker(JudgeChecks, PluginChecks):
         self.cycles = self.graph.cycles()
         self.upstream = ancestry(self.graph, self.cycles)
         self.node_ids = frozenset(spec.nodes)
+        #: Every node by id, those inside loops too, with where each is written.
+        self.placed = placed_nodes(spec)
         self.problems: list[Problem] = []
         # Names (by section) that are in the file but failed structural checks. When set, this
         # is a pass over what could be read: references to these names are not errors.
@@ -93,9 +101,10 @@ class Checker(JudgeChecks, PluginChecks):
         self.check_judges()
         # Templates are checked even when the needs form a cycle: ancestors are still defined
         # (see .ancestry), so one pass reports the cycle and every template problem too.
-        for node_id in self.spec.nodes:
+        for node_id in self.placed:
             self.check_node_templates(node_id)
             self.check_when(node_id)
+        self.check_loops()
         self.check_output()
         self.check_routers()
         self.check_answer()
@@ -106,16 +115,20 @@ class Checker(JudgeChecks, PluginChecks):
         spec = self.spec
         # A python or plugin node's output is whatever it returns: its fields are not known.
         shapes: dict[str, Shape] = {
-            n: NODE_OUTPUTS[node.type]
-            for n, node in spec.nodes.items()
-            if node.type in NODE_OUTPUTS
+            n: NODE_OUTPUTS[placed.node.type]
+            for n, placed in self.placed.items()
+            if placed.node.type in NODE_OUTPUTS
         }
         for node_id, schema in self.schemas.items():
             # What the node's schema describes is what templates read of its `data`.
-            shapes[node_id] = node_output(spec.nodes[node_id].type, data_shape(schema, schema))
-        for node_id, node in spec.nodes.items():
-            if isinstance(node, JudgeNode):
-                shapes[node_id] = judge_output([c.name for c in node.criteria])
+            kind = self.placed[node_id].node.type
+            shapes[node_id] = node_output(kind, data_shape(schema, schema))
+        for node_id, placed in self.placed.items():
+            if isinstance(placed.node, JudgeNode):
+                shapes[node_id] = judge_output([c.name for c in placed.node.criteria])
+        for loop_id, loop in loops(spec).items():
+            if self.group_read(loop_id):  # else its rounds may hold nodes that are not known
+                shapes[loop_id] = loop_output(loop_id, {n: shapes.get(n) for n in loop.nodes})
         # Where part of a section could not be read, any name may be in it.
         models = None if self.unreadable.get("models") else tuple(spec.models)
         inputs = None if self.unreadable.get("inputs") else tuple(spec.inputs)
@@ -126,10 +139,10 @@ class Checker(JudgeChecks, PluginChecks):
     # -- names and references -------------------------------------------------------------
 
     def check_names(self) -> None:
-        for node_id in self.spec.nodes:
+        for node_id, placed in self.placed.items():
             if node_id in RESERVED:
                 self.add(
-                    ("nodes", node_id),
+                    placed.path,
                     f"node id '{node_id}' is reserved",
                     "rename the node",
                     code="reserved-name",
@@ -137,7 +150,7 @@ class Checker(JudgeChecks, PluginChecks):
                 )
             elif node_id in self.spec.inputs:
                 self.add(
-                    ("nodes", node_id),
+                    placed.path,
                     f"node id '{node_id}' is also the name of an input",
                     "rename the node or the input: templates read both by name",
                     code="name-clash",
@@ -161,8 +174,8 @@ class Checker(JudgeChecks, PluginChecks):
                     ("models", alias, "provider"), model.provider, spec.providers, "provider"
                 )
         self.check_ref(("defaults", "provider"), spec.defaults.provider, spec.providers, "provider")
-        for node_id, node in spec.nodes.items():
-            base: YamlPath = ("nodes", node_id)
+        for placed in self.placed.values():
+            node, base = placed.node, placed.path
             if isinstance(node, SelectNode):
                 if node.selector is not None:
                     self.check_ref((*base, "selector"), node.selector, spec.selectors, "selector")
@@ -172,12 +185,14 @@ class Checker(JudgeChecks, PluginChecks):
                     self.check_ref((*base, "model"), node.model, spec.models, "model")
                 self.check_models((*base, "fallbacks"), node.fallbacks)
             elif isinstance(node, FanoutNode):
-                self.check_fanout(node_id, node)
+                self.check_fanout(placed.path, node)
 
-    def check_fanout(self, node_id: str, node: FanoutNode) -> None:
-        base: YamlPath = ("nodes", node_id, "models")
+    def check_fanout(self, where: YamlPath, node: FanoutNode) -> None:
+        base: YamlPath = (*where, "models")
         query = node.models
-        raw = self.source.root["nodes"][node_id].get("models") if self.source.root else None
+        raw = self.source.root
+        for part in base:
+            raw = raw.get(part) if isinstance(raw, dict) else None
         include_path = base if isinstance(raw, list) else (*base, "include")
         self.check_models(include_path, query.include or [])
         self.check_models((*base, "exclude"), query.exclude)
@@ -187,7 +202,7 @@ class Checker(JudgeChecks, PluginChecks):
                 count = min(count, query.top)
             if node.min_success > count:
                 self.add(
-                    ("nodes", node_id, "min_success"),
+                    (*where, "min_success"),
                     f"min_success is {node.min_success}, but the fanout calls at most "
                     f"{count} models",
                     f"lower min_success to {count} or add models",
@@ -219,6 +234,11 @@ class Checker(JudgeChecks, PluginChecks):
                 if need == node_id:
                     fix = "remove it from its own needs"
                     self.add(path, f"node '{node_id}' needs itself", fix, code="self-need")
+                elif need in self.placed and self.placed[need].loop is not None:
+                    loop = self.placed[need].loop
+                    message = f"node '{node_id}' needs '{need}', a node inside loop '{loop}'"
+                    fix = f"need the loop, '{loop}', and read `{loop}.last.{need}`"
+                    self.add(path, message, fix, code="inside-loop")
                 elif need not in self.spec.nodes and self.readable("nodes", need):
                     fix = (
                         did_you_mean(need, self.spec.nodes)
@@ -238,6 +258,8 @@ class Checker(JudgeChecks, PluginChecks):
     # -- templates ---------------------------------------------------------------------------
 
     def names_for(self, node_id: str) -> Names:
+        if self.placed[node_id].loop is not None:
+            return self.group_names(node_id)
         node = self.spec.nodes[node_id]
         allowed = set(self.spec.inputs) | {"inputs", "models"}
         if isinstance(node, FanoutNode):
@@ -251,6 +273,7 @@ class Checker(JudgeChecks, PluginChecks):
             if node.type == "fanout"
             else self.shapes
         )
+        explain = functools.partial(self.explain_outside, node_id)
         return Names(
             frozenset(allowed),
             self.node_ids,
@@ -259,6 +282,7 @@ class Checker(JudgeChecks, PluginChecks):
             unknown_ok,
             upstream,
             shapes=shapes,
+            explain=explain,
             optional=self.optional,
         )
 
@@ -266,16 +290,16 @@ class Checker(JudgeChecks, PluginChecks):
         """Whether the node's needs could be read: if not, it may read any other node."""
         if not self.partial:
             return True
-        nodes = self.source.root.get("nodes")
-        raw = nodes.get(node_id) if isinstance(nodes, dict) else None
-        written = raw.get("needs") if isinstance(raw, dict) else None
+        written = self.source.root
+        for part in (*self.placed[node_id].path, "needs"):
+            written = written.get(part) if isinstance(written, dict) else None
         # Needs that failed the structural checks were left out of the spec.
-        return not written or bool(self.spec.nodes[node_id].needs)
+        return not written or bool(self.placed[node_id].node.needs)
 
     def check_node_templates(self, node_id: str) -> None:
-        node = self.spec.nodes[node_id]
+        node: NodeSpec = self.placed[node_id].node
         names = self.names_for(node_id)
-        base: YamlPath = ("nodes", node_id)
+        base = self.placed[node_id].path
         if isinstance(node, LlmNode | FanoutNode | JudgeNode):
             for path, text in _strings(node.vars, (*base, "vars")):
                 if is_template(text):
@@ -328,10 +352,10 @@ class Checker(JudgeChecks, PluginChecks):
                 self.check_prompt_file(path, name, names)
 
     def check_when(self, node_id: str) -> None:
-        when = self.spec.nodes[node_id].when
+        when = self.placed[node_id].node.when
         if when is not None:
             names = condition_names(self.names_for(node_id))
-            check_condition(self, ("nodes", node_id, "when"), when, names)
+            check_condition(self, (*self.placed[node_id].path, "when"), when, names)
 
     def check_routers(self) -> None:
         """An `llm` selector names a known model, and its template reads only what it gets."""
@@ -360,6 +384,7 @@ class Checker(JudgeChecks, PluginChecks):
         allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
         unknown_ok = not self.readable("inputs", "*")
         shapes = ChainMap[str, Shape]({"metadata": METADATA}, self.shapes)
+        explain = functools.partial(self.explain_outside, None)
         names = Names(
             frozenset(allowed),
             frozenset(self.spec.nodes),
@@ -367,6 +392,7 @@ class Checker(JudgeChecks, PluginChecks):
             (),
             unknown_ok,
             shapes=shapes,
+            explain=explain,
             optional=self.optional,
         )
         for path, text in _strings(self.spec.output, ("output",)):
@@ -379,8 +405,18 @@ class Checker(JudgeChecks, PluginChecks):
         written = self.source.root.get("answer") if self.source.root else None
         for i, node_id in enumerate(self.spec.answer or ()):
             path: YamlPath = ("answer", i) if isinstance(written, list) else ("answer",)
-            node = self.spec.nodes.get(node_id)
-            if node is None:
+            placed = self.placed.get(node_id)
+            node = placed.node if placed is not None else None
+            if placed is not None and placed.loop is not None:
+                self.add(
+                    path,
+                    f"answer: '{node_id}' is inside loop '{placed.loop}', which runs it every "
+                    "round; the answer streamed by `run --stream` is one reply",
+                    f"name an llm node after the loop, one that reads `{placed.loop}.last."
+                    f"{node_id}`",
+                    code="answer",
+                )
+            elif node is None:
                 if self.readable("nodes", node_id):
                     fix = did_you_mean(node_id, self.spec.nodes) or "name an llm node"
                     self.add(path, f"answer: unknown node '{node_id}'", fix, code="answer")

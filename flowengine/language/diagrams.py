@@ -7,6 +7,7 @@ from flowengine.spec import (
     FanoutNode,
     JudgeNode,
     LlmNode,
+    LoopNode,
     ModelQuery,
     PythonNode,
     SelectNode,
@@ -31,6 +32,8 @@ def _label(spec: WorkflowSpec, node_id: str) -> str:
         detail = f"judge · {node.target} · by {judges}"
     elif isinstance(node, PythonNode):
         detail = f"python · {node.function}"
+    elif isinstance(node, LoopNode):
+        detail = f"loop · {', '.join(node.nodes)} · up to {node.max_rounds} rounds"
     else:
         detail = node.type
     return f"{node_id}<br/>{detail}"

@@ -1,8 +1,9 @@
 """The fields of the values templates read, and a check of every ``a.b`` a template writes.
 
 A node's output has a type known from its kind: an ``llm`` node's is a CallResult, a fanout's a
-list of them, a select's a SelectResult. ``models.X`` and a fanout's ``model`` are ModelInfo, and
-the output mapping's ``metadata`` is the run's metadata. A misspelt field (``{{ first.contnt }}``)
+list of them, a select's a SelectResult, a loop's a LoopResult whose rounds hold its nodes'
+outputs. ``models.X`` and a fanout's ``model`` are ModelInfo, and the output mapping's
+``metadata`` is the run's metadata. A misspelt field (``{{ first.contnt }}``)
 would fail only when its template renders, after calls were paid for; walking the template's
 syntax tree finds it before.
 
@@ -28,7 +29,7 @@ from flowengine.errors import did_you_mean
 from flowengine.language.guards import NO_GUARDS, Reads
 from flowengine.language.response_schemas import resolve_ref
 from flowengine.language.templates import ModelInfo
-from flowengine.results import CallResult, JudgeResult, RunMetadata, SelectResult
+from flowengine.results import CallResult, JudgeResult, LoopResult, RunMetadata, SelectResult
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ METADATA = Record("metadata", dict.fromkeys(RunMetadata.model_fields), _DICT_MET
 # A judge's output in general; checks.py gives each judge node the shape of its own criteria.
 JUDGE = Record("a judge result", {**record_of(JudgeResult, "").fields, "best": CALL})
 NODE_OUTPUTS: Mapping[str, Shape] = {"llm": CALL, "fanout": CALLS, "select": SELECT, "judge": JUDGE}
-_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what, JUDGE.what})
+LOOP = record_of(LoopResult, "a loop's output")
+_NODE_OUTPUT_KINDS = frozenset({CALL.what, CALLS.what, SELECT.what, JUDGE.what, LOOP.what})
 
 
 def mapping(what: str, keys: Iterable[str]) -> Record:
@@ -114,6 +116,14 @@ def node_output(kind: str, data: Shape | None) -> Shape:
     """The output of an ``llm`` or ``fanout`` node whose ``data`` has a known shape."""
     call = Record(CALL.what, {**CALL.fields, "data": data})
     return call if kind == "llm" else ListOf(CALLS.what, call)
+
+
+def loop_output(loop_id: str, members: Mapping[str, Shape | None]) -> Record:
+    """The output of loop ``loop_id``, whose nodes' outputs have the shapes ``members``: each
+    round (and the last, and ``previous`` inside the loop) is a record of them by node id."""
+    one_round = Record(f"a round of loop '{loop_id}'", dict(members), _DICT_METHODS)
+    rounds = ListOf(f"a list of rounds of loop '{loop_id}'", one_round)
+    return Record(LOOP.what, {**LOOP.fields, "rounds": rounds, "last": one_round})
 
 
 def data_shape(schema: Any, root: Mapping[str, Any], depth: int = 0) -> Shape | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flowengine.errors import Problem, WorkflowError
+from flowengine.language.placement import placed_nodes
 from flowengine.language.source import Source
 from flowengine.spec import PythonNode, WorkflowSpec
 
@@ -71,17 +72,18 @@ def check_functions(spec: WorkflowSpec, source: Source, node_ids: Iterable[str])
     """Load the function of each python node among ``node_ids`` and check that it takes the
     arguments the node gives it; raise WorkflowError with every problem, located."""
     problems = []
+    placed = placed_nodes(spec)
     for node_id in node_ids:
-        node = spec.nodes[node_id]
+        node = placed[node_id].node
         if not isinstance(node, PythonNode):
             continue
-        where = source.locate(("nodes", node_id, "function"))
+        path = (*placed[node_id].path, "function")
         try:
             function = load_function(node.function)
             signature_fits(function, node)
         except FunctionError as exc:
-            message = f"nodes.{node_id}.function: {exc.message}"
-            problems.append(Problem(where, message, exc.fix, "python-function"))
+            message = f"{'.'.join(map(str, path))}: {exc.message}"
+            problems.append(Problem(source.locate(path), message, exc.fix, "python-function"))
     if problems:
         raise WorkflowError(problems)
 

@@ -2,21 +2,23 @@
 models, and the names its templates read.
 
 A judge's ``target`` must be an ``llm`` or ``fanout`` node upstream of it, and no other judge's:
-a result has one ``quality``.
+a result has one ``quality``. A judge inside a loop judges a node of its own group, each round's
+answer in that round; a judge outside a loop cannot judge a node inside one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import ChainMap
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from flowengine.errors import did_you_mean
 from flowengine.language.judging import PROMPT_NAMES, PROMPT_SHAPES
+from flowengine.language.placement import Placed
 from flowengine.language.source import YamlPath
 from flowengine.language.template_checks import Names, TemplateChecks
 from flowengine.language.templates import is_template
-from flowengine.spec import JudgeNode, WorkflowSpec
+from flowengine.spec import JudgeNode, NodeSpec, WorkflowSpec
 
 _JUDGED_KINDS = ("llm", "fanout")
 
@@ -24,7 +26,8 @@ _JUDGED_KINDS = ("llm", "fanout")
 class JudgeChecks(TemplateChecks):
     # What checks.Checker provides.
     spec: WorkflowSpec
-    upstream: Callable[[str], Collection[str]]
+    placed: dict[str, Placed]
+    peers: Callable[[str], tuple[Mapping[str, NodeSpec], Collection[str]]]
     readable: Callable[[str, str], bool]
     needs_read: Callable[[str], bool]
     check_models: Callable[[YamlPath, Iterable[str]], None]
@@ -34,7 +37,8 @@ class JudgeChecks(TemplateChecks):
     def check_judges(self) -> None:
         """Each judge's references and target; a target judged twice is reported once."""
         judged_by: dict[str, str] = {}
-        for node_id, node in self.spec.nodes.items():
+        for node_id, placed in self.placed.items():
+            node = placed.node
             if not isinstance(node, JudgeNode):
                 continue
             self.check_judge_models(node_id, node)
@@ -43,7 +47,7 @@ class JudgeChecks(TemplateChecks):
             first = judged_by.setdefault(node.target, node_id)
             if first != node_id:
                 self.add(
-                    ("nodes", node_id, "target"),
+                    (*placed.path, "target"),
                     f"node '{node.target}' is judged by both '{first}' and '{node_id}'",
                     "an answer has one quality: judge it once, with every criterion "
                     "(and `models:` for a panel of judges)",
@@ -51,11 +55,13 @@ class JudgeChecks(TemplateChecks):
                 )
 
     def check_judge_models(self, node_id: str, node: JudgeNode) -> None:
-        base: YamlPath = ("nodes", node_id)
+        base = self.placed[node_id].path
         if node.model is not None and not is_template(node.model):
             self.check_ref((*base, "model"), node.model, self.spec.models, "model")
         if node.models is not None:
-            raw = self.source.root["nodes"][node_id].get("models")
+            raw = self.source.root
+            for part in (*base, "models"):
+                raw = raw.get(part) if isinstance(raw, dict) else None
             listed = (*base, "models") if isinstance(raw, list) else (*base, "models", "include")
             self.check_models(listed, node.models.include or [])
             self.check_models((*base, "models", "exclude"), node.models.exclude)
@@ -70,8 +76,8 @@ class JudgeChecks(TemplateChecks):
 
     def check_target(self, node_id: str, node: JudgeNode) -> bool:
         """Whether the target is an llm or fanout node upstream; if not, say so."""
-        target, path = node.target, ("nodes", node_id, "target")
-        nodes = self.spec.nodes
+        target, path = node.target, (*self.placed[node_id].path, "target")
+        nodes, upstream = self.peers(node_id)
         judged = [n for n, spec in nodes.items() if spec.type in _JUDGED_KINDS]
         listed = f"llm and fanout nodes: {', '.join(judged)}" if judged else "there are none"
         if target == node_id:
@@ -82,6 +88,8 @@ class JudgeChecks(TemplateChecks):
                 f"name the node whose answers it scores ({listed})",
                 code="judge-itself",
             )
+        elif target not in nodes and target in self.placed:
+            self.add(path, *self.across_loop(node_id, target), code="judge-across-loop")
         elif target not in nodes:
             if self.readable("nodes", target):
                 fix = did_you_mean(target, judged) or listed
@@ -93,7 +101,7 @@ class JudgeChecks(TemplateChecks):
                 "scores the answers of an llm or fanout node"
             )
             self.add(path, message, listed, code="target-kind")
-        elif self.needs_read(node_id) and target not in self.upstream(node_id):
+        elif self.needs_read(node_id) and target not in upstream:
             needs = ", ".join([*node.needs, target])
             self.add(
                 path,
@@ -105,10 +113,24 @@ class JudgeChecks(TemplateChecks):
             return True
         return False
 
+    def across_loop(self, node_id: str, target: str) -> tuple[str, str]:
+        """The message and fix for a judge whose target is on the other side of a loop."""
+        inside, there = self.placed[node_id].loop, self.placed[target].loop
+        if inside is None:
+            message = f"node '{node_id}' judges node '{target}', a node inside loop '{there}'"
+            fix = f"move '{node_id}' into the nodes of '{there}': it then judges every round"
+            return message, fix
+        where = f"loop '{there}'" if there is not None else "the top level"
+        message = (
+            f"node '{node_id}' in loop '{inside}' judges node '{target}', which is in {where}: "
+            "a judge inside a loop judges a node of its own round"
+        )
+        return message, f"judge a node of '{inside}', or move '{node_id}' out of the loop"
+
     def check_judge_templates(self, node_id: str, node: JudgeNode, names: Names) -> None:
         """The question and prompt templates (in whichever form the prompt is written);
         ``names`` already has the node's vars."""
-        base: YamlPath = ("nodes", node_id)
+        base = self.placed[node_id].path
         for name in node.vars:
             if name in PROMPT_NAMES:
                 self.add(

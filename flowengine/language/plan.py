@@ -23,6 +23,7 @@ from flowengine.spec import (
     JudgeNode,
     LlmNode,
     LlmSelector,
+    LoopNode,
     NodeSpec,
     PluginNode,
     Prompted,
@@ -64,6 +65,19 @@ class CompiledNode:
     args: dict[str, Any] | None = None
     #: The node's ``when:``: it runs only if this holds once its needs are done.
     when: Condition | None = None
+    #: A loop's group: the nodes of one round, run as a DAG each round.
+    group: Group | None = None
+    #: A loop's ``until:``: it stops after a round in which this holds.
+    until: Condition | None = None
+
+
+@dataclass(frozen=True)
+class Group:
+    """The nodes of a loop's round: compiled, in run order, with the nodes that need each."""
+
+    nodes: dict[str, CompiledNode]
+    order: list[str]
+    dependents: dict[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -90,12 +104,7 @@ def compile_plan(
 ) -> Plan:
     order = graph.order
     schemas = schemas or {}
-    nodes = {
-        node_id: _compile_node(node_id, spec.nodes[node_id], env, schemas.get(node_id))
-        if not isinstance(spec.nodes[node_id], JudgeNode)
-        else _compile_judge(node_id, spec, env)
-        for node_id in order
-    }
+    nodes = {n: _compile_node(n, spec.nodes[n], env, schemas, spec) for n in order}
     dependents = {node_id: graph.dependents[node_id] for node_id in order}
     output = compile_value(env, spec.output) if spec.output is not None else None
     models = {
@@ -129,8 +138,11 @@ def _compile_node(
     node_id: str,
     node: NodeSpec,
     env: ImmutableSandboxedEnvironment,
-    schema: dict[str, Any] | None,
+    schemas: Mapping[str, dict[str, Any]],
+    spec: WorkflowSpec,
 ) -> CompiledNode:
+    if isinstance(node, JudgeNode):
+        return _compile_judge(node_id, node, spec, env)
     needs = tuple(dict.fromkeys(node.needs))
     when = compile_condition(env, node.when) if node.when is not None else None
     if isinstance(node, SelectNode | PluginNode):
@@ -138,6 +150,11 @@ def _compile_node(
     if isinstance(node, PythonNode):
         args = compile_value(env, node.args) if node.args is not None else None
         return CompiledNode(node_id, node, needs, args=args, when=when)
+    if isinstance(node, LoopNode):
+        until = compile_condition(env, node.until) if node.until is not None else None
+        group = _compile_group(node, env, schemas, spec)
+        return CompiledNode(node_id, node, needs, when=when, group=group, until=until)
+    schema = schemas.get(node_id)
     common: dict[str, Any] = {
         "messages": _turns(node_id, node, env),
         "vars": compile_value(env, node.vars),
@@ -160,12 +177,21 @@ def _compile_node(
     )
 
 
+def _compile_group(
+    loop: LoopNode,
+    env: ImmutableSandboxedEnvironment,
+    schemas: Mapping[str, dict[str, Any]],
+    spec: WorkflowSpec,
+) -> Group:
+    graph = Graph({node_id: node.needs for node_id, node in loop.nodes.items()})
+    nodes = {n: _compile_node(n, loop.nodes[n], env, schemas, spec) for n in graph.order}
+    return Group(nodes, graph.order, {n: graph.dependents[n] for n in graph.order})
+
+
 def _compile_judge(
-    node_id: str, spec: WorkflowSpec, env: ImmutableSandboxedEnvironment
+    node_id: str, node: JudgeNode, spec: WorkflowSpec, env: ImmutableSandboxedEnvironment
 ) -> CompiledNode:
     """A judge: its prompt (the built-in one by default), question, and judge models."""
-    node = spec.nodes[node_id]
-    assert isinstance(node, JudgeNode)
     question = node.question
     if question is None and "prompt" in spec.inputs:
         # An optional `prompt` a run is not given is undefined: the prompt then has no question.

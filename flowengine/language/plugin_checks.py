@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from flowengine import plugins
 from flowengine.errors import PluginError, Problem, did_you_mean
 from flowengine.language.functions import module_problem
+from flowengine.language.placement import Placed
 from flowengine.language.schema_errors import problem_from_error
 from flowengine.language.source import Source, YamlPath
 from flowengine.spec import PluginNode, PluginProvider, PythonNode, WorkflowSpec
@@ -25,6 +26,7 @@ class PluginChecks:
     spec: WorkflowSpec
     source: Source
     problems: list[Problem]
+    placed: dict[str, Placed]
 
     def problem(self, path: YamlPath, message: str, fix: str | None, code: str) -> None:
         self.problems.append(Problem(self.source.locate(path), message, fix, code))
@@ -33,15 +35,17 @@ class PluginChecks:
         for name, provider in self.spec.providers.items():
             if isinstance(provider, PluginProvider):
                 self.check_plugin(plugins.PROVIDERS, ("providers", name), provider.type)
-        for node_id, node in self.spec.nodes.items():
+        for placed in self.placed.values():
+            node = placed.node
             if isinstance(node, PluginNode):
-                self.check_plugin(plugins.NODES, ("nodes", node_id), node.type)
+                self.check_plugin(plugins.NODES, placed.path, node.type)
             elif isinstance(node, PythonNode):
                 found = module_problem(node.function)
                 if found is not None:
                     message, fix = found
-                    path = ("nodes", node_id, "function")
-                    self.problem(path, f"nodes.{node_id}.function: {message}", fix, "no-module")
+                    path = (*placed.path, "function")
+                    where = ".".join(map(str, path))
+                    self.problem(path, f"{where}: {message}", fix, "no-module")
 
     def check_plugin(self, group: str, path: YamlPath, type_name: str) -> None:
         """The type is known and loads, and the entry's own keys fit its config model."""
@@ -68,8 +72,10 @@ class PluginChecks:
         self.problem((*path, "type"), message, fix, "unknown-type")
 
     def check_config(self, path: YamlPath, config: type[BaseModel]) -> None:
-        section, name = path
-        entry = (self.spec.providers if section == "providers" else self.spec.nodes)[str(name)]
+        if path[0] == "providers":
+            entry: object = self.spec.providers[str(path[1])]
+        else:
+            entry = self.placed[str(path[-1])].node
         assert isinstance(entry, PluginProvider | PluginNode)
         try:
             config.model_validate(entry.options)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from flowengine.errors import Location, Problem, did_you_mean
+from flowengine.language.placement import placed_nodes
 from flowengine.language.schema_files import SchemaFileError, SchemaFolders, read_schema_file
 from flowengine.language.source import PathPart, Source, YamlPath
 from flowengine.spec import FanoutNode, LlmNode, WorkflowSpec
@@ -40,14 +41,15 @@ def load_schemas(
     folders = SchemaFolders.of(folder, prompts_dir) if folder is not None else None
     schemas: Schemas = {}
     problems: list[Problem] = []
-    for node_id, node in spec.nodes.items():
+    for node_id, placed in placed_nodes(spec).items():
+        node = placed.node
         if not isinstance(node, LlmNode | FanoutNode) or node.output_schema is None:
             continue
-        base: YamlPath = ("nodes", node_id, "schema")
+        base: YamlPath = (*placed.path, "schema")
         if "response_format" in node.params:
             problems.append(
                 Problem(
-                    source.locate(("nodes", node_id, "params", "response_format"), key=True),
+                    source.locate((*placed.path, "params", "response_format"), key=True),
                     "params.response_format and `schema:` both say how to answer",
                     "remove params.response_format: `schema:` sends it, as the provider expects",
                     "schema-and-response-format",

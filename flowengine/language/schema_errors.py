@@ -169,7 +169,15 @@ def _missing_problem(source: Source, path: YamlPath) -> Problem:
         message = f"there is no {what} '{parent[1]}' to override"
         return Problem(source.locate(parent), message, fix, "no-such-entry")
     message = f"{owner} is missing required key '{key}'"
-    return Problem(source.locate(parent, key=True), message, f"add `{key}:`", "missing-key")
+    fix = _REQUIRED.get(key, f"add `{key}:`") if path[0] == "nodes" else f"add `{key}:`"
+    return Problem(source.locate(parent, key=True), message, fix, "missing-key")
+
+
+#: What to say of a node's required keys whose need is not obvious.
+_REQUIRED = {
+    "max_rounds": "add `max_rounds: N` (1 to 100): every loop has a cap on its rounds, so "
+    "that it ends even if `until` never holds",
+}
 
 
 def _tag_problem(source: Source, path: YamlPath, kind: str, ctx: dict[str, Any]) -> Problem:
@@ -321,6 +329,12 @@ def _prune(data: dict[str, Any], path: YamlPath, kind: str, unreadable: Unreadab
     if head in _SECTIONS and len(path) >= 2 and isinstance(section, dict):
         entry = section.get(path[1])
         field = path[2] if len(path) >= 3 else None
+        if head == "nodes" and isinstance(entry, dict):
+            if field == "nodes" and len(path) >= 4 and isinstance(entry.get("nodes"), dict):
+                return _prune(entry, path[2:], kind, unreadable)  # inside a loop's group
+            if kind == "missing" and field == "max_rounds":
+                entry[field] = 1  # reported; the rest of the loop is still checked
+                return True
         if kind != "missing" and isinstance(entry, dict) and field not in (None, "type", "[key]"):
             entry.pop(field, None)
         else:

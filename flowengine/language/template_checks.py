@@ -43,6 +43,9 @@ class Names:
     shapes: Mapping[str, Shape] = field(default_factory=dict)
     own: frozenset[str] = frozenset()
     what: str = "template"  # what messages call the text: a template, or a condition
+    # Names this template may not read for a reason of their own (a node inside a loop...):
+    # the rest of the message after "template", the fix and the code; None for other names.
+    explain: Callable[[str], tuple[str, str, str] | None] | None = None
     optional: frozenset[str] = frozenset()  # inputs a run may leave undefined: no default
 
     def allows(self, name: str) -> bool:
@@ -65,6 +68,10 @@ class Names:
                 return use.untested, *optional_read(name, name)
             return None
         what = self.what
+        explained = self.explain(name) if self.explain is not None else None
+        if explained is not None:
+            rest, fix, code = explained
+            return use.line, f"{what} {rest}", fix, code
         if name == self.owner:
             return (
                 use.line,

@@ -3,6 +3,11 @@
 The answer depends only on (model id, messages, seed, response_format). Failures, when
 ``failure_rate`` asks for them, are drawn from the same hash plus how many times this exact
 request was made, so a run is reproducible and a retry gets a fresh draw.
+
+Each text answer ends with its ref, ``(ref 1a2b3c4d)``, and says which offline answer its
+prompt quoted, if any: ``(ref 1a2b3c4d, after 9f8e7d6c)``. A structured answer's booleans are
+true only when its prompt quotes such an answer written after another (a revision), else false:
+an offline critic rejects a first draft and accepts its revision, so a refine loop ends.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 from collections import Counter
 
 from flowengine.errors import CallError
@@ -26,6 +32,9 @@ _OPENINGS = (
     "A stand-in answer: the same question and model always produce these same words.",
 )
 _ECHO = 80
+#: An offline answer's ref, and the ref of the answer it was written after, if any.
+_REF = re.compile(r"\(ref ([0-9a-f]{8})(?:, after [0-9a-f]{8})?\)")
+_REVISION = re.compile(r"\(ref [0-9a-f]{8}, after [0-9a-f]{8}\)")
 
 
 def _digest(*parts: object) -> bytes:
@@ -49,7 +58,13 @@ def offline_text(model_id: str, messages: list[dict[str, str]], seed: int = 0) -
     if len(echo) > _ECHO:
         echo = echo[: _ECHO - 1] + "…"
     ref = digest.hex()[:8]
-    return f'[offline answer from {model_id}] {opening} You asked: "{echo}" (ref {ref})'
+    quoted = _REF.findall(_text_of(messages))
+    after = f", after {quoted[-1]}" if quoted else ""
+    return f'[offline answer from {model_id}] {opening} You asked: "{echo}" (ref {ref}{after})'
+
+
+def _text_of(messages: list[dict[str, str]]) -> str:
+    return "\n".join(str(m.get("content", "")) for m in messages)
 
 
 def offline_content(request: ChatRequest, seed: int = 0) -> str:
@@ -64,7 +79,8 @@ def offline_content(request: ChatRequest, seed: int = 0) -> str:
     if kind == "json_schema":
         schema = (asked.get("json_schema") or {}).get("schema") if isinstance(asked, dict) else None
         rng = random.Random(_digest(request.model_id, request.messages, seed))
-        return json.dumps(fake_json(schema or {}, rng), ensure_ascii=False)
+        revised = _REVISION.search(_text_of(request.messages)) is not None
+        return json.dumps(fake_json(schema or {}, rng, booleans=revised), ensure_ascii=False)
     text = offline_text(request.model_id, request.messages, seed)
     if kind == "json_object":
         return json.dumps({"answer": text}, ensure_ascii=False)

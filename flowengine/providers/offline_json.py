@@ -24,16 +24,18 @@ _DEEP = 8
 _WORDS = ("offline", "stand-in", "placeholder", "sample", "deterministic", "answer", "draft")
 
 
-def fake_json(schema: Any, rng: random.Random) -> Any:
-    """A value that matches ``schema`` (a JSON Schema), the same for the same ``rng`` state."""
+def fake_json(schema: Any, rng: random.Random, *, booleans: bool = False) -> Any:
+    """A value that matches ``schema`` (a JSON Schema), the same for the same ``rng`` state;
+    every boolean in it is ``booleans`` (the offline provider says when they are true)."""
     root = schema if isinstance(schema, dict) else {}
-    return _Faker(root, rng).value(schema, 0, "")
+    return _Faker(root, rng, booleans).value(schema, 0, "")
 
 
 class _Faker:
-    def __init__(self, root: dict[str, Any], rng: random.Random) -> None:
+    def __init__(self, root: dict[str, Any], rng: random.Random, booleans: bool) -> None:
         self.root = root
         self.rng = rng
+        self.booleans = booleans
 
     def value(self, schema: Any, depth: int, name: str) -> Any:
         if not isinstance(schema, dict) or depth > 2 * _DEEP:
@@ -54,7 +56,7 @@ class _Faker:
         if kind == "number":
             return self.number(schema)
         if kind == "boolean":
-            return self.rng.random() < 0.5
+            return self.booleans
         if kind == "null":
             return None
         return self.text(schema, name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jinja2
@@ -86,8 +86,9 @@ class Run:
         self.selector_confidence: float | None = None
         #: The confidence a selector gave each model, which that model's results carry.
         self.scores: dict[str, float] = {}
-        #: Calls each node has completed, kept for a node that is cancelled or times out.
-        self.partial: dict[str, list[CallResult]] = {}
+        #: What each node has produced so far, kept for a node that is cancelled or times out:
+        #: the calls it has completed, or what it keeps itself (a loop: its finished rounds).
+        self.partial: dict[str, Any] = {}
         self.calls = engine.call_path(self.emit, self.scores, budgets)
         self._targets = engine.targets(workflow)
 
@@ -97,6 +98,11 @@ class Run:
         if found is None:
             found = self._targets[alias] = self.engine.target(self.spec, alias)
         return found
+
+    def kept(self, node_id: str) -> Any:
+        """What a node that did not finish had produced (a copy of its calls); None if nothing."""
+        found = self.partial.get(node_id)
+        return (list(found) if isinstance(found, list) else found) or None
 
     def resolve_alias(self, name: str) -> str | None:
         """An alias for a name that is an alias or a provider model id (exact, then any case)."""
@@ -109,11 +115,25 @@ class Run:
         return None
 
 
+#: Runs one round of a loop's group: ``(loop, scope, number)`` -> each node's output by id,
+#: and the error of the node that stopped the round, if one did.
+RoundRunner = Callable[
+    [CompiledNode, dict[str, Any], int], Awaitable[tuple[dict[str, Any], ErrorInfo | None]]
+]
+
+
 class NodeContext:
     """What one node may see and do during a run."""
 
-    def __init__(self, run: Run, node: CompiledNode, scope: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        run: Run,
+        node: CompiledNode,
+        scope: Mapping[str, Any],
+        rounds: RoundRunner | None = None,
+    ) -> None:
         self._run = run
+        self._rounds = rounds
         self.node = node
         self.spec: NodeSpec = node.spec
         #: The names the node's templates read: inputs, ancestors' outputs, ``models``.
@@ -151,6 +171,21 @@ class NodeContext:
         )
         self.done.append(result)
         return result
+
+    async def run_round(
+        self, scope: dict[str, Any], number: int
+    ) -> tuple[dict[str, Any], ErrorInfo | None]:
+        """Round ``number`` of this loop node's group, as a DAG whose nodes read ``scope``
+        (where their outputs are added): each node's output by id, and the error of the node
+        that stopped the round, if one did. Its nodes' events and calls name them
+        ``loop[number].node``, and their results join the run's."""
+        if self._rounds is None:
+            raise RuntimeError(f"node '{self.node.id}' cannot run rounds here")
+        return await self._rounds(self.node, scope, number)
+
+    def keep(self, output: Any) -> None:
+        """What the node has produced so far: its output if it is cancelled or times out."""
+        self._run.partial[self.node.id] = output
 
     def _token_sink(self, alias: str) -> Callable[[str], None] | None:
         """Where the pieces of this node's answer go, if it streams: not a structured answer,

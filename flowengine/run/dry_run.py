@@ -15,6 +15,10 @@ Estimates, per call:
   where neither is set, :data:`DEFAULT_COMPLETION_TOKENS`;
 - cost: both times the model's price in its provider's price list; the offline provider is
   free; a model without a known price has no cost, and the total is then a lower bound.
+
+A loop is walked as a run walks it: round after round until its ``until:`` holds on the
+stand-in answers, or to its ``max_rounds``. The estimate says which (:class:`LoopWalk`): where
+``until:`` held early, a real run may take more rounds, up to the cap.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ from flowengine.errors import CallError
 from flowengine.language.workflow import Workflow
 from flowengine.providers import ChatRequest
 from flowengine.providers.offline import offline_content
-from flowengine.results import CallResult, RunResult, Usage
+from flowengine.results import CallResult, LoopResult, RunResult, Usage
 from flowengine.run.budget import BudgetMeter, usd
 from flowengine.run.calls import CallPath, Emit, Target
 from flowengine.run.engine import Engine
-from flowengine.spec import Budget, OfflineProvider
+from flowengine.spec import Budget, LoopNode, OfflineProvider
 from flowengine.store.db import Store
 from flowengine.store.prices import PriceBook
 
@@ -221,6 +225,7 @@ class DryEngine(Engine):
             cost=round(sum(known), 10) if known or not models else None,
             cost_complete=len(known) == len(models),
             not_run=not_run(runs),
+            loops=loop_walks(workflow, runs),
             budget=budget,
             over_budget=over_budget(runs, budget),
             uncapped_calls=round(sum(t.uncapped for t in self.tally.values()) * scale),
@@ -249,6 +254,18 @@ class NotRun(BaseModel):
     reason: str
 
 
+class LoopWalk(BaseModel):
+    """How a loop went in the stand-in runs where it ran: the rounds walked (in the first),
+    of its ``max_rounds``, and why it stopped there."""
+
+    rounds: int
+    max_rounds: int
+    #: ``condition``: ``until:`` held on the stand-in answers, so a real run may take more
+    #: rounds, up to ``max_rounds``; ``cap``: every round was walked; ``failure``: a round failed.
+    stopped: Literal["condition", "cap", "failure"] | None
+    runs: int
+
+
 class Estimate(BaseModel):
     """What a dry run found: calls, tokens and cost per model, and the nodes that did not run."""
 
@@ -266,6 +283,8 @@ class Estimate(BaseModel):
     cost: float | None
     cost_complete: bool
     not_run: dict[str, NotRun]
+    #: Each loop that ran: how many rounds the estimate counts, and why it stopped.
+    loops: dict[str, LoopWalk] = {}
     #: The caps of each run (the workflow's ``budget:``, or the flags in its place), and for
     #: each cap the walked runs that would pass it.
     budget: Budget = Budget()
@@ -307,6 +326,25 @@ def not_run(runs: Sequence[RunResult]) -> dict[str, NotRun]:
                 found[node_id] = NotRun(status=node.status, runs=1, reason=reason)
             else:
                 seen.runs += 1
+    return found
+
+
+def loop_walks(workflow: Workflow, runs: Sequence[RunResult]) -> dict[str, LoopWalk]:
+    """Each loop node's rounds in the stand-in runs where it ran (the first run's count)."""
+    found: dict[str, LoopWalk] = {}
+    for node_id, node in workflow.spec.nodes.items():
+        if not isinstance(node, LoopNode):
+            continue
+        outputs = [r.nodes[node_id].output for r in runs if node_id in r.nodes]
+        walked = [o for o in outputs if isinstance(o, LoopResult)]
+        if walked:
+            first = walked[0]
+            found[node_id] = LoopWalk(
+                rounds=len(first.rounds),
+                max_rounds=node.max_rounds,
+                stopped=first.stopped,
+                runs=len(walked),
+            )
     return found
 
 

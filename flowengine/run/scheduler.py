@@ -8,14 +8,19 @@ A node is skipped, not run, when its ``when:`` is false once its needs are done,
 caller asks (``skip``). Skipping is neither a failure nor a partial run: the nodes after it run
 and see it as none.
 
+A loop node runs its group once per round on a scheduler of its own over the group's nodes
+(:meth:`Scheduler.run_round`), whose nodes are named ``loop[round].node`` in events, calls and
+the run's result.
+
 A call the budget refuses stops the run, whatever the node's ``on_error``: nothing more starts,
 the nodes in flight finish (their calls already started finish and count), and the run fails
-with the budget's error.
+with the budget's error. Inside a loop's round it stops the round the same way, and so the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,7 +32,8 @@ from flowengine.errors import UsageError, did_you_mean
 from flowengine.events import Listener, TokenListener
 from flowengine.language.functions import check_functions
 from flowengine.language.inputs import template_inputs
-from flowengine.language.plan import CompiledNode
+from flowengine.language.placement import placed_nodes, with_members
+from flowengine.language.plan import CompiledNode, Group, Plan
 from flowengine.language.templates import evaluate_value
 from flowengine.results import (
     ErrorInfo,
@@ -89,12 +95,14 @@ def _prepare(
     node kind, each python node's function, and each plugin provider (PluginError, or
     WorkflowError for a function, when one cannot be had)."""
     spec = workflow.spec
-    check_functions(spec, workflow.source, selected)
+    node_ids = with_members(spec, selected)  # the nodes of loops run too
+    check_functions(spec, workflow.source, node_ids)
     if not engine.offline:
         for name in dict.fromkeys(spec.provider_of(alias) for alias in allowed):
             if isinstance(spec.providers[name], PluginProvider):
                 engine.provider(name, spec.providers[name])
-    kinds = dict.fromkeys(spec.nodes[node_id].type for node_id in selected)
+    placed = placed_nodes(spec)
+    kinds = dict.fromkeys(placed[node_id].node.type for node_id in node_ids)
     return {kind: node_runner(kind) for kind in kinds}
 
 
@@ -138,6 +146,13 @@ def _known_nodes(workflow: Workflow, names: Iterable[str], flag: str) -> list[st
     nodes = workflow.spec.nodes
     found = list(names)
     for name in found:
+        placed = placed_nodes(workflow.spec).get(name)
+        loop = placed.loop if placed is not None else None
+        if loop is not None:
+            raise UsageError(
+                f"{flag}: node '{name}' is inside loop '{loop}', which runs it every round",
+                f"name the loop, '{loop}', or give '{name}' a `when:`",
+            )
         if name not in nodes:
             fix = did_you_mean(name, nodes) or f"nodes: {', '.join(nodes)}"
             raise UsageError(f"{flag}: unknown node '{name}'", fix)
@@ -145,7 +160,10 @@ def _known_nodes(workflow: Workflow, names: Iterable[str], flag: str) -> list[st
 
 
 class Scheduler:
-    """Starts ready nodes, collects their results, and stops early on a failure."""
+    """Starts ready nodes, collects their results, and stops early on a failure.
+
+    It runs a workflow's nodes, or (given ``graph`` and ``scope``) one round of a loop's group.
+    """
 
     def __init__(
         self,
@@ -153,10 +171,17 @@ class Scheduler:
         selected: Sequence[str],
         runners: Mapping[str, NodeRunner],
         skipped: Sequence[str] = (),
+        *,
+        graph: Group | None = None,
+        scope: dict[str, Any] | None = None,
     ) -> None:
         self.run = run
         self.runners = runners
         self.plan = run.workflow.plan
+        #: The nodes this scheduler runs: the workflow's, or a round's.
+        self.graph: Plan | Group = self.plan if graph is None else graph
+        #: What stops it: the run, or one round of a loop.
+        self.what = "run" if graph is None else "round"
         self.selected = selected
         # Nodes the caller asked to skip. Each is skipped once its needs are done, as a false
         # condition is: the nodes after it may read what is above it, so that must be done.
@@ -164,7 +189,7 @@ class Scheduler:
         chosen = set(selected)
         self.position = {node_id: i for i, node_id in enumerate(selected)}
         #: How many needs of each selected node are not done yet.
-        self.waiting = {n: sum(d in chosen for d in self.plan.nodes[n].needs) for n in selected}
+        self.waiting = {n: sum(d in chosen for d in self.graph.nodes[n].needs) for n in selected}
         self.ready = [n for n in selected if not self.waiting[n]]
         self.results: dict[str, NodeResult] = {}
         self.tasks: dict[asyncio.Task[NodeResult], str] = {}
@@ -173,15 +198,30 @@ class Scheduler:
         # What templates read: the inputs (by name and as `inputs`), `models`, and each node's
         # output by id once it is done. Nodes read only their ancestors, which are done before
         # they start, so adding outputs as nodes finish never changes what a node sees.
-        self.scope: dict[str, Any] = {
-            **template_inputs(run.workflow.spec.inputs, run.inputs),
-            "models": self.plan.models,
-        }
+        self.scope: dict[str, Any] = (
+            {**template_inputs(run.workflow.spec.inputs, run.inputs), "models": self.plan.models}
+            if scope is None
+            else scope
+        )
 
     async def execute(self) -> RunResult:
         run = self.run
         started = time.perf_counter()
         run.emit("run_started")
+        try:
+            failure = await self.run_nodes()
+        except asyncio.CancelledError:
+            # Cancelled from outside (Ctrl-C, a service's timeout): what was done, and paid
+            # for, is still recorded before the cancellation goes on.
+            self.finish_run(started, ErrorInfo(type="cancelled", message="the run was cancelled"))
+            raise
+        return self.finish_run(started, failure)
+
+    async def run_nodes(self) -> ErrorInfo | None:
+        """Run the nodes until all are done, or one fails (with ``on_error: fail``): its error.
+
+        Nodes still running then are cancelled, as they are when this is cancelled.
+        """
         failure: ErrorInfo | None = None
         try:
             while (self.ready or self.tasks) and failure is None:
@@ -190,7 +230,7 @@ class Scheduler:
                     # start until it ends, and a chain of nodes (the common shape) then needs
                     # no task and no wait at all (a tenth of a run's CPU, offline benchmark).
                     node_id = self.inline = self.ready.pop()
-                    result = await self.run_node(self.plan.nodes[node_id])
+                    result = await self.run_node(self.graph.nodes[node_id])
                     self.inline = None
                     failure = self.finish(node_id, result)
                     continue
@@ -198,20 +238,35 @@ class Scheduler:
                 done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: self.position[self.tasks[t]]):
                     failure = self.finish(self.tasks.pop(task), task.result()) or failure
-            if run.calls.refused is not None:
+            if self.run.calls.refused is not None:
                 await self.drain()
         except asyncio.CancelledError:
-            # Cancelled from outside (Ctrl-C, a service's timeout): what was done, and paid
-            # for, is still recorded before the cancellation goes on.
             await self.cancel_all()
-            self.finish_run(started, ErrorInfo(type="cancelled", message="the run was cancelled"))
             raise
         await self.cancel_all()
-        return self.finish_run(started, failure)
+        return failure
+
+    async def run_round(
+        self, loop: CompiledNode, scope: dict[str, Any], number: int
+    ) -> tuple[dict[str, Any], ErrorInfo | None]:
+        """Round ``number`` of ``loop``'s group, on a scheduler of its own whose nodes read
+        ``scope``; their results join this run's as ``loop[number].node``."""
+        assert loop.group is not None
+        name = f"{loop.id}[{number}]"
+        group = loop.group
+        named = {n: dataclasses.replace(node, id=f"{name}.{n}") for n, node in group.nodes.items()}
+        graph = Group(named, group.order, group.dependents)
+        one = Scheduler(self.run, group.order, self.runners, graph=graph, scope=scope)
+        try:
+            failure = await one.run_nodes()
+        finally:
+            one.settle()
+            self.results.update({f"{name}.{n}": result for n, result in one.results.items()})
+        return {n: scope.get(n) for n in group.order}, failure
 
     def start_ready(self) -> None:
         for node_id in self.ready:
-            task = asyncio.create_task(self.run_node(self.plan.nodes[node_id]))
+            task = asyncio.create_task(self.run_node(self.graph.nodes[node_id]))
             self.tasks[task] = node_id
         self.ready.clear()
 
@@ -221,10 +276,10 @@ class Scheduler:
         self.scope[node_id] = result.output
         if self.run.calls.refused is not None:
             return self.run.calls.refused  # the budget is spent: nothing more starts
-        if result.status == "failed" and self.plan.nodes[node_id].spec.on_error == "fail":
+        if result.status == "failed" and self.graph.nodes[node_id].spec.on_error == "fail":
             self.stopped_by = node_id
             return result.error
-        for dependent in self.plan.dependents[node_id]:
+        for dependent in self.graph.dependents[node_id]:
             if dependent in self.waiting:
                 self.waiting[dependent] -= 1
                 if not self.waiting[dependent]:
@@ -245,8 +300,8 @@ class Scheduler:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         stopped = [*self.tasks.values(), *([self.inline] if self.inline else [])]
         for node_id in stopped:
-            partial = self.run.partial.get(node_id)
-            self.results[node_id] = NodeResult(status="cancelled", output=partial or None)
+            partial = self.run.kept(self.graph.nodes[node_id].id)
+            self.results[node_id] = NodeResult(status="cancelled", output=partial)
         self.tasks.clear()
         self.inline = None
 
@@ -278,7 +333,7 @@ class Scheduler:
         run.emit("node_started", node=node.id)
         started_at = datetime.now(UTC)
         clock = time.perf_counter()
-        ctx = NodeContext(run, node, self.scope)
+        ctx = NodeContext(run, node, self.scope, self.run_round)
         status: Any = "succeeded"
         output: Any = None
         error: ErrorInfo | None = None
@@ -294,7 +349,7 @@ class Scheduler:
         except TimeoutError:
             message = f"node timed out after {node.spec.timeout}s"
             status, error = "failed", ErrorInfo(type="timeout", message=message)
-            output = list(ctx.done) or None
+            output = run.kept(node.id)
         except ValidationError:
             raise
         except TEMPLATE_ERRORS as exc:
@@ -308,17 +363,22 @@ class Scheduler:
             status=status, started_at=started_at, duration_s=duration, output=output, error=error
         )
 
-    def finish_run(self, started: float, failure: ErrorInfo | None) -> RunResult:
-        """Build the result, record it, and say the run is over."""
-        run = self.run
-        if run.calls.refused is not None:
+    def settle(self) -> None:
+        """Give each node that did not start a result: skipped, saying why."""
+        if self.run.calls.refused is not None:
             stopped = "the budget stopped the run"
         elif self.stopped_by is not None:
-            stopped = f"'{self.stopped_by}' failed, so the run stopped"
+            node = self.graph.nodes[self.stopped_by].id
+            stopped = f"'{node}' failed, so the {self.what} stopped"
         else:
             stopped = "the run was cancelled"
         for node_id in self.selected:
             self.results.setdefault(node_id, NodeResult(status="skipped", reason=stopped))
+
+    def finish_run(self, started: float, failure: ErrorInfo | None) -> RunResult:
+        """Build the result, record it, and say the run is over."""
+        run = self.run
+        self.settle()
         result = self.result(time.perf_counter() - started, failure)
         engine = run.engine
         if engine.store is not None and run.calls.timeline is not None:

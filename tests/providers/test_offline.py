@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 
 import pytest
@@ -87,3 +89,45 @@ async def test_failure_rate_extremes() -> None:
         await offline(failure_rate=1.0).complete(request)
     results = await asyncio.gather(*(offline().complete(request) for _ in range(20)))
     assert len(results) == 20
+
+
+# -- answers that build on answers, and booleans ---------------------------------------------
+
+VERDICT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "critique",
+        "schema": {
+            "type": "object",
+            "properties": {"ok": {"type": "boolean"}, "nested": {"type": "array", "items": {}}},
+            "required": ["ok"],
+        },
+    },
+}
+
+
+async def test_an_answer_names_the_offline_answer_its_prompt_quoted() -> None:
+    first = offline_text("m", [{"role": "user", "content": "Why?"}])
+    assert re.search(r" \(ref [0-9a-f]{8}\)$", first)
+    second = offline_text("m", [{"role": "user", "content": f"Revise: {first}"}])
+    ref = re.findall(r"ref ([0-9a-f]{8})", first)[0]
+    assert second.endswith(f", after {ref})")
+    # The last one quoted is the one named.
+    third = offline_text("m", [{"role": "user", "content": f"{second}\nor {first}"}])
+    assert third.endswith(f", after {ref})")
+
+
+@pytest.mark.parametrize("model", ["a/one", "b/two", "c/three"])
+async def test_booleans_are_true_only_for_a_revision(model: str) -> None:
+    async def ok(text: str) -> bool:
+        request = ChatRequest(
+            model, [{"role": "user", "content": text}], {"response_format": VERDICT}
+        )
+        value: bool = json.loads((await offline().complete(request)).content)["ok"]
+        return value
+
+    draft = offline_text("w", [{"role": "user", "content": "Why is the sky blue?"}])
+    revision = offline_text("w", [{"role": "user", "content": f"Revise {draft}"}])
+    assert await ok("Why is the sky blue?") is False
+    assert await ok(f"Review {draft}") is False  # a first answer
+    assert await ok(f"Review {revision}") is True  # an answer written after another
