@@ -104,6 +104,20 @@ def test_each_fanout_model_has_its_line_failed_and_cached_ones_too() -> None:
     ]
 
 
+def test_a_node_that_times_out_leaves_no_call_running() -> None:
+    board, clock, emit = board_of("slow")
+    emit("node_started", node="slow")
+    emit("call_started", node="slow", model="m", attempt=1)
+    clock.now += 0.2
+    error = ErrorInfo(type="timeout", message="node timed out after 0.2s")
+    emit("node_failed", node="slow", duration_s=0.2, error=error)
+    clock.now += 5.0  # the run goes on with other nodes: this call's time stands still
+    assert screen(board).splitlines()[1:] == [
+        "✗ slow failed    0.20s node timed out after 0.2s",
+        "  ⊘ m  cancelled 0.20s",
+    ]
+
+
 def test_a_fallback_shows_under_its_select_node() -> None:
     board, _, emit = board_of("select")
     emit("node_started", node="select")

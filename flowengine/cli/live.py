@@ -101,7 +101,7 @@ def render_board(board: Board, width: int, max_rows: int) -> RenderableType:
     """A heading, then a line per node and per call, each cut to ``width``; the calls of
     finished nodes fold into their node's line when the whole would not fit in ``max_rows``."""
     lines = board.nodes.values()
-    fold = sum(1 + len(line.calls) for line in lines) > max_rows
+    fold = sum(1 + (line.fallback is not None) + len(line.calls) for line in lines) > max_rows
     rows = []
     for line in lines:
         folded = fold and line.state in ("done", "skipped")
@@ -116,7 +116,7 @@ def render_board(board: Board, width: int, max_rows: int) -> RenderableType:
             rows.extend(_call_row(board, call) for call in line.calls.values())
     table = Table.grid(padding=(0, 1))
     # Names, states and times keep their width; the details take what is left, cut short.
-    widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
+    widths = [max((row[i].cell_len for row in rows), default=0) for i in range(3)]
     for i, column in enumerate(widths):
         table.add_column(no_wrap=True, width=column, justify="right" if i == 2 else "left")
     table.add_column(no_wrap=True)

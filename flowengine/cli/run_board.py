@@ -114,6 +114,7 @@ class Board:
         elif kind == "node_failed":
             line.state, line.duration = "failed", event.duration_s
             line.note = clean(event.error.message) if event.error else "failed"
+            _stop_calls(line, now)  # a node that timed out cancelled the calls it had going
         elif kind == "node_skipped":
             line.state, line.note = "skipped", clean(event.reason or "")
         elif kind == "selector_fallback":
@@ -150,9 +151,7 @@ class Board:
                 line.duration = now - (line.started or now)
             elif line.state == "waiting":
                 line.state = "not run"
-            for call in line.calls.values():
-                if call.state in ("running", "retrying"):
-                    call.state, call.duration = "cancelled", now - call.started
+            _stop_calls(line, now)
 
     def elapsed(self, line: NodeLine | CallLine) -> float | None:
         """Seconds a node or call took, or has taken so far."""
@@ -167,3 +166,10 @@ class Board:
         if call.state == "retrying" and call.retry_at is not None and self.clock() >= call.retry_at:
             return "running"
         return call.state
+
+
+def _stop_calls(line: NodeLine, now: float) -> None:
+    """The node's calls still going are cancelled: they will not finish."""
+    for call in line.calls.values():
+        if call.state in ("running", "retrying"):
+            call.state, call.duration = "cancelled", now - call.started
