@@ -109,6 +109,14 @@ def test_stream_keeps_its_answer_on_stdout_under_the_live_view(tmp_path: Path) -
     assert_clean(screen)
 
 
+def test_quiet_shows_nothing_on_a_terminal(tmp_path: Path) -> None:
+    args = ["run", LIVE, "--prompt", "q", "--offline", "-q", "--db", str(tmp_path / "db")]
+    fast = ["--set", "providers.local.latency=0ms"]
+    done = run_on_terminal([*FLOWENGINE, *args, *fast], cwd=ROOT, env=dict(os.environ))
+    assert (done.returncode, done.screen.text()) == (0, "")
+    assert json.loads(done.stdout)["status"] == "succeeded"
+
+
 def test_off_a_terminal_progress_is_plain_lines() -> None:
     fast = ["--set", "providers.local.latency=0ms"]
     code, out, err = invoke("run", str(ROOT / LIVE), "--prompt", "q", *closed_selector(), *fast)
