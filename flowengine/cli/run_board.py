@@ -99,13 +99,11 @@ class Board:
         elif event.node is None:
             return  # a kind this view does not know
         elif kind.startswith("call_"):
-            self._on_call(event, now)
+            self._on_call(event, self.node(event.node), now)
         else:
-            self._on_node(event, now)
+            self._on_node(event, self.node(event.node), now)
 
-    def _on_node(self, event: Event, now: float) -> None:
-        assert event.node is not None
-        line = self.node(event.node)
+    def _on_node(self, event: Event, line: NodeLine, now: float) -> None:
         kind = event.kind
         if kind == "node_started":
             line.state, line.started = "running", now
@@ -120,9 +118,8 @@ class Board:
         elif kind == "selector_fallback":
             line.fallback = (clean(event.model or "?"), clean(event.reason or ""))
 
-    def _on_call(self, event: Event, now: float) -> None:
-        assert event.node is not None
-        calls = self.node(event.node).calls
+    def _on_call(self, event: Event, line: NodeLine, now: float) -> None:
+        calls = line.calls
         model = event.model or "?"
         call = calls.get(model)
         if event.kind == "call_started":
