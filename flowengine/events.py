@@ -1,5 +1,9 @@
 """Events the executor emits while a run goes on; the CLI, a progress bar or a server listen.
 
+Each model call is ``call_started`` (node, model, ``attempt`` 1), then ``call_retried`` for each
+failed attempt that is tried again (its number, the error, the wait), then ``call_finished``; a
+call answered by the cache starts and finishes with no request between.
+
 Besides events, a streamed run sends :class:`TokenDelta` pieces of answers as they arrive.
 """
 
@@ -17,6 +21,7 @@ EventKind = Literal[
     "node_finished",
     "node_failed",
     "node_skipped",
+    "call_started",
     "call_finished",
     "call_retried",
     "selector_fallback",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 # Every command: its name, then the module and attribute that define it.
 COMMANDS = {
@@ -66,7 +67,7 @@ def handle_errors(func: F) -> F:
             sys.exit(EXIT_FAILED)
         except KeyboardInterrupt:
             err("flowengine: interrupted")
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
 

@@ -6,8 +6,6 @@ commands never load them.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import click
 
 from flowengine.cli.base import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     err,
     handle_errors,
     load,
@@ -109,11 +108,10 @@ def batch(
     fmt: str,
 ) -> None:
     """Run WORKFLOW once per row of --input; every row ends up in --output."""
-    import asyncio
-
     from flowengine.batch.rows import count_rows
     from flowengine.batch.runner import Batch
     from flowengine.cli.batch_report import Reporter, summary
+    from flowengine.cli.interrupt import Interrupted, run_interruptibly
     from flowengine.run.engine import Engine
     from flowengine.spec import Budget
 
@@ -135,14 +133,17 @@ def batch(
     interrupted = False
     with Reporter(job, total, PLAIN_EVERY_S) as reporter:
         job.on_row = reporter.row_done
+        # Ctrl-C, or SIGTERM (a scheduler, `kill`, a container stopping), stops the batch:
+        # rows in flight are dropped, every finished row is already in the output, and the
+        # summary still says how to resume.
         try:
-            asyncio.run(_run(job, engine))
-        except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM below
+            run_interruptibly(lambda: _run(job, engine))
+        except Interrupted:
             interrupted = True
     totals = job.totals
     err(summary(totals, time.perf_counter() - job.started, output, interrupted))
     if interrupted:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     if not totals.all_ok:
         sys.exit(EXIT_FAILED)
 
@@ -159,18 +160,8 @@ def _print_estimate(job: Batch, offline: bool, db: str | None, fmt: str) -> None
 
 
 async def _run(job: Batch, engine: Engine) -> Any:
-    import asyncio
-
     from flowengine.batch.runner import batch_gc
 
-    # SIGTERM (a scheduler, `kill`, a container stopping) stops the batch as Ctrl-C does:
-    # rows in flight are dropped, every finished row is already in the output, and the
-    # summary still says how to resume.
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    if task is not None and hasattr(signal, "SIGTERM"):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGTERM, task.cancel)
     with batch_gc():
         async with engine:
             return await job.run(engine)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress_bar import ProgressBar
+from rich.table import Column
 from rich.text import Text
 
 from flowengine.batch.rows import Row
@@ -16,7 +19,11 @@ from flowengine.cli.base import err
 
 
 class Reporter:
-    """Progress on stderr: a rich bar on a terminal, else a plain line every ``every_s``."""
+    """Progress on stderr: a rich bar on a terminal, else a plain line every ``every_s``.
+
+    The bar is there from the start and its figures are read at every redraw, so that rows in
+    flight, the elapsed time and a resumed batch's earlier rows show before any row finishes.
+    """
 
     def __init__(self, batch: Batch, total: int, every_s: float) -> None:
         self.batch = batch
@@ -26,24 +33,24 @@ class Reporter:
         self.live = self.console.is_terminal
         self.last_line = 0.0
         self.progress: Progress | None = None
-        self.task: TaskID | None = None
 
     def __enter__(self) -> Reporter:
         if self.live:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total} rows"),
-                TextColumn("{task.fields[stats]}"),
-                TimeRemainingColumn(),
+                _Bar(self),
+                _Figures(self.counts, Column(no_wrap=True)),
+                TimeElapsedColumn(),
+                # The one column that gives way on a narrow terminal, cut short on one line.
+                _Figures(lambda: f"{self.stats()} · {self.eta()}", Column(overflow="ellipsis")),
                 console=self.console,
             )
+            self.progress.add_task(self.batch.workflow.name, total=self.total)
             self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
-            self.update()
             self.progress.stop()
 
     def row_done(self, row: Row, status: str, error: str | None) -> None:
@@ -51,6 +58,14 @@ class Reporter:
             notice = Text(f"{self.batch.input}: skipped row {row.number}, {error}", "yellow")
             self.console.print(notice, soft_wrap=True)  # soft: a log line is never re-wrapped
         self.update()
+
+    def done(self) -> int:
+        """Rows in the output: finished this time, and those a resumed batch found there."""
+        return self.batch.totals.done + self.batch.totals.skipped
+
+    def counts(self) -> str:
+        t = self.batch.totals
+        return f"{self.done()}/{self.total} rows · {t.rows - t.done} in flight"
 
     def stats(self) -> str:
         t = self.batch.totals
@@ -73,24 +88,38 @@ class Reporter:
         return f"ETA {left * self.elapsed() / t.done:.0f}s"  # at this session's pace
 
     def update(self) -> None:
-        done = self.batch.totals.done + self.batch.totals.skipped
         if self.progress is not None:
-            if self.task is None:
-                # Created at the first row, starting from the rows already done, so that the
-                # ETA measures this session's pace, not a jump over the skipped rows.
-                self.task = self.progress.add_task(
-                    self.batch.workflow.name,
-                    total=self.total,
-                    completed=self.batch.totals.skipped,
-                    stats="",
-                )
-            self.progress.update(self.task, completed=done, stats=self.stats())
+            self.progress.refresh()
             return
+        done = self.done()
         now = time.perf_counter()
         if now - self.last_line >= self.every_s or done == self.total:
             self.last_line = now
             counts = f"{done}/{self.total} rows"
             err(f"{self.batch.workflow.name}: {counts} · {self.stats()} · {self.eta()}")
+
+
+class _Figures(ProgressColumn):
+    """Text that is read again at every redraw."""
+
+    def __init__(self, text: Callable[[], str], column: Column) -> None:
+        super().__init__(table_column=column)
+        self.text = text
+
+    def render(self, task: Task) -> Text:
+        return Text(self.text(), no_wrap=True, overflow="ellipsis")
+
+
+class _Bar(ProgressColumn):
+    """The bar of rows in the output, read again at every redraw."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        super().__init__()
+        self.reporter = reporter
+
+    def render(self, task: Task) -> ProgressBar:
+        total = self.reporter.total
+        return ProgressBar(total=max(total, 1), completed=min(self.reporter.done(), total))
 
 
 def summary(totals: Totals, wall: float, output: Path, interrupted: bool) -> str:

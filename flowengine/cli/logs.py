@@ -13,6 +13,7 @@ and sums them up, so its warnings would only say the same thing twice.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,8 +27,11 @@ _LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)
 
 class _ToStderr(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
-        # click.echo looks up sys.stderr at each call, so a test runner's capture sees it.
-        click.echo(f"flowengine: {record.levelname.lower()}: {record.getMessage()}", err=True)
+        # sys.stderr as it is at each call: a test runner's capture, or the proxy of a live
+        # display, which prints the line above the display (click's err=True would reach past
+        # that proxy to the terminal's own buffer, and the display would draw over the line).
+        message = f"flowengine: {record.levelname.lower()}: {record.getMessage()}"
+        click.echo(message, file=sys.stderr)
 
 
 def log_to_stderr(verbosity: int = 0) -> None:

@@ -22,6 +22,8 @@ def format_event(event: Event) -> str | None:
         return f"  ✗ {node}: {message}"
     if event.kind == "node_skipped":
         return f"  – {node} skipped: {event.reason}"
+    if event.kind == "selector_fallback":
+        return f"  ↪ {node}: fell back to {event.model}: {event.reason}"
     if event.kind == "call_retried":
         error = event.error
         why = (

@@ -7,14 +7,16 @@ commands never load it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from flowengine.cli.base import (
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     err,
     handle_errors,
     load,
@@ -27,6 +29,7 @@ from flowengine.cli.logs import verbose_option, verbosity
 from flowengine.errors import UsageError
 
 if TYPE_CHECKING:
+    from flowengine.cli.live import LiveView
     from flowengine.events import Event, Listener
     from flowengine.language.workflow import Workflow
     from flowengine.results import RunResult
@@ -59,11 +62,12 @@ def inputs_from(prompt: str | None, items: tuple[str, ...]) -> dict[str, Any]:
 
 
 def progress_printer(calls: bool = True) -> Listener:
-    """Progress lines on stderr; ``calls=False`` leaves retries and failed calls to the log."""
+    """Progress lines on stderr; ``calls=False`` leaves retries, failed calls and selector
+    fallbacks to the log."""
     from flowengine.cli.render import format_event
 
     def listen(event: Event) -> None:
-        if not calls and event.kind in ("call_retried", "call_finished"):
+        if not calls and event.kind in ("call_retried", "call_finished", "selector_fallback"):
             return
         line = format_event(event)
         if line:
@@ -130,10 +134,8 @@ def run(
 
     WORKFLOW is a file, or the name of a shipped workflow, such as critique (see the README).
     """
-    import asyncio
-
     from flowengine.cli import result_file
-    from flowengine.cli.render import render_text
+    from flowengine.cli.interrupt import Interrupted, run_interruptibly
     from flowengine.run.engine import Engine
     from flowengine.run.scheduler import select_nodes
 
@@ -141,7 +143,7 @@ def run(
     wf = load(workflow, overrides_from(sets))
     given = _typed_inputs(wf, given)
     wf.bind_inputs(given)  # every input problem now, before anything else; the run binds again
-    select_nodes(wf, only or None, skip)  # and every --only and --skip problem
+    selected, _ = select_nodes(wf, only or None, skip)  # and every --only and --skip problem
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     options: dict[str, Any] = {"only": only or None, "skip": skip, "models": model_list}
     budget = merged(wf.spec.budget, max_cost, max_calls)
@@ -152,23 +154,101 @@ def run(
         return
     if out:
         result_file.prepare(out)
-    # With -v the log tells of every retry and failed call; the progress lines keep the nodes.
-    listeners = [] if quiet else [progress_printer(calls=verbosity() == 0)]
+    view = None if quiet else _live_view(wf.name, selected)
+    ids = _RunId()
+    listeners: list[Listener] = [ids]
+    if view is not None:
+        listeners.append(view)
+    elif not quiet:
+        # With -v the log tells of every retry, fallback and failed call; the lines keep nodes.
+        listeners.append(progress_printer(calls=verbosity() == 0))
     engine = Engine(offline=offline, listeners=listeners, cache=not no_cache, db=db)
     run_options = {**options, "budget": budget}
-    if stream:
-        result = asyncio.run(_stream(engine, wf, given, run_options))
-    else:
-        result = asyncio.run(_run(engine, wf, given, run_options))
-    text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
-    written = True
-    if out:
-        written = result_file.write(out, text, result.run_id, db)
-    elif not stream:
-        click.echo(text, nl=False)
+    try:
+        with view or contextlib.nullcontext():
+            result = run_interruptibly(
+                lambda: (
+                    _stream(engine, wf, given, run_options, view)
+                    if stream
+                    else _run(engine, wf, given, run_options)
+                )
+            )
+    except Interrupted:
+        _stop_interrupted(ids.run_id, db, fmt or "json", out, stream)
+    written = _deliver(result, fmt or "json", out, stream, db)
     _report(result)
     if result.status == "failed" or not written:
         sys.exit(EXIT_FAILED)
+
+
+def _deliver(result: RunResult, fmt: str, out: str | None, stream: bool, db: str | None) -> bool:
+    """The result to --out, else to stdout (unless the answer was streamed there); False if
+    --out could not be written."""
+    from flowengine.cli import result_file
+    from flowengine.cli.render import render_text
+
+    text = render_text(result) if fmt == "text" else result.model_dump_json(indent=2) + "\n"
+    if out:
+        return result_file.write(out, text, result.run_id, db)
+    if not stream:
+        click.echo(text, nl=False)
+    return True
+
+
+def _stop_interrupted(
+    run_id: str | None, db: str | None, fmt: str, out: str | None, stream: bool
+) -> NoReturn:
+    """After Ctrl-C: what finished, as recorded, goes where the result would have gone."""
+    result = _recorded(run_id, db)
+    if result is not None:
+        _deliver(result, fmt, out, stream, db)
+    if run_id is None:
+        err("flowengine: interrupted before the run started")
+    elif result is None:
+        err(f"flowengine: interrupted; run {run_id} could not be recorded (see the warning above)")
+    else:
+        err(f"flowengine: interrupted; what finished is kept: flowengine runs show {run_id}")
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _live_view(workflow: str, nodes: list[str]) -> LiveView | None:
+    """The live view when stderr is a terminal that can redraw; else None (progress lines)."""
+    from rich.console import Console
+
+    from flowengine.cli.live import LiveView
+
+    console = Console(stderr=True)
+    if console.is_terminal and not console.is_dumb_terminal:
+        return LiveView(console, workflow, nodes)
+    return None
+
+
+class _RunId:
+    """A listener that keeps the run's id, to find its record when the run is interrupted."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        self.run_id = event.run_id
+
+
+def _recorded(run_id: str | None, db: str | None) -> RunResult | None:
+    """The stored result of an interrupted run: what finished, with status failed and error
+    ``cancelled``; None if the run never started or could not be recorded."""
+    from flowengine.errors import UsageError
+    from flowengine.store.db import Store
+    from flowengine.store.records import load_run
+
+    if run_id is None:
+        return None
+    store = Store(db, warn=False)
+    try:
+        return load_run(store, run_id).result
+    except UsageError:
+        return None
+    finally:
+        store.close()
 
 
 def _report(result: RunResult) -> None:
@@ -207,10 +287,18 @@ async def _run(
 
 
 async def _stream(
-    engine: Engine, wf: Workflow, inputs: dict[str, Any], options: dict[str, Any]
+    engine: Engine,
+    wf: Workflow,
+    inputs: dict[str, Any],
+    options: dict[str, Any],
+    view: LiveView | None,
 ) -> RunResult:
     """Run, printing the answer's pieces on stdout as they come: those of the first answer
-    node to stream (``answer:`` may name alternatives), then a newline."""
+    node to stream (``answer:`` may name alternatives), then a newline.
+
+    When stdout is the terminal the live view is drawn on, the view stops at the first piece:
+    from there the answer has the screen, as redrawing the view would tear it apart.
+    """
     from contextlib import aclosing
 
     from flowengine.events import TokenDelta
@@ -218,17 +306,24 @@ async def _stream(
 
     shown: str | None = None
     terminal = sys.stdout.isatty()
-    async with (
-        engine,
-        aclosing(engine.stream(wf, inputs, **options)) as items,
-    ):
-        async for item in items:
-            if isinstance(item, TokenDelta) and shown in (None, item.node):
-                shown = item.node
-                click.echo(_for_terminal(item.text) if terminal else item.text, nl=False)
-            elif isinstance(item, RunResult):
-                click.echo()
-                return item
+    try:
+        async with (
+            engine,
+            aclosing(engine.stream(wf, inputs, **options)) as items,
+        ):
+            async for item in items:
+                if isinstance(item, TokenDelta) and shown in (None, item.node):
+                    if shown is None and terminal and view is not None:
+                        view.stop()
+                    shown = item.node
+                    click.echo(_for_terminal(item.text) if terminal else item.text, nl=False)
+                elif isinstance(item, RunResult):
+                    click.echo()
+                    return item
+    except BaseException:  # an error, or Ctrl-C: what was shown of the answer ends its line
+        if shown is not None:
+            click.echo()
+        raise
     raise AssertionError("a stream ends with its result")
 
 

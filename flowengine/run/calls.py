@@ -1,10 +1,11 @@
 """The one call path: every model call of a run goes through :meth:`CallPath.call`.
 
-In order: the response cache; on a miss, the budget (:mod:`.budget`), then attempts under the
-retry policy, each through the auth gate, the provider's concurrency cap and rate limit, then
-the request; the price, charged to the budget; then the call's result, its place on the run's
-timeline and the ``call_finished`` event. A failed call is a result with ``success: false``,
-never an exception; a call the budget refuses is one too, and ``refused`` tells the run to stop.
+In order: the ``call_started`` event; the response cache; on a miss, the budget
+(:mod:`.budget`), then attempts under the retry policy, each through the auth gate, the
+provider's concurrency cap and rate limit, then the request; the price, charged to the budget;
+then the call's result, its place on the run's timeline and the ``call_finished`` event. A failed
+call is a result with ``success: false``, never an exception; a call the budget refuses is one
+too, and ``refused`` tells the run to stop.
 
 A streamed call (``on_delta``) goes the same way: the provider passes each piece of text on as
 it arrives; a cache hit, or a provider that cannot stream, gives the whole answer as one piece.
@@ -143,6 +144,7 @@ class CallPath:
         is not cached, so that the next run asks again. With ``on_delta`` the answer is
         streamed to it, and the result has ``ttft_s``.
         """
+        self.emit("call_started", node=node_id, model=target.alias, attempt=1)
         started_at = time.time()
         clock = time.perf_counter()
         deltas = Deltas(on_delta, clock) if on_delta is not None else None

@@ -1,8 +1,8 @@
 """Run events to Python's logging: the ``flowengine.run`` logger, one listener among others.
 
 Retries (with their reason and wait), selector fallbacks and skipped nodes are INFO; failed
-calls, failed nodes and failed runs are WARNING; every finished call is DEBUG. Messages come from
-CallError texts, which never hold an API key.
+calls, failed nodes and failed runs are WARNING; every call's start and success is DEBUG.
+Messages come from CallError texts, which never hold an API key.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ def log_event(event: Event) -> None:
         elif log.isEnabledFor(logging.DEBUG):
             cached = " (cached)" if event.cached else ""
             log.debug("%s: call succeeded in %.3fs%s", _where(event), event.duration_s, cached)
+    elif kind == "call_started":
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: call started", _where(event))
     elif kind == "call_retried":
         log.info(
             "%s: attempt %s failed (%s); retrying in %.1fs",
