@@ -36,7 +36,7 @@ def ensure_env() -> None:
         print("setting up .venv ...", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}[test,redis,ray]"], check=True)
     STAMP.write_text(want)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,3 +57,20 @@ def isolated_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
         table = getattr(plugins, name)
         monkeypatch.setattr(plugins, name, {group: dict(found) for group, found in table.items()})
     monkeypatch.setattr(plugins, "_ENTRY_POINTS", {})
+
+
+def require_program(name: str) -> str:
+    """The path of a system program a test drives for real (``chromium``, ``redis-server``).
+
+    Missing, the test is skipped with how to install it; but where FLOWENGINE_TESTS_REQUIRE
+    names the program (or says ``all``), as ``.ci/run`` does, a missing program fails the test,
+    so that a test run never passes by skipping what it was meant to check.
+    """
+    found = shutil.which(name)
+    if found:
+        return found
+    required = os.environ.get("FLOWENGINE_TESTS_REQUIRE", "").replace(",", " ").split()
+    message = f"{name} is not installed (Debian: apt-get install {name})"
+    if name in required or "all" in required:
+        pytest.fail(message)
+    pytest.skip(message)

@@ -8,8 +8,20 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "flowengine"
 
 #: Bottom to top. A module's layer is its first subpackage, or the bottom for top-level modules.
-#: "api" is the package's own ``__init__`` (the public names); the command line uses it.
-LAYERS = ["bottom", "language", "providers", "store", "run", "batch", "api", "cli"]
+#: "api" is the package's own ``__init__`` (the public names); the command line uses it. "web" is
+#: the server and the HTML views; "clients" are the facades of the original clients, over the API.
+LAYERS = [
+    "bottom",
+    "language",
+    "providers",
+    "store",
+    "run",
+    "batch",
+    "web",
+    "api",
+    "clients",
+    "cli",
+]
 BOTTOM = {"errors", "spec", "results", "events", "compare", "text", "plugins", "rubric"}
 
 #: The documented exceptions: (importing module, imported module).
