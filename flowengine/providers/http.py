@@ -32,8 +32,8 @@ NEVER_RETRY_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
 SNIPPET = 200
 #: The content type of a server-sent event stream.
 EVENT_STREAM = "text/event-stream"
-#: The most a streamed reply may send in all (the answer is kept in memory), and the most a
-#: reply that was asked to stream but was not may send in one body.
+#: The most a streamed reply may send in all (the answer is kept in memory), and the most any
+#: other reply (an answer read whole, an error, a selector's choice) may send in one body.
 MAX_STREAM = 64 << 20
 MAX_BODY = 64 << 20
 
@@ -148,8 +148,10 @@ async def request(
             headers=headers or None,  # aiohttp does less for no headers than for {}
             timeout=_client_timeout(timeout),
         ) as response:
-            body = _masked(await response.read(), headers)
-            return HttpReply(response.status, response.headers, body)
+            body = await _read_bounded(response.content, MAX_BODY, what, response.content_length)
+            return HttpReply(response.status, response.headers, _masked(body, headers))
+    except CallError:
+        raise
     except Exception as exc:
         clean, cause = _translated(exc, what=what, url=url, timeout=timeout, headers=headers)
     raise clean from cause
@@ -179,7 +181,9 @@ async def stream(
             url, json=payload, headers=headers or None, timeout=_stream_timeout(timeout)
         ) as response:
             if not 200 <= response.status <= 299 or response.content_type != EVENT_STREAM:
-                body = await _read_bounded(response.content, MAX_BODY, what)
+                body = await _read_bounded(
+                    response.content, MAX_BODY, what, response.content_length
+                )
                 return HttpReply(response.status, response.headers, _masked(body, headers))
             await _read_events(response.content, on_data, timeout, what, _api_key(headers))
             return None
@@ -223,8 +227,13 @@ async def _read_events(
         raise CallError("malformed", f"{what} sent a stream with {exc}; not read further") from None
 
 
-async def _read_bounded(content: aiohttp.StreamReader, limit: int, what: str) -> bytes:
-    """A whole body of at most ``limit`` bytes."""
+async def _read_bounded(
+    content: aiohttp.StreamReader, limit: int, what: str, announced: int | None = None
+) -> bytes:
+    """A whole body of at most ``limit`` bytes: one announced as larger is refused unread, and
+    one that grows past the bound is refused as soon as it does."""
+    if announced is not None and announced > limit:
+        raise CallError("malformed", f"{what} sent a body larger than {limit:,} bytes")
     chunks, size = [], 0
     async for chunk in content.iter_any():
         size += len(chunk)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from flowengine.errors import CallError
+from flowengine.providers import http
 from flowengine.providers.http import (
     HttpReply,
     is_retryable_status,
@@ -95,3 +99,46 @@ def test_a_body_that_is_not_json_is_a_malformed_reply(body: bytes) -> None:
         502,
     )
     assert "the server returned a body that is not JSON (HTTP 502)" in raised.value.message
+
+
+async def _serve(handler: Any) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/"
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["content-length", "chunked"])
+async def test_a_reply_larger_than_the_bound_is_refused_not_read_whole(
+    monkeypatch: pytest.MonkeyPatch, announced: bool
+) -> None:
+    monkeypatch.setattr(http, "MAX_BODY", 1000)
+
+    async def reply(request: web.Request) -> web.StreamResponse:
+        size = int((await request.json())["size"])
+        if announced:
+            return web.Response(body=b"x" * size)
+        chunked = web.StreamResponse()
+        await chunked.prepare(request)
+        for _ in range(size // 100):
+            await chunked.write(b"x" * 100)
+        await chunked.write_eof()
+        return chunked
+
+    runner, url = await _serve(reply)
+    try:
+        async with aiohttp.ClientSession() as session:
+            fits = await http.request(
+                session, "POST", url, {"size": 1000}, headers={}, timeout=5, what="the server"
+            )
+            with pytest.raises(CallError, match="the server sent a body larger than 1,000 bytes"):
+                await http.request(
+                    session, "POST", url, {"size": 5000}, headers={}, timeout=5, what="the server"
+                )
+    finally:
+        await runner.cleanup()
+    assert fits.body == b"x" * 1000
