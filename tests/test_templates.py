@@ -287,3 +287,15 @@ def test_a_plain_mapping_is_the_context_and_globals_still_apply(
     assert CompiledTemplate(env, "{{ range(n) | list }}").evaluate({"n": 3}) == [0, 1, 2]
     text = CompiledTemplate(env, "{% for i in range(n) %}{{ i }}{% endfor %}").render({"n": 3})
     assert text == "012"
+
+
+def test_none_prints_as_nothing_but_stays_none_as_a_value(
+    env: ImmutableSandboxedEnvironment,
+) -> None:
+    # A skipped node is none to the nodes after it: a prompt that prints it must not say "None".
+    context = {"review": None, "answer": "42"}
+    assert CompiledTemplate(env, "Review: {{ review }}.").render(context) == "Review: ."
+    assert CompiledTemplate(env, "{{ review }}").render(context) == ""
+    assert CompiledTemplate(env, "{{ review }}").evaluate(context) is None
+    assert CompiledTemplate(env, "{{ review or answer }}!").render(context) == "42!"
+    assert CompiledTemplate(env, "{{ [review] }}").render(context) == "[None]"

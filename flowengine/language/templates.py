@@ -117,9 +117,16 @@ def make_environment(prompts_dir: Path | None) -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=False,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_printed,
     )
     env.add_filter("fromjson", fromjson)
     return env
+
+
+def _printed(value: Any) -> Any:
+    """What ``{{ x }}`` prints: none (a skipped node, an absent optional input) prints nothing,
+    not the word "None" in the middle of a prompt."""
+    return "" if value is None else value
 
 
 def find_prompts_dir(workflow_path: Path) -> Path | None:
@@ -330,7 +337,7 @@ class CompiledTemplate:
 
     def render(self, context: Mapping[str, Any]) -> str:
         if self._template is None:
-            return str(self.evaluate(context))
+            return str(_printed(self.evaluate(context)))
         try:
             return self._template.render(context)
         except RecursionError:
