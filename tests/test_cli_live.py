@@ -222,3 +222,33 @@ def test_batch_bar_shows_rows_in_flight_before_any_finishes(
     code, _, err = invoke(*args, *more, *fast)
     assert code == 0, err
     assert "4 rows this time (0 already done)" in err
+
+
+def _stdout_on_terminal(args: list[str]) -> str:
+    """What ``args`` prints with its stdout on a pseudo-terminal (stderr piped away)."""
+    import pty
+
+    main, side = pty.openpty()
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=side, stderr=subprocess.DEVNULL)
+    os.close(side)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the other side closed: the process is done writing
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def test_on_a_terminal_run_prints_text_cards_and_piped_json() -> None:
+    args = [*FLOWENGINE, "run", "workflows/critique.yaml", "--offline", "-q", "--prompt", "q"]
+    shown = _stdout_on_terminal(args)
+    assert re.search(r"^── primary_response · gpt-oss \(openai/gpt-oss-120b\) · ", shown, re.M)
+    assert "critiques 5/5" in shown and not shown.lstrip().startswith("{")
+    piped = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert json.loads(piped.stdout)["status"] == "succeeded"

@@ -96,7 +96,7 @@ def progress_printer(calls: bool = True) -> Listener:
     "--format",
     "fmt",
     type=click.Choice(["json", "text"]),
-    help="Default: json, and text for --dry-run.",
+    help="Default: text cards on a terminal (and for --dry-run), json when piped or with --out.",
 )
 @click.option(
     "--stream",
@@ -154,6 +154,7 @@ def run(
         return
     if out:
         result_file.prepare(out)
+    fmt = fmt or _default_format(out)
     view = None if quiet else _live_view(wf.name, selected)
     ids = _RunId()
     listeners: list[Listener] = [ids]
@@ -174,11 +175,16 @@ def run(
                 )
             )
     except Interrupted:
-        _stop_interrupted(ids.run_id, db, fmt or "json", out, stream)
-    written = _deliver(result, fmt or "json", out, stream, db)
+        _stop_interrupted(ids.run_id, db, fmt, out, stream)
+    written = _deliver(result, fmt, out, stream, db)
     _report(result)
     if result.status == "failed" or not written:
         sys.exit(EXIT_FAILED)
+
+
+def _default_format(out: str | None) -> str:
+    """Text cards for a person at a terminal; JSON for a pipe, a file or another program."""
+    return "text" if out is None and sys.stdout.isatty() else "json"
 
 
 def _deliver(result: RunResult, fmt: str, out: str | None, stream: bool, db: str | None) -> bool:
