@@ -48,7 +48,7 @@ def report(run_id: str | None, batch_file: Path | None, output: str | None, db: 
 
         record = checked(db, lambda store: load_run(store, str(run_id)))
         page = run_report(record)
-        default = f"report-{record.result.run_id[:12]}.html"
+        default = f"report-{record.result.run_id}.html"
     _write(page, output or default)
 
 
@@ -58,6 +58,7 @@ def _write(page: str, output: str) -> None:
         return
     path = Path(output)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise UsageError(

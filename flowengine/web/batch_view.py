@@ -38,7 +38,7 @@ class RowView:
 @dataclass
 class BatchView:
     path: str
-    #: Rows that did not succeed, then rows that did, each in file order.
+    #: Rows that did not succeed, then rows that did, each by row number.
     rows: list[RowView] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
@@ -71,10 +71,14 @@ def read_batch(path: Path) -> BatchView:
             f"{path}: cannot read the batch output ({exc.strerror or exc})",
             "name the file `flowengine batch --output` wrote",
         ) from exc
-    view.rows = failed + succeeded
+    view.rows = sorted(failed, key=_by_row) + sorted(succeeded, key=_by_row)
     seen = dict.fromkeys(node for row in view.rows for node in row.nodes)
     view.nodes = list(seen)[:MAX_NODES]
     return view
+
+
+def _by_row(row: RowView) -> tuple[bool, int]:
+    return row.row is None, row.row or 0
 
 
 def _lines(handle: BinaryIO) -> Iterator[bytes]:
