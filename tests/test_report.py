@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from flowengine.web import batch_view
-from flowengine.web.dag import depths, layout
+from flowengine.web.dag import depths, layout, run_needs
 from tests.clirunner import invoke
 from tests.htmltree import Element, parse
 
@@ -294,3 +294,38 @@ def test_a_node_sits_one_column_right_of_its_deepest_need() -> None:
 
 def test_a_cycle_in_needs_does_not_hang_the_layout() -> None:
     assert depths(["a", "b"], {"a": ["b"], "b": ["a"]}) == {"a": 1, "b": 0}
+
+
+def test_the_rounds_of_a_loop_follow_each_other_and_the_loop_follows_its_last() -> None:
+    needs = {"draft": (), "refine": ("draft",), "refine.revise": (), "refine.critique": ("revise",)}
+    ran = [
+        "draft",
+        "refine[1].revise",
+        "refine[1].critique",
+        "refine[2].revise",
+        "refine[2].critique",
+        "refine",
+    ]
+    assert run_needs(ran, needs) == {
+        "draft": [],
+        "refine[1].revise": ["draft"],
+        "refine[1].critique": ["refine[1].revise"],
+        "refine[2].revise": ["refine[1].critique"],
+        "refine[2].critique": ["refine[2].revise"],
+        "refine": ["draft", "refine[2].critique"],
+    }
+
+
+def test_a_loops_rounds_are_drawn_in_order(in_repo_root: Path) -> None:
+    code, out, err = invoke("run", "workflows/refine.yaml", "--offline", "--prompt", "Why?", "-q")
+    assert code == 0, err
+    page = report_of(json.loads(out)["run_id"])
+    edges = {
+        p.find("title").text for p in page.find("section", id="graph").find_all("path", "edge")
+    }
+    assert {
+        "refine[1].revise needs draft",
+        "refine[1].critique needs refine[1].revise",
+        "refine[2].revise needs refine[1].critique",
+        "refine needs refine[2].critique",
+    } <= edges

@@ -6,10 +6,11 @@ runs from left to right; within a column nodes keep the order they are given in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-NODE_W, NODE_H = 168, 46
+NODE_W, NODE_H = 184, 46
 GAP_X, GAP_Y = 56, 18
 MARGIN = 8
 
@@ -35,6 +36,8 @@ class Layout:
     edges: list[Edge]
     width: int
     height: int
+    node_width: int = NODE_W
+    node_height: int = NODE_H
 
 
 def depths(nodes: Sequence[str], needs: Mapping[str, Sequence[str]]) -> dict[str, int]:
@@ -86,3 +89,63 @@ def _curve(start: Box, end: Box) -> str:
     x2, y2 = end.x, end.y + NODE_H // 2
     bend = max((x2 - x1) // 2, 16)
     return f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"
+
+
+#: A node of a loop's round, as a result names it: ``refine[2].critique``.
+ROUND = re.compile(r"^(?P<loop>.+)\[(?P<round>\d+)\]\.(?P<node>[^.\[\]]+)$")
+
+
+def run_needs(nodes: Sequence[str], needs: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """The needs of each node of a run, rounds of loops included.
+
+    ``needs`` are the workflow's: top-level nodes by id, and each loop's nodes by their path
+    with no round (``refine.critique``) naming their siblings. In a round, a node needs its
+    siblings of that round; one that needs no sibling follows the round before (round 1: what
+    the loop needs); and a loop follows its last round.
+    """
+    present = set(nodes)
+    found: dict[str, list[str]] = {}
+    for node in nodes:
+        upstream = _own_needs(node, needs) + _last_round(node, nodes, needs)
+        found[node] = [n for n in dict.fromkeys(upstream) if n in present and n != node]
+    return found
+
+
+def _path(node: str) -> str:
+    """A node's path in the workflow: its id without rounds."""
+    return re.sub(r"\[\d+\]", "", node)
+
+
+def _own_needs(node: str, needs: Mapping[str, Sequence[str]]) -> list[str]:
+    """What ``node`` waits for before it starts."""
+    match = ROUND.match(node)
+    if match is None:
+        return list(needs.get(node, ()))
+    loop, number = match["loop"], int(match["round"])
+    siblings = _children(_path(loop), needs)
+    inner = needs.get(f"{_path(loop)}.{match['node']}", ())
+    upstream = [f"{loop}[{number}].{n}" if n in siblings else n for n in inner]
+    if any(n in siblings for n in inner):
+        return upstream
+    if number == 1:
+        return upstream + _own_needs(loop, needs)
+    return upstream + [f"{loop}[{number - 1}].{n}" for n in _ends(_path(loop), needs)]
+
+
+def _last_round(node: str, nodes: Sequence[str], needs: Mapping[str, Sequence[str]]) -> list[str]:
+    """A loop's last round's final nodes; nothing for a node that is not a loop."""
+    ends = _ends(_path(node), needs)
+    rounds = [int(m["round"]) for n in nodes if (m := ROUND.match(n)) and m["loop"] == node]
+    return [f"{node}[{max(rounds)}].{n}" for n in ends] if rounds else []
+
+
+def _children(path: str, needs: Mapping[str, Sequence[str]]) -> list[str]:
+    prefix = f"{path}."
+    return [k[len(prefix) :] for k in needs if k.startswith(prefix) and "." not in k[len(prefix) :]]
+
+
+def _ends(path: str, needs: Mapping[str, Sequence[str]]) -> list[str]:
+    """A loop's nodes that no other node of its round needs."""
+    children = _children(path, needs)
+    needed = {n for c in children for n in needs.get(f"{path}.{c}", ())}
+    return [c for c in children if c not in needed]

@@ -6,11 +6,12 @@ network and with JavaScript off, and shows the same sections as the web UI.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flowengine.errors import FlowEngineError
+from flowengine.spec import LoopNode, NodeSpec
 from flowengine.store.records import RunRecord
 from flowengine.web.batch_view import MAX_ROWS, read_batch
 from flowengine.web.run_view import run_view
@@ -38,7 +39,8 @@ def batch_report(path: Path) -> str:
 
 def workflow_needs(record: RunRecord) -> dict[str, Sequence[str]] | None:
     """Each node's needs, from the run's workflow file if it is still the one that ran (same
-    SHA-256); None when it has changed, moved or no longer loads."""
+    SHA-256); None when it has changed, moved or no longer loads. A loop's nodes are named by
+    their path (``refine.critique``), see :func:`flowengine.web.dag.run_needs`."""
     from flowengine.language.workflow import Workflow
 
     if not record.file or not record.content_hash:
@@ -49,8 +51,16 @@ def workflow_needs(record: RunRecord) -> dict[str, Sequence[str]] | None:
         return None
     if workflow.content_hash != record.content_hash:
         return None
-    dag = workflow.dag
-    return {node: dag.needs[node] for node in dag.nodes}
+    return _needs_of(workflow.spec.nodes, "")
+
+
+def _needs_of(nodes: Mapping[str, NodeSpec], prefix: str) -> dict[str, Sequence[str]]:
+    found: dict[str, Sequence[str]] = {}
+    for node_id, node in nodes.items():
+        found[prefix + node_id] = tuple(node.needs)
+        if isinstance(node, LoopNode):
+            found.update(_needs_of(node.nodes, f"{prefix}{node_id}."))
+    return found
 
 
 def _now() -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from flowengine.compare import compare
 from flowengine.results import NodeResult, RunResult, to_jsonable
 from flowengine.store.records import CallRecord
-from flowengine.web.dag import Layout, layout
+from flowengine.web.dag import Layout, layout, run_needs
 
 #: The shortest bar drawn on a timeline, in percent of its width, so that a cache hit shows.
 THINNEST_BAR = 0.6
@@ -86,7 +86,7 @@ def run_view(
     content_hash: str | None = None,
 ) -> RunView:
     """The view of one run: ``needs`` are its workflow's, by node, when the file is at hand."""
-    order = list(result.nodes)
+    order = _in_file_order(list(result.nodes), needs)
     bars, span = _bars(timeline)
     comparison = compare(result)
     return RunView(
@@ -95,7 +95,7 @@ def run_view(
         content_hash=content_hash,
         has_graph=needs is not None,
         nodes=[_node_view(node_id, node, bars) for node_id, node in result.nodes.items()],
-        dag=layout(_in_run_order(order, needs), needs or {}),
+        dag=layout(order, run_needs(order, needs or {})),
         bars=bars,
         span_s=span,
         comparison=comparison,
@@ -103,7 +103,7 @@ def run_view(
     )
 
 
-def _in_run_order(nodes: list[str], needs: Mapping[str, Sequence[str]] | None) -> list[str]:
+def _in_file_order(nodes: list[str], needs: Mapping[str, Sequence[str]] | None) -> list[str]:
     """The result lists nodes as they finished; the file's order reads better where known."""
     if needs is None:
         return nodes
