@@ -85,6 +85,12 @@ def test_the_wheel_holds_every_subpackage_and_the_starter_project(wheel: Path) -
     } <= starter
     assert starter <= names
     assert "flowengine/py.typed" in names
+    templates = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "flowengine" / "web" / "templates").iterdir()
+    }
+    assert "flowengine/web/templates/run.html.j2" in templates
+    assert templates <= names
 
 
 def test_the_installed_command_line_works_anywhere(outside: Path, installed: Path) -> None:
@@ -107,6 +113,8 @@ def test_the_installed_command_line_works_anywhere(outside: Path, installed: Pat
     assert {"model", "content", "confidence", "success"} <= set(primary)
     assert primary["success"] is True
     assert len(result["output"]["critiques"]) == 5
+    page = run("flowengine", "report", result["run_id"], "-o", "-").stdout
+    assert page.startswith("<!doctype html>") and "Recommended:" in page
 
 
 def test_the_installed_init_writes_a_working_project(outside: Path) -> None:

@@ -302,6 +302,8 @@ def _record(row: Row, result: RunResult) -> dict[str, Any]:
         "metadata": to_jsonable(result.metadata),
         # Which nodes did not run, and why: which branch each row took.
         "skipped": {n: r.reason for n, r in result.nodes.items() if r.status == "skipped"},
+        # Each node's state, so that a report can show which node failed in which row.
+        "nodes": {n: r.status for n, r in result.nodes.items()},
     }
 
 

@@ -41,6 +41,7 @@ COMMANDS = {
     "batch": "flowengine.cli.batch_cmd:batch",
     "runs": "flowengine.cli.store_cmds:runs",
     "compare": "flowengine.cli.store_cmds:compare",
+    "report": "flowengine.cli.report_cmd:report",
     "cache": "flowengine.cli.store_cmds:cache",
 }
 
