@@ -283,3 +283,20 @@ async def test_shutdown_waits_for_runs_within_the_grace_period(
     record = load_run(Store(private_database), run_id)
     assert record.result.status == "succeeded"
     assert record.result.nodes["polish"].output["content"] == "in time"
+
+
+async def test_the_newest_finished_runs_stay_in_memory(steps: dict[str, Workflow]) -> None:
+    async with client(steps) as api:
+        runs = api.app[APP].runs
+        runs.keep = 2
+        started = [await start(api, prompt=p) for p in "abc"]
+        for run_id in started:
+            live = runs.get(run_id)
+            if live is not None:
+                await live.done()
+        assert [r.run_id for r in runs.in_memory()] == started[:0:-1]
+        # The one forgotten is read from the run records: its stream is its end.
+        await asyncio.to_thread(runs.engine.store.flush)  # type: ignore[union-attr]
+        stream = await events(api, started[0])
+    assert [e["event"] for e in stream] == ["end"]
+    assert stream[0]["data"]["status"] == "succeeded"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +76,7 @@ class Runs:
         self.keep = keep
         self.closing = False
         self._runs: dict[str, LiveRun] = {}  # oldest first
+        self._finished: deque[str] = deque()  # oldest first
 
     def get(self, run_id: str) -> LiveRun | None:
         return self._runs.get(run_id)
@@ -100,7 +102,6 @@ class Runs:
         streamed = stream_nodes(workflow, None) if stream else []
         live.task = asyncio.create_task(self._run(live, inputs, streamed, on_token))
         self._runs[live.run_id] = live
-        self._forget_old()
         return live
 
     async def _run(
@@ -135,12 +136,14 @@ class Runs:
             live.finish("failed", None, ErrorInfo(type=type(exc).__name__, message=str(exc)))
         else:
             live.finish(result.status, result, None)
+        finally:
+            self._retire(live)
 
-    def _forget_old(self) -> None:
+    def _retire(self, live: LiveRun) -> None:
         """Keep the newest ``keep`` finished runs; runs in flight always stay."""
-        finished = [r for r in self._runs.values() if r.status != "running"]
-        for old in finished[: max(0, len(finished) - self.keep)]:
-            del self._runs[old.run_id]
+        self._finished.append(live.run_id)
+        while len(self._finished) > self.keep:
+            self._runs.pop(self._finished.popleft(), None)
 
     def running(self) -> list[LiveRun]:
         return [r for r in self._runs.values() if r.status == "running"]
