@@ -17,6 +17,12 @@ def _calls(output: Any) -> list[CallResult]:
     return []
 
 
+def response_calls(result: RunResult) -> list[CallResult]:
+    """The model calls whose results a run's nodes hold, in node order: the responses
+    :func:`compare` shows (a judge's and a router's own calls are not among them)."""
+    return [call for node in result.nodes.values() for call in _calls(node.output)]
+
+
 def _card(stage: int, node: str, call: CallResult) -> dict[str, Any]:
     content = call.content or ""
     return {

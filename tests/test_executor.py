@@ -549,3 +549,17 @@ async def test_a_finished_run_leaves_no_reference_cycles() -> None:
             assert gc.collect() == 0
         finally:
             gc.enable()
+
+
+async def test_a_run_takes_the_id_it_is_given(server: FakeServer) -> None:
+    events: list[Event] = []
+    async with Engine(environ=ENV) as engine:
+        result = await engine.run(
+            critique(server), prompt="q", run_id="given-id", listeners=[events.append]
+        )
+        streamed = [
+            item async for item in engine.stream(critique(server), prompt="q", run_id="other")
+        ]
+    assert result.run_id == "given-id"
+    assert {e.run_id for e in events} == {"given-id"}
+    assert {getattr(item, "run_id", "other") for item in streamed} == {"other"}

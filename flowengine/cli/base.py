@@ -39,6 +39,7 @@ COMMANDS = {
     "schema": "flowengine.cli.workflow_cmds:schema",
     "models": "flowengine.cli.workflow_cmds:models",
     "batch": "flowengine.cli.batch_cmd:batch",
+    "serve": "flowengine.cli.serve_cmd:serve",
     "runs": "flowengine.cli.store_cmds:runs",
     "compare": "flowengine.cli.store_cmds:compare",
     "report": "flowengine.cli.report_cmd:report",

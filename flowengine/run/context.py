@@ -55,6 +55,11 @@ def _emit(
         listener(event)
 
 
+def new_run_id() -> str:
+    """A fresh run id: 16 hex digits."""
+    return secrets.token_hex(8)
+
+
 class Run:
     """The state of one run: its inputs, the models it may use, its calls and listeners."""
 
@@ -69,11 +74,12 @@ class Run:
         *,
         on_token: TokenListener | None = None,
         streamed: Iterable[str] = (),
+        run_id: str | None = None,
     ) -> None:
         self.engine = engine
         self.workflow = workflow
         self.spec: WorkflowSpec = workflow.spec
-        self.run_id = secrets.token_hex(8)
+        self.run_id = run_id or new_run_id()
         self.inputs = inputs
         self.listeners = listeners
         self.allowed = allowed  # model aliases this run may use, by weight

@@ -208,6 +208,7 @@ class Engine:
         streamed: Iterable[str] = (),
         budget: Budget | None = None,
         shared_budgets: Iterable[BudgetMeter] = (),
+        run_id: str | None = None,
         **named_inputs: Any,
     ) -> RunResult:
         """Run ``workflow`` once; inputs by mapping or by keyword (``prompt=...``).
@@ -217,7 +218,8 @@ class Engine:
         The calls of the ``streamed`` nodes pass each piece of their answers to ``on_token``
         as it arrives (:meth:`stream` is the convenient form). ``budget`` caps the run instead
         of the workflow's ``budget:``; ``shared_budgets`` are meters it shares with other runs
-        (a batch's), checked too.
+        (a batch's), checked too. ``run_id`` names the run, for a caller that hands the id
+        out before the run starts (a server); default a new one.
         """
         return await execute(
             self,
@@ -230,6 +232,7 @@ class Engine:
             on_token=on_token,
             streamed=streamed,
             budgets=meters(workflow.spec.budget if budget is None else budget, shared_budgets),
+            run_id=run_id,
         )
 
     async def stream(
@@ -242,6 +245,7 @@ class Engine:
         skip: Iterable[str] | None = None,
         models: Iterable[str] | None = None,
         budget: Budget | None = None,
+        run_id: str | None = None,
         **named_inputs: Any,
     ) -> AsyncGenerator[Event | TokenDelta | RunResult, None]:
         """Run ``workflow`` once, yielding its events and the pieces of its answers as they
@@ -274,6 +278,7 @@ class Engine:
                     listeners=[items.put_nowait],
                     on_token=items.put_nowait,
                     streamed=streamed,
+                    run_id=run_id,
                     **named_inputs,
                 )
             except Exception as exc:  # bad arguments, a plugin's error: for the consumer

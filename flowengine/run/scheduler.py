@@ -72,10 +72,12 @@ async def execute(
     on_token: TokenListener | None = None,
     streamed: Iterable[str] = (),
     budgets: Sequence[BudgetMeter] = (),
+    run_id: str | None = None,
 ) -> RunResult:
     """Run a checked workflow once; bad arguments raise UsageError before anything starts.
 
     The calls of the ``streamed`` nodes send the pieces of their answers to ``on_token``.
+    The run is ``run_id`` when given (a caller that must name it before it starts), else new.
     """
     values = workflow.bind_inputs(inputs)
     allowed = _allowed_models(workflow, models)
@@ -83,7 +85,15 @@ async def execute(
     engine.check_credentials(workflow, allowed)
     runners = _prepare(engine, workflow, selected, allowed)
     run = Run(
-        engine, workflow, values, listeners, allowed, budgets, on_token=on_token, streamed=streamed
+        engine,
+        workflow,
+        values,
+        listeners,
+        allowed,
+        budgets,
+        on_token=on_token,
+        streamed=streamed,
+        run_id=run_id,
     )
     return await Scheduler(run, selected, runners, skipped).execute()
 

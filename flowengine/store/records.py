@@ -117,6 +117,20 @@ def list_runs(store: Store, limit: int = 20, workflow: str | None = None) -> lis
     return [RunSummary(*row) for row in rows]
 
 
+def recent_results(store: Store, limit: int = 100, workflow: str | None = None) -> list[RunResult]:
+    """The results of the most recent runs, newest first (for statistics across runs)."""
+    if not store.path.exists():
+        return []
+    sql = "SELECT result FROM runs"
+    args: tuple[Any, ...] = ()
+    if workflow:
+        sql += " WHERE workflow = ?"
+        args = (workflow,)
+    sql += " ORDER BY started_at DESC LIMIT ?"
+    rows = store.use(lambda db: db.execute(sql, (*args, limit)).fetchall()) or []
+    return [RunResult.model_validate_json(row[0]) for row in rows]
+
+
 @dataclass(frozen=True)
 class RunRecord:
     result: RunResult

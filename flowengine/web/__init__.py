@@ -1,1 +1,3 @@
-"""The web layer: the HTTP server and the HTML views of runs (reports and the web UI)."""
+"""The web layer: `flowengine serve` (OpenAI-compatible chat completions, a REST and
+server-sent-events API for applications, the web page's static files) and the HTML views of
+runs (self-contained reports, and the pages the server shows)."""

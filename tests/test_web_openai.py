@@ -1,0 +1,191 @@
+"""The OpenAI-compatible endpoint of `flowengine serve`, driven by the official `openai` SDK over
+a real port of 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from openai import AsyncOpenAI
+
+from flowengine import Workflow
+from tests.fakeserver import FakeServer, Reply, chunk, sse
+from tests.serving import listening, load, write_workflow
+
+KEY = "sk-serve-0a9b8c7d-never-print-me"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    async with FakeServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def steps(tmp_path: Path) -> dict[str, Workflow]:
+    return load(write_workflow(tmp_path))
+
+
+def sdk(address: str, key: str = KEY) -> AsyncOpenAI:
+    # Two retries, as the SDK's default: the tests count what reaches the server.
+    return AsyncOpenAI(base_url=f"{address}/v1", api_key=key, max_retries=2)
+
+
+USER = [{"role": "user", "content": "Why is the sky blue?"}]
+
+
+async def test_models_are_the_workflows(tmp_path: Path) -> None:
+    workflows = load(write_workflow(tmp_path, "one"), write_workflow(tmp_path, "two"))
+    async with listening(workflows) as (address, _), sdk(address) as client:
+        models = [m async for m in client.models.list()]
+    assert [(m.id, m.object, m.owned_by) for m in models] == [
+        ("one", "model", "flowengine"),
+        ("two", "model", "flowengine"),
+    ]
+
+
+async def test_a_completion_is_the_workflows_answer(steps: dict[str, Workflow]) -> None:
+    async with listening(steps) as (address, _), sdk(address) as client:
+        completion = await client.chat.completions.create(
+            model="steps",
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "An older question"},
+                {"role": "assistant", "content": "An older answer"},
+                *USER,
+            ],
+            extra_body={"inputs": {"tone": "formal"}},
+        )
+    extra: Any = completion.model_extra
+    result = extra["flowengine"]["result"]
+    assert extra["flowengine"]["status"] == "succeeded"
+    assert completion.id == f"chatcmpl-{extra['flowengine']['run_id']}"
+    assert completion.model == "steps"
+    [choice] = completion.choices
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    # The answer is the last llm node's reply, as `run --stream` prints it.
+    assert choice.message.content == result["nodes"]["polish"]["output"]["content"]
+    assert result["inputs"] == {"prompt": "Why is the sky blue?", "tone": "formal"}
+    calls = [result["nodes"][n]["output"]["usage"] for n in ("draft", "polish")]
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == sum(c["prompt_tokens"] for c in calls)
+    assert completion.usage.completion_tokens == sum(c["completion_tokens"] for c in calls)
+    assert completion.usage.total_tokens == sum(c["total_tokens"] for c in calls)
+
+
+async def test_a_streamed_completion_sends_the_answer_as_it_is_written(
+    steps: dict[str, Workflow],
+) -> None:
+    async with listening(steps) as (address, _), sdk(address) as client:
+        stream = await client.chat.completions.create(
+            model="steps",
+            messages=USER,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        plain = await client.chat.completions.create(model="steps", messages=USER)  # type: ignore[arg-type]
+    assert {c.object for c in chunks} == {"chat.completion.chunk"}
+    assert len({c.id for c in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    pieces = [
+        c.choices[0].delta.content for c in chunks[1:] if c.choices and c.choices[0].delta.content
+    ]
+    assert len(pieces) > 1  # the offline provider writes an answer in several pieces
+    assert "".join(pieces) == plain.choices[0].message.content
+    ends = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert [c.choices[0].finish_reason for c in ends] == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.total_tokens == plain.usage.total_tokens  # type: ignore[union-attr]
+    assert (ends[0].model_extra or {})["flowengine"]["status"] == "succeeded"
+
+
+async def test_request_errors_are_the_sdks_exceptions(steps: dict[str, Workflow]) -> None:
+    async with listening(steps, api_key=KEY) as (address, answered), sdk(address) as client:
+        with pytest.raises(openai.NotFoundError) as unknown:
+            await client.chat.completions.create(model="stesp", messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError) as no_messages:
+            await client.chat.completions.create(model="steps", messages=[])
+        with pytest.raises(openai.BadRequestError) as no_user:
+            await client.chat.completions.create(
+                model="steps", messages=[{"role": "system", "content": "Be brief."}]
+            )
+        with pytest.raises(openai.BadRequestError) as bad_input:
+            await client.chat.completions.create(
+                model="steps",
+                messages=USER,  # type: ignore[arg-type]
+                extra_body={"inputs": {"tone": 3}},
+            )
+        with pytest.raises(openai.BadRequestError) as too_large:
+            await client.chat.completions.create(
+                model="steps",
+                messages=[{"role": "user", "content": "x" * (5 * 1024 * 1024)}],
+            )
+        async with sdk(address, key="sk-wrong") as stranger:
+            with pytest.raises(openai.AuthenticationError) as wrong_key:
+                await stranger.models.list()
+    assert unknown.value.code == "model_not_found"
+    assert "did you mean 'steps'?" in unknown.value.message
+    assert no_messages.value.param == "messages" and no_user.value.param == "messages"
+    assert "input 'tone' should be string, got int" in bad_input.value.message
+    assert too_large.value.code == "body_too_large"
+    assert wrong_key.value.code == "invalid_api_key"
+    assert KEY not in json.dumps([wrong_key.value.body, too_large.value.body])
+    # Not one of them was retried.
+    assert answered == ["/v1/chat/completions"] * 5 + ["/v1/models"]
+
+
+async def test_a_failed_workflow_is_a_server_error_not_retried(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    server.script(Reply.error(400, "the model refuses"))
+    workflows = load(write_workflow(tmp_path, url=server.base_url))
+    async with listening(workflows, offline=False) as (address, answered), sdk(address) as client:
+        with pytest.raises(openai.InternalServerError) as failed:
+            await client.chat.completions.create(model="steps", messages=USER)  # type: ignore[arg-type]
+    assert failed.value.status_code == 500
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert "workflow 'steps' failed" in failed.value.message
+    assert "the model refuses" in failed.value.message
+    assert answered == ["/v1/chat/completions"] and server.count == 1
+
+
+async def test_a_stream_that_fails_midway_ends_with_an_error(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    cut = Reply.stream(chunk("Half an "), chunk("answer"), sse({"error": {"message": "cut"}}))
+    server.script_for("model-second", cut)
+    workflows = load(write_workflow(tmp_path, url=server.base_url))
+    async with listening(workflows, offline=False) as (address, _), sdk(address) as client:
+        stream = await client.chat.completions.create(
+            model="steps",
+            messages=USER,  # type: ignore[arg-type]
+            stream=True,
+        )
+        seen: list[str] = []
+        with pytest.raises(openai.APIError) as broken:
+            async for part in stream:
+                if part.choices and part.choices[0].delta.content:
+                    seen.append(part.choices[0].delta.content)
+    assert "".join(seen) == "Half an answer"
+    assert "workflow 'steps' failed" in broken.value.message
+    assert "cut (the answer broke off after 14 characters" in broken.value.message
+
+
+async def test_a_stream_that_fails_before_its_answer_is_a_server_error(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    server.script(Reply.error(400, "the model refuses"))
+    workflows = load(write_workflow(tmp_path, url=server.base_url))
+    async with listening(workflows, offline=False) as (address, answered), sdk(address) as client:
+        with pytest.raises(openai.InternalServerError):
+            await client.chat.completions.create(
+                model="steps",
+                messages=USER,  # type: ignore[arg-type]
+                stream=True,
+            )
+    assert answered == ["/v1/chat/completions"]
