@@ -7,14 +7,20 @@ from typing import Any
 from flowengine.results import CallResult, RunResult, call_from, to_jsonable
 
 
-def _calls(output: Any) -> list[CallResult]:
+def calls_in(output: Any) -> list[CallResult]:
+    """The call results in a node's output: a call, a fanout's list, or their JSON form."""
     if isinstance(output, CallResult):
         return [output]
     if isinstance(output, dict) and {"model", "content", "success"} <= output.keys():
         return [call_from(output)]
     if isinstance(output, list):
-        return [c for item in output for c in _calls(item)]
+        return [c for item in output for c in calls_in(item)]
     return []
+
+
+def calls_of(result: RunResult) -> list[CallResult]:
+    """Every call result in a run's node outputs, in node order: what :func:`compare` shows."""
+    return [call for node in result.nodes.values() for call in calls_in(node.output)]
 
 
 def _card(stage: int, node: str, call: CallResult) -> dict[str, Any]:
@@ -48,7 +54,7 @@ def compare(result: RunResult) -> dict[str, Any]:
     """
     cards: list[dict[str, Any]] = []
     for stage, (node_id, node) in enumerate(result.nodes.items()):
-        cards.extend(_card(stage, node_id, call) for call in _calls(node.output))
+        cards.extend(_card(stage, node_id, call) for call in calls_in(node.output))
     return {
         "run_id": result.run_id,
         "workflow": result.workflow,
