@@ -194,7 +194,7 @@ class MultiLLMOrchestrator:
         if isinstance(model, str):
             return self._known([model])[0]
         for name, client in self._clients.items():
-            if client is model:
+            if client is model or client == model:  # a bound method is made anew each time
                 return name
         raise UsageError(
             f"{type(model).__name__} object is not a registered model",
@@ -218,7 +218,9 @@ def _failure(result: RunResult, failed: list[Any]) -> RunError:
             f"{error.message if error else 'no answer'}; {where}"
         )
         logger.critical(message)
-        return CallError(error.type if error else "failed", message, status=error.status if error else None)
+        if error is None:
+            return CallError("failed", message)
+        return CallError(error.type, message, status=error.status)
     message = f"{result.workflow} failed: {result.error.message if result.error else ''}; {where}"
     logger.critical(message)
     return RunError(message)
