@@ -7,20 +7,21 @@ from typing import Any
 from flowengine.results import CallResult, RunResult, call_from, to_jsonable
 
 
-def _calls(output: Any) -> list[CallResult]:
+def calls_in(output: Any) -> list[CallResult]:
+    """The call results in a node's output: a call, a fanout's list, or their JSON form."""
     if isinstance(output, CallResult):
         return [output]
     if isinstance(output, dict) and {"model", "content", "success"} <= output.keys():
         return [call_from(output)]
     if isinstance(output, list):
-        return [c for item in output for c in _calls(item)]
+        return [c for item in output for c in calls_in(item)]
     return []
 
 
 def response_calls(result: RunResult) -> list[CallResult]:
     """The model calls whose results a run's nodes hold, in node order: the responses
     :func:`compare` shows (a judge's and a router's own calls are not among them)."""
-    return [call for node in result.nodes.values() for call in _calls(node.output)]
+    return [call for node in result.nodes.values() for call in calls_in(node.output)]
 
 
 def _card(stage: int, node: str, call: CallResult) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def compare(result: RunResult) -> dict[str, Any]:
     """
     cards: list[dict[str, Any]] = []
     for stage, (node_id, node) in enumerate(result.nodes.items()):
-        cards.extend(_card(stage, node_id, call) for call in _calls(node.output))
+        cards.extend(_card(stage, node_id, call) for call in calls_in(node.output))
     return {
         "run_id": result.run_id,
         "workflow": result.workflow,

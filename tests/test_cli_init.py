@@ -30,6 +30,7 @@ def test_init_writes_a_project_that_validates_and_runs_offline(
         "judge.yaml",
         "refine.yaml",
         "route.yaml",
+        "staged.yaml",
     ]
     first = (project / "workflows" / "critique.yaml").read_text(encoding="utf-8").splitlines()[0]
     assert first == SCHEMA_COMMENT

@@ -21,7 +21,15 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_the_shipped_workflows() -> None:
-    assert list(shipped_workflows()) == ["critique", "ensemble", "full", "judge", "refine", "route"]
+    assert list(shipped_workflows()) == [
+        "critique",
+        "ensemble",
+        "full",
+        "judge",
+        "refine",
+        "route",
+        "staged",
+    ]
 
 
 def test_the_repository_links_into_the_starter_project() -> None:
@@ -53,7 +61,7 @@ def test_no_such_file_lists_the_shipped_workflows() -> None:
     assert err == (
         "workflows/nope.yaml: error: no such file\n"
         "      = fix: check the path, or name a shipped workflow: "
-        "critique, ensemble, full, judge, refine, route\n"
+        "critique, ensemble, full, judge, refine, route, staged\n"
         "1 error in workflows/nope.yaml\n"
     )
 
@@ -62,5 +70,5 @@ def test_a_misspelt_name_gets_a_suggestion() -> None:
     code, _, err = invoke("validate", "critque")
     assert code == 2
     assert "critque: error: no such file\n" in err
-    shipped = "critique, ensemble, full, judge, refine, route"
+    shipped = "critique, ensemble, full, judge, refine, route, staged"
     assert f"= fix: did you mean 'critique'? (shipped workflows: {shipped})" in err

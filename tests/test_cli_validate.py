@@ -15,6 +15,7 @@ SHIPPED = [
     "workflows/judge.yaml",
     "workflows/refine.yaml",
     "workflows/route.yaml",
+    "workflows/staged.yaml",
 ]
 
 
@@ -29,6 +30,7 @@ def test_shipped_workflows_validate(in_repo_root: Path) -> None:
         "workflows/judge.yaml: ok (3 nodes: answers -> judge -> refine)",
         "workflows/refine.yaml: ok (2 nodes: draft -> refine)",
         "workflows/route.yaml: ok (3 nodes: classify -> code -> general)",
+        "workflows/staged.yaml: ok (5 nodes: initial -> meta -> lead -> scores -> synthesis)",
     ]
 
 
