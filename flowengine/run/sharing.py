@@ -11,6 +11,7 @@ that fails later fails the calls that needed the shared limit, never lets them s
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from flowengine.run.resilience import WINDOW_MARGIN
 from flowengine.run.shared_window import SharedWindow
@@ -19,6 +20,9 @@ from flowengine.store.backend import CacheBackend, SqliteCache
 from flowengine.store.cache import ResponseCache
 from flowengine.store.db import Store
 from flowengine.store.redis_link import REDIS_URL_ENV, RedisLink, SharedSettings, redact, redis_link
+
+if TYPE_CHECKING:
+    from flowengine.store.redis_cache import RedisCache
 
 
 def window_key(spec: ProviderBase, name: str) -> str:
@@ -50,12 +54,16 @@ class Sharing:
 
     def cache(self, store: Store) -> CacheBackend:
         """The cache backend the settings choose: Redis, or the SQLite file of ``store``."""
-        url = self.settings.redis_url
-        if self.settings.cache == "redis" and url is not None:
-            from flowengine.store.redis_cache import RedisCache
+        return self.redis_cache() or SqliteCache(ResponseCache(store))
 
-            return RedisCache(lambda: self.link(url, REDIS_URL_ENV), self.settings.cache_ttl)
-        return SqliteCache(ResponseCache(store))
+    def redis_cache(self) -> RedisCache | None:
+        """The cache on Redis, when the settings share it; else None."""
+        url = self.settings.redis_url
+        if self.settings.cache != "redis" or url is None:
+            return None
+        from flowengine.store.redis_cache import RedisCache
+
+        return RedisCache(lambda: self.link(url, REDIS_URL_ENV), self.settings.cache_ttl)
 
     def limit_url(self, name: str, spec: ProviderBase) -> tuple[str, str] | None:
         """The Redis URL that keeps ``spec``'s rate limit and where it was set, or None."""

@@ -42,6 +42,8 @@ def redact(url: str) -> str:
         >>> redact("redis://alice:s3cret@10.0.0.5:6379/0")
         'redis://alice:***@10.0.0.5:6379/0'
     """
+    if password_of(url) is None:
+        return url
     parts = urllib.parse.urlsplit(url)
     netloc = parts.netloc
     if "@" in netloc:
@@ -156,8 +158,8 @@ class RedisLink:
         """The error of a Redis that cannot be used, naming it and how to go on."""
         return ConfigError(
             f"cannot use Redis at {self.shown} ({self.origin}): {self.reason(exc)}",
-            f"start Redis there or correct {self.origin}; limits and cache are never "
-            f"silently kept in one process instead (unset {REDIS_URL_ENV} for that)",
+            f"start Redis there, or correct {self.origin} (unset {REDIS_URL_ENV} to keep "
+            "limits and cache in each process)",
         )
 
     async def check(self) -> None:
