@@ -307,3 +307,38 @@ def test_redact_hides_only_the_password(url: str, shown: str) -> None:
     from flowengine.store.redis_link import redact
 
     assert redact(url) == shown
+
+
+async def test_the_window_keeps_both_rules_for_two_limiters_at_once(
+    redis_server: RedisServer,
+) -> None:
+    """Two windows on one key (two processes' worth): at most 6 starts in any 0.3 s, at most
+    3 (the burst) in any 0.15 s, and the first 3 at once."""
+    import asyncio
+
+    from flowengine.run.shared_window import SharedWindow
+    from flowengine.spec import Rate
+    from flowengine.store.redis_link import RedisLink
+    from tests.test_resilience import max_in_window
+
+    redis_server.flush()
+    link = RedisLink(redis_server.url, "test")
+    link.join()
+    rate = Rate(requests=6, per=0.3, burst=3)
+    windows = [SharedWindow(link, "flowengine:limit:test", rate, 0.3 * 1.02) for _ in range(2)]
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+
+    async def start(window: SharedWindow) -> None:
+        await window.acquire()
+        starts.append(loop.time())
+
+    began = loop.time()
+    try:
+        await asyncio.gather(*(start(windows[n % 2]) for n in range(18)))
+    finally:
+        await link.leave()
+    assert max_in_window(starts, 0.3) <= 6
+    assert max_in_window(starts, 0.15) <= 3
+    assert sorted(starts)[2] - began < 0.1
+    assert max(starts) - began < 0.3 * 1.02 * 3 + 0.2  # 18 starts: three windows, not more

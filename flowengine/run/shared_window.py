@@ -33,7 +33,8 @@ if count >= limit then
   local oldest = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
   wait = tonumber(oldest[2]) + window - now
 end
-if redis.call('ZCOUNT', KEYS[1], '(' .. (now - spacing), '+inf') >= burst then
+-- string.format: Lua's own number-to-text keeps 14 digits, too few for microseconds
+if redis.call('ZCOUNT', KEYS[1], string.format('(%d', now - spacing), '+inf') >= burst then
   local recent = redis.call('ZREVRANGE', KEYS[1], burst - 1, burst - 1, 'WITHSCORES')
   wait = math.max(wait, tonumber(recent[2]) + spacing - now)
 end
