@@ -7,7 +7,7 @@ does not load them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -18,6 +18,7 @@ from flowengine.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from flowengine.store.db import Store
+    from flowengine.store.redis_cache import RedisCache
 
 T = TypeVar("T")
 
@@ -57,6 +58,24 @@ def _fail_if_unusable(store: Store) -> None:
     raise ConfigError(f"{store.path}: {store.error}", fix)
 
 
+def on_redis(use: Callable[[RedisCache], Awaitable[T]]) -> T | None:
+    """``use(cache)`` on the cache in Redis when the environment shares it there; else None."""
+    import asyncio
+    import os
+
+    from flowengine.run.sharing import Sharing
+
+    async def go() -> T | None:
+        sharing = Sharing(os.environ)
+        cache = sharing.redis_cache()
+        try:
+            return None if cache is None else await use(cache)
+        finally:
+            await sharing.aclose()
+
+    return asyncio.run(go())
+
+
 @click.group()
 def cache() -> None:
     """The response cache."""
@@ -67,10 +86,13 @@ def cache() -> None:
 @verbose_option
 @handle_errors
 def cache_stats(db: str | None) -> None:
-    """How many responses are cached, for which models, and the file's size."""
+    """How many responses are cached, for which models, and the file's size (or, with
+    FLOWENGINE_REDIS_URL, the shared cache's)."""
     from flowengine.store.cache import ResponseCache
 
-    stats = checked(db, lambda store: ResponseCache(store).stats())
+    stats = on_redis(lambda cache: cache.stats())
+    if stats is None:
+        stats = checked(db, lambda store: ResponseCache(store).stats())
     click.echo(f"cache: {stats.path}")
     click.echo(f"entries: {stats.entries}")
     click.echo(f"size: {stats.size_bytes / 1024:.1f} KiB")
@@ -83,10 +105,13 @@ def cache_stats(db: str | None) -> None:
 @verbose_option
 @handle_errors
 def cache_clear(db: str | None) -> None:
-    """Delete every cached response (run records are kept)."""
+    """Delete every cached response (run records are kept); with FLOWENGINE_REDIS_URL, the
+    shared cache's, for every process using it."""
     from flowengine.store.cache import ResponseCache
 
-    removed = checked(db, lambda store: ResponseCache(store).clear())
+    removed = on_redis(lambda cache: cache.clear())
+    if removed is None:
+        removed = checked(db, lambda store: ResponseCache(store).clear())
     err(f"removed {removed} cached response{'s' if removed != 1 else ''}")
 
 

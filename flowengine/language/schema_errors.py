@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import json
 import re
@@ -58,6 +59,10 @@ def problem_from_error(
     # A validator of the spec may say the fix itself, and that the problem is its key's rather
     # than its value's (a PydanticCustomError with ctx["fix"] and ctx["at"] == "key").
     at = source.locate(path, key=ctx.get("at") == "key")
+    secret = ctx.get("secret")
+    if isinstance(secret, str) and secret and at.source_line is not None:
+        # A password written in the file is still not shown.
+        at = dataclasses.replace(at, source_line=at.source_line.replace(secret, "***"))
     return Problem(
         at, f"{where}: {message}", _value_fix(kind, error, ctx, path, tp), "invalid-value"
     )

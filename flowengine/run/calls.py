@@ -33,7 +33,9 @@ from flowengine.run.resilience import (
     call_with_retries,
     stray_error,
 )
+from flowengine.run.single_flight import Flights
 from flowengine.spec import Retry
+from flowengine.store.backend import CacheBackend, SqliteCache
 from flowengine.store.cache import ResponseCache, cache_key, encode_messages
 from flowengine.store.prices import PriceBook
 from flowengine.store.records import CallRecord
@@ -104,14 +106,17 @@ class CallPath:
     def __init__(
         self,
         *,
-        cache: ResponseCache | None,
+        cache: CacheBackend | ResponseCache | None,
         prices: PriceBook | None,
         emit: Emit,
         timeline: list[CallRecord] | None = None,
         confidence: Mapping[str, float] | None = None,
         budgets: Sequence[BudgetMeter] = (),
+        flights: Flights | None = None,
     ) -> None:
-        self.cache = cache
+        self.cache = SqliteCache(cache) if isinstance(cache, ResponseCache) else cache
+        #: Identical cached calls in flight (the engine's, shared by its runs).
+        self.flights = Flights() if flights is None else flights
         self.prices = prices
         self.emit = emit
         self.timeline = timeline
@@ -151,37 +156,53 @@ class CallPath:
         request = ChatRequest(target.model_id, messages, params, target.timeout, deltas)
         cache = self.cache if use_cache and target.cache_url is not None else None
         encoded = encode_messages(messages) if cache or self.timeline is not None else ""
-        key = cache_key(target.cache_url or "", request, encoded) if cache is not None else ""
-        hit = cache.get(key) if cache is not None else None
-        blocked = self.gate.blocked(target.provider_name)
-        over_budget = admit(self.budgets) if hit is None and blocked is None else None
-        if hit is not None:
-            if deltas is not None:
-                deltas(hit.content)
-            result = self._success(target, hit, clock, attempts=0, cached=True)
-        elif blocked is not None:
-            # Not sent: the provider rejected the key earlier in this run (attempts 0).
-            refusal = self.gate.refusal(target.provider_name)
-            refusal.attempts = 0
-            result = self._failure(target, refusal, clock)
-        elif over_budget is not None:
-            result = self._failure(target, over_budget, clock)
-            self.refused = self.refused or result.error
+        if cache is None:
+            result, _ = await self._fresh(node_id, target, request, retry, clock, deltas)
         else:
-            result, completion = await self._fetch(node_id, target, request, retry, clock, deltas)
-            charge(self.budgets, result.usage.cost)
-            if deltas is not None and completion is not None and deltas.first is None:
-                deltas(completion.content)  # a provider that does not stream: one piece
-            if (
-                cache is not None
-                and completion is not None
-                and (cacheable is None or cacheable(completion))
-            ):
-                cache.put(key, target.cache_url or "", target.model_id, completion)
+            key = cache_key(target.cache_url or "", request, encoded)
+            # The cache's answer, or that of the same call in flight here or in another process.
+            async with self.flights.once(cache, key, target.timeout) as flight:
+                if flight.answer is not None:
+                    if deltas is not None:
+                        deltas(flight.answer.content)
+                    result = self._success(target, flight.answer, clock, attempts=0, cached=True)
+                else:
+                    result, completion = await self._fresh(
+                        node_id, target, request, retry, clock, deltas
+                    )
+                    if completion is not None and (cacheable is None or cacheable(completion)):
+                        await cache.put(key, target.cache_url or "", target.model_id, completion)
+                        flight.answer = completion
         if deltas is not None and deltas.first is not None:
             result.ttft_s = round(max(deltas.first - result.queued_s, 0.0), 6)
         self._record(node_id, result, encoded, started_at)
         return result
+
+    async def _fresh(
+        self,
+        node_id: str,
+        target: Target,
+        request: ChatRequest,
+        retry: Retry | None,
+        clock: float,
+        deltas: Deltas | None,
+    ) -> tuple[CallResult, Completion | None]:
+        """A call the cache did not answer: refused by the auth gate or the budget, or made."""
+        if self.gate.blocked(target.provider_name) is not None:
+            # Not sent: the provider rejected the key earlier in this run (attempts 0).
+            refusal = self.gate.refusal(target.provider_name)
+            refusal.attempts = 0
+            return self._failure(target, refusal, clock), None
+        over_budget = admit(self.budgets)
+        if over_budget is not None:
+            result = self._failure(target, over_budget, clock)
+            self.refused = self.refused or result.error
+            return result, None
+        result, completion = await self._fetch(node_id, target, request, retry, clock, deltas)
+        charge(self.budgets, result.usage.cost)
+        if deltas is not None and completion is not None and deltas.first is None:
+            deltas(completion.content)  # a provider that does not stream: one piece
+        return result, completion
 
     async def _fetch(
         self,

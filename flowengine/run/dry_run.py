@@ -161,6 +161,9 @@ class DryEngine(Engine):
     def check_credentials(self, workflow: Workflow, aliases: Iterable[str]) -> None:
         """No call is sent: a missing key only leaves the price list unread (said in notes)."""
 
+    async def check_shared(self, workflow: Workflow, aliases: Iterable[str]) -> None:
+        """No call is sent: shared limits are not needed."""
+
     def call_path(
         self, emit: Emit, confidence: Mapping[str, float], budgets: Sequence[BudgetMeter]
     ) -> CallPath:

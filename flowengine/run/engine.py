@@ -19,8 +19,10 @@ from flowengine.providers import Provider, ProviderContext, create_provider
 from flowengine.run.budget import BudgetMeter, meters
 from flowengine.run.calls import CallPath, Emit, Target
 from flowengine.run.log import log_event
-from flowengine.run.resilience import ProviderLimits
+from flowengine.run.resilience import Limiter, ProviderLimits
 from flowengine.run.scheduler import execute, select_nodes
+from flowengine.run.sharing import Sharing
+from flowengine.run.single_flight import Flights
 from flowengine.spec import (
     Budget,
     FanoutNode,
@@ -30,7 +32,7 @@ from flowengine.spec import (
     ProviderBase,
     WorkflowSpec,
 )
-from flowengine.store.cache import ResponseCache
+from flowengine.store.backend import CacheBackend
 from flowengine.store.db import Store
 from flowengine.store.prices import PriceBook
 
@@ -45,12 +47,13 @@ _LIMITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Provider
 )
 
 
-def shared_limits(key: str, spec: ProviderBase) -> ProviderLimits:
-    """The process-wide limits of the provider described by ``key`` on the running loop."""
+def shared_limits(key: str, spec: ProviderBase, shared: Limiter | None = None) -> ProviderLimits:
+    """The process-wide limits of the provider described by ``key`` on the running loop;
+    ``shared``, when given, is its rate limiter across processes (see :mod:`.sharing`)."""
     table = _LIMITS.setdefault(asyncio.get_running_loop(), {})
     limits = table.get(key)
     if limits is None:
-        limits = table[key] = ProviderLimits.from_spec(spec)
+        limits = table[key] = ProviderLimits.from_spec(spec, shared)
     return limits
 
 
@@ -66,6 +69,8 @@ class Engine:
     select nodes choose by weight, so any workflow runs with no key and no network.
     ``cache`` and ``record`` use the SQLite file ``db`` (default ``$FLOWENGINE_DB``, else
     ``.flowengine/flowengine.db``) for the response cache and the run records.
+    ``FLOWENGINE_REDIS_URL`` in ``environ`` shares rate limits and the cache with every
+    process using that Redis (:mod:`flowengine.run.sharing`).
     """
 
     def __init__(
@@ -80,11 +85,15 @@ class Engine:
         db: str | Path | None = None,
     ) -> None:
         self.offline = offline
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.sharing = Sharing(self.environ)
         self.store = Store(db, background=True) if cache or record else None
-        self.cache = ResponseCache(self.store) if cache and self.store else None
+        self.cache: CacheBackend | None = (
+            self.sharing.cache(self.store) if cache and self.store else None
+        )
+        self.flights = Flights()
         self.record = record
         self.prices = PriceBook(self.store)
-        self.environ: Mapping[str, str] = os.environ if environ is None else environ
         # Logging is one more listener: an application sees retries, fallbacks and failures
         # on the `flowengine.run` logger.
         self.listeners = [log_event, *listeners]
@@ -117,6 +126,7 @@ class Engine:
         self._session = None
         self._providers.clear()
         self._targets.clear()
+        await self.sharing.aclose()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -136,11 +146,13 @@ class Engine:
     def provider(self, name: str, spec: ProviderBase) -> tuple[Provider, ProviderLimits]:
         """The provider ``name`` and its shared limits, built once per engine and spec."""
         live = self.effective_spec(spec)
-        key = f"{name}\0{live.model_dump_json()}"
+        shared_at = self.sharing.limit_url(name, live)
+        key = f"{name}\0{live.model_dump_json()}\0{shared_at}"
         found = self._providers.get(key)
         if found is None:
             ctx = ProviderContext(session=self.session, environ=self.environ)
-            found = (create_provider(name, live, ctx), shared_limits(key, live))
+            limits = shared_limits(key, live, self.sharing.window(name, live))
+            found = (create_provider(name, live, ctx), limits)
             self._providers[key] = found
         return found
 
@@ -177,6 +189,7 @@ class Engine:
             timeline=[] if self.record else None,
             confidence=confidence,
             budgets=budgets,
+            flights=self.flights,
         )
 
     def check_credentials(self, workflow: Workflow, aliases: Iterable[str]) -> None:
@@ -194,6 +207,14 @@ class Engine:
                     f"export {key_env}=..., or pass --offline to try the workflow with "
                     "offline answers",
                 )
+
+    async def check_shared(self, workflow: Workflow, aliases: Iterable[str]) -> None:
+        """Raise ConfigError naming the Redis that the calls of ``aliases`` need and cannot
+        reach: refused before the first call, rather than every call failing."""
+        spec = workflow.spec
+        names = dict.fromkeys(spec.provider_of(a) for a in aliases)
+        live = {name: self.effective_spec(spec.providers[name]) for name in names}
+        await self.sharing.check(live, cache=self.cache is not None and not self.offline)
 
     async def run(
         self,

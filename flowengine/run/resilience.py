@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -60,11 +60,19 @@ def make_limiter(rate: Rate) -> AsyncLimiter:
     return AsyncLimiter(burst, burst / drain_per_second)
 
 
+class Limiter(Protocol):
+    """Waits until a start is allowed: aiolimiter's AsyncLimiter, or a window shared through
+    Redis (:class:`~flowengine.run.shared_window.SharedWindow`)."""
+
+    async def acquire(self) -> None: ...
+
+
 class ProviderLimits:
     """One provider's rate limiter and concurrency cap, shared by every run of an engine.
 
     Every attempt, retries included, enters :meth:`slot`. ``in_flight``, ``peak`` and
-    ``started`` count what went through.
+    ``started`` count what went through. ``shared`` replaces the local limiter with one that
+    other processes count against too; the concurrency cap stays this process's own.
 
     Example::
 
@@ -73,16 +81,24 @@ class ProviderLimits:
             await provider.complete(request)
     """
 
-    def __init__(self, rate: Rate | None = None, max_concurrency: int | None = None) -> None:
-        self.limiter = make_limiter(rate) if rate is not None else None
+    def __init__(
+        self,
+        rate: Rate | None = None,
+        max_concurrency: int | None = None,
+        *,
+        shared: Limiter | None = None,
+    ) -> None:
+        self.limiter: Limiter | None = shared
+        if shared is None and rate is not None:
+            self.limiter = make_limiter(rate)
         self.semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self.in_flight = 0
         self.peak = 0
         self.started = 0
 
     @classmethod
-    def from_spec(cls, spec: ProviderBase) -> ProviderLimits:
-        return cls(spec.rate_limit, spec.max_concurrency)
+    def from_spec(cls, spec: ProviderBase, shared: Limiter | None = None) -> ProviderLimits:
+        return cls(spec.rate_limit, spec.max_concurrency, shared=shared)
 
     def slot(self) -> ProviderLimits:
         """``async with limits.slot():`` waits for a concurrency slot, then for the rate limit."""

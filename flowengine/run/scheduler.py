@@ -83,6 +83,7 @@ async def execute(
     allowed = _allowed_models(workflow, models)
     selected, skipped = select_nodes(workflow, only, skip)
     engine.check_credentials(workflow, allowed)
+    await engine.check_shared(workflow, allowed)
     runners = _prepare(engine, workflow, selected, allowed)
     run = Run(
         engine,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     ConfigDict,
@@ -14,6 +15,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from flowengine.spec.common import (
     PLUGIN,
@@ -32,9 +34,40 @@ from flowengine.spec.common import (
 
 class ProviderBase(Strict):
     rate_limit: Rate | None = None
+    redis_url: str | None = Field(
+        default=None,
+        description="The Redis that keeps `rate_limit`, shared by every process using it; "
+        "overrides FLOWENGINE_REDIS_URL for this provider. No password here: put a URL with "
+        "one in FLOWENGINE_REDIS_URL.",
+    )
     max_concurrency: int | None = Field(default=None, gt=0)
     timeout: PositiveDuration = 60.0
     retry: Retry = Retry()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.password or "password=" in parts.query:
+            password = parts.password or parse_qs(parts.query).get("password", [""])[0]
+            raise PydanticCustomError(
+                "redis_password",
+                "a password does not belong in the workflow file, which is shared and versioned",
+                {
+                    "fix": "set the URL with its password in FLOWENGINE_REDIS_URL, and leave "
+                    "`redis_url:` out",
+                    "secret": password,  # not shown, even in the offending line
+                },
+            )
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise PydanticCustomError(
+                "redis_scheme",
+                "not a Redis URL: {given}",
+                {"given": value, "fix": "use redis://host:port/db, rediss://... or unix:///path"},
+            )
+        return value
 
 
 class OpenAIProvider(ProviderBase):
