@@ -24,20 +24,29 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".flowengine-installed"
 
 
-def ensure_env() -> None:
+#: What each command needs besides the package: the demo nothing, the tests their tools and
+#: the optional backends they test (Redis, Ray).
+EXTRAS = {"demo": (), "flowengine": (), "test": ("test", "redis", "ray")}
+
+
+def ensure_env(extras: tuple[str, ...] = ()) -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be started by an older python3
         sys.exit(f"flowengine needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     want = hashlib.sha256(
         (ROOT / "pyproject.toml").read_bytes() + _version_line().encode()
     ).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == want and (BIN / "flowengine").exists():
+    have = STAMP.read_text().split() if STAMP.exists() else []
+    if have[:1] == [want] and set(extras) <= set(have[1:]) and (BIN / "flowengine").exists():
         return
     if not (BIN / "python").exists():
         print("setting up .venv ...", file=sys.stderr)
         venv.EnvBuilder(with_pip=True).create(VENV)
+    if have[:1] == [want]:  # the same project: keep what is installed, add what is asked
+        extras = tuple(sorted({*extras, *have[1:]}))
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "-e", f"{ROOT}[test,redis,ray]"], check=True)
-    STAMP.write_text(want)
+    spec = f"{ROOT}[{','.join(extras)}]" if extras else str(ROOT)
+    subprocess.run([*pip, "-e", spec], check=True)
+    STAMP.write_text(" ".join([want, *extras]))
 
 
 def _version_line() -> str:
@@ -80,7 +89,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    ensure_env()
+    ensure_env(EXTRAS.get(command, ()))
     if command == "test":
         return test(rest)
     if command == "demo":
