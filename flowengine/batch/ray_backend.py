@@ -23,8 +23,13 @@ imports ray only when a batch starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import re
+import signal
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -35,13 +40,13 @@ from flowengine.batch.output import Output
 from flowengine.batch.row_run import RowJob, RowOutcome, run_row, unrun_outcome
 from flowengine.batch.rows import Row
 from flowengine.batch.runner import Batch, Totals, call_latency, first_error
-from flowengine.errors import UsageError
+from flowengine.errors import RunError, UsageError
 from flowengine.events import Event
 from flowengine.language.workflow import Workflow
 from flowengine.run.budget import BudgetMeter
 from flowengine.run.engine import Engine
 from flowengine.spec import Budget
-from flowengine.store.db import resolve_path
+from flowengine.store.db import ENV_PATH, resolve_path
 
 INSTALL = "pip install 'flowengine[ray]'"
 OBJECT_STORE_BYTES = 128 * 2**20  # a local Ray's shared memory: rows and results are small
@@ -137,6 +142,8 @@ async def run_on_ray(job: Batch, settings: RaySettings) -> Totals:
         started_ray = _connect(ray, settings)
         workers = _start_workers(ray, job, settings)
         try:
+            await _ready(ray, workers)
+            job.started = time.perf_counter()  # rates and ETA count from here, not Ray's start
             async with asyncio.TaskGroup() as group:  # a failing feeder stops the others
                 for worker in workers:
                     for _ in range(max(1, job.concurrency)):
@@ -159,16 +166,29 @@ def _connect(ray: Any, settings: RaySettings) -> bool:
     if ray.is_initialized():
         return False
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
-    if settings.address is not None:
-        ray.init(address=settings.address, **quiet)
-    else:
-        ray.init(
-            num_cpus=settings.workers or os.cpu_count() or 1,
-            object_store_memory=OBJECT_STORE_BYTES,
-            include_dashboard=False,
-            **quiet,
-        )
+    with _own_sigterm():
+        if settings.address is not None:
+            ray.init(address=settings.address, **quiet)
+        else:
+            ray.init(
+                num_cpus=settings.workers or os.cpu_count() or 1,
+                object_store_memory=OBJECT_STORE_BYTES,
+                include_dashboard=False,
+                **quiet,
+            )
     return True
+
+
+@contextlib.contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """Keep this process's SIGTERM handling: ``ray.init`` takes SIGTERM for itself (a stack
+    dump, then an exit), where the batch stops cleanly and still writes its summary."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _start_workers(ray: Any, job: Batch, settings: RaySettings) -> list[Any]:
@@ -215,10 +235,11 @@ def _setup(job: Batch, settings: RaySettings) -> WorkerSetup:
 
 def worker_environment(workflow: Workflow) -> dict[str, str]:
     """The variables a cluster's workers need from this environment: the providers' keys that
-    are set, and flowengine's own settings (``FLOWENGINE_*``)."""
+    are set, and flowengine's own settings (``FLOWENGINE_*``, such as FLOWENGINE_REDIS_URL)."""
     keys = (getattr(p, "api_key_env", None) for p in workflow.spec.providers.values())
     names = {key for key in keys if isinstance(key, str)}
     names |= {name for name in os.environ if name.startswith("FLOWENGINE_")}
+    names.discard(ENV_PATH)  # a path on this machine: the nodes have their own, or --db
     return {name: os.environ[name] for name in sorted(names) if name in os.environ}
 
 
@@ -241,9 +262,30 @@ async def _outcome(ray: Any, worker: Any, row: Row) -> RowOutcome:
     except ray.exceptions.RayTaskError as exc:
         raise exc.cause from None  # an error every row would share: the batch stops
     except ray.exceptions.RayActorError as exc:
+        if exc.actor_init_failed:
+            raise _not_started(exc) from None
         message = f"the Ray worker running this row died {RESTARTS + 1} times ({exc})"
         return unrun_outcome(row, "failed", "WorkerDied", message.splitlines()[0])
     return outcome
+
+
+async def _ready(ray: Any, workers: list[Any]) -> None:
+    """Wait for every worker to start: one that cannot (the workflow file changed, a package
+    missing on a node) stops the batch before any row is sent."""
+    try:
+        await asyncio.gather(*(worker.pid.remote() for worker in workers))
+    except ray.exceptions.RayActorError as exc:
+        if not exc.actor_init_failed:
+            raise
+        raise _not_started(exc) from None
+
+
+def _not_started(exc: Exception) -> RunError:
+    """The error that kept a worker from starting, without Ray's traceback around it."""
+    text = str(exc)
+    found = list(re.finditer(r"^[\w.]*(Error|Exception): ", text, re.MULTILINE))
+    why = text[found[-1].end() :].strip() if found else text.splitlines()[0]
+    return RunError(f"a Ray worker could not start: {why}")
 
 
 def _charge(meter: BudgetMeter, outcome: RowOutcome) -> None:
