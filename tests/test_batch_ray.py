@@ -16,13 +16,15 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from flowengine.batch import ray_backend
 from flowengine.batch.ray_backend import RaySettings, run_on_ray, worker_environment
 from flowengine.batch.runner import Batch, Totals
-from flowengine.errors import ConfigError, RunError
+from flowengine.errors import ConfigError, RunError, UsageError
 from tests.clirunner import invoke
 from tests.fakeserver import FakeServer, Reply
 from tests.test_batch import by_row, jsonl, prompts, run_batch, served_workflow
@@ -250,3 +252,17 @@ def test_a_clusters_workers_get_the_keys_the_workflow_needs_and_no_others(
         "FLOWENGINE_REDIS_URL": "redis://127.0.0.1:6379/0",
         "SERVED_KEY": "sk-secret",
     }
+
+
+def test_an_address_with_no_cluster_is_a_usage_error() -> None:
+    # As Ray answers `auto` where no cluster runs (this process may run one: no real call).
+    def init(**options: Any) -> None:
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    no_cluster = SimpleNamespace(is_initialized=lambda: False, init=init)
+    with pytest.raises(UsageError) as caught:
+        ray_backend.connect(no_cluster, RaySettings(Path("wf.yaml"), address="auto"))
+    assert str(caught.value) == (
+        "--address auto: no Ray cluster there (Could not find any running Ray instance.); "
+        "start one with `ray start --head`, or leave out --address for a local Ray"
+    )

@@ -139,7 +139,7 @@ async def run_on_ray(job: Batch, settings: RaySettings) -> Totals:
     out, rows = job.start(check)
     started_ray = False
     try:
-        started_ray = _connect(ray, settings)
+        started_ray = connect(ray, settings)
         workers = _start_workers(ray, job, settings)
         try:
             await _ready(ray, workers)
@@ -160,7 +160,7 @@ async def run_on_ray(job: Batch, settings: RaySettings) -> Totals:
     return job.totals
 
 
-def _connect(ray: Any, settings: RaySettings) -> bool:
+def connect(ray: Any, settings: RaySettings) -> bool:
     """Join the cluster at ``settings.address``, or start a small local Ray; True if this
     batch started Ray (and so stops it). A Ray already started in this process is used."""
     if ray.is_initialized():
@@ -168,7 +168,13 @@ def _connect(ray: Any, settings: RaySettings) -> bool:
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
     with _own_sigterm():
         if settings.address is not None:
-            ray.init(address=settings.address, **quiet)
+            try:
+                ray.init(address=settings.address, **quiet)
+            except ConnectionError as exc:
+                raise UsageError(
+                    f"--address {settings.address}: no Ray cluster there ({exc})",
+                    "start one with `ray start --head`, or leave out --address for a local Ray",
+                ) from exc
         else:
             ray.init(
                 num_cpus=settings.workers or os.cpu_count() or 1,
