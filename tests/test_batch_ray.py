@@ -25,6 +25,7 @@ from flowengine.batch import ray_backend
 from flowengine.batch.ray_backend import RaySettings, run_on_ray, worker_environment
 from flowengine.batch.runner import Batch, Totals
 from flowengine.errors import ConfigError, RunError, UsageError
+from flowengine.spec import Budget
 from tests.clirunner import invoke
 from tests.fakeserver import FakeServer, Reply
 from tests.test_batch import by_row, jsonl, prompts, run_batch, served_workflow
@@ -162,6 +163,20 @@ async def test_a_worker_killed_mid_batch_loses_no_row_and_writes_none_twice(
     assert all(r["status"] == "succeeded" for r in found.values())
     assert totals.succeeded == 16
     assert server.count > 16  # the killed worker's rows in flight were sent again
+
+
+async def test_the_batch_budget_is_counted_by_the_driver_across_workers(
+    ray: Any, tmp_path: Path, server: FakeServer
+) -> None:
+    out = tmp_path / "out.jsonl"
+    budget = Budget(max_calls=4)
+    wf = served_workflow(tmp_path, server)
+    totals = await on_ray(Batch(wf, jsonl(tmp_path, prompts(12)), out, 1, budget=budget))
+    written = by_row(out)
+    # Once 4 calls are counted no row is sent; the one row in flight on the other worker
+    # may still finish.
+    assert 4 <= len(written) == totals.calls == server.count <= 5
+    assert totals.stopped is not None and "max_calls 4 reached" in totals.stopped
 
 
 def test_the_command_line_stops_on_sigterm_and_resumes_on_ray(
