@@ -61,6 +61,17 @@ def test_workflows_without_a_schema_do_not_import_jsonschema(
     assert "referencing" not in modules
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["batch", "--help"], ["validate", "workflows/critique.yaml"]],
+    ids=" ".join,
+)
+def test_ray_is_imported_only_for_the_ray_backend(tmp_path: Path, args: list[str]) -> None:
+    modules = imported(tmp_path, *args)
+    assert "ray" not in modules
+    assert "flowengine.batch.ray_backend" not in modules
+
+
 def test_help_imports_no_language_and_no_rich(tmp_path: Path) -> None:
     modules = imported(tmp_path, "--help")
     for heavy in ("pydantic", "jinja2", "ruamel.yaml", "rich", "flowengine.language"):

@@ -19,17 +19,18 @@ import contextlib
 import gc
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowengine.batch.output import Output, check_output, encode
-from flowengine.batch.rows import Row, inputs_for, read_rows
-from flowengine.errors import FlowEngineError, RunError, UsageError, did_you_mean
+from flowengine.batch.output import Output, check_output
+from flowengine.batch.row_run import RowJob, RowOutcome, run_row
+from flowengine.batch.rows import Row, read_rows
+from flowengine.errors import UsageError, did_you_mean
 from flowengine.events import Event
 from flowengine.language.workflow import Workflow
-from flowengine.results import ModelMetrics, RunResult, percentile, to_jsonable
+from flowengine.results import ModelMetrics, RunResult, percentile
 from flowengine.run.budget import BudgetMeter
 from flowengine.run.engine import Engine
 from flowengine.run.scheduler import select_nodes
@@ -97,6 +98,13 @@ class ModelTotals:
             self.latencies[slot] = latency
 
 
+def call_latency(event: Event) -> tuple[str, float] | None:
+    """(model alias, seconds) of a call that went out; None for any other event."""
+    if event.kind == "call_finished" and not event.cached and event.model is not None:
+        return event.model, event.duration_s or 0.0
+    return None
+
+
 @dataclass
 class Totals:
     """What the summary and the progress bar show; bounded in size."""
@@ -144,8 +152,12 @@ class Totals:
 
     def on_event(self, event: Event) -> None:
         """Collect call latencies: a run's result keeps only their percentiles."""
-        if event.kind == "call_finished" and not event.cached and event.model is not None:
-            self.models.setdefault(event.model, ModelTotals()).sample(event.duration_s or 0.0)
+        latency = call_latency(event)
+        if latency is not None:
+            self.sample(*latency)
+
+    def sample(self, model: str, latency: float) -> None:
+        self.models.setdefault(model, ModelTotals()).sample(latency)
 
     def model_rows(self) -> dict[str, dict[str, Any]]:
         return {
@@ -203,123 +215,93 @@ class Batch:
 
     async def run(self, engine: Engine) -> Totals:
         """Run every row not already done; return the totals."""
-        self.check()
-        # A missing API key fails every row alike: say it once, before the first row.
-        engine.check_credentials(self.workflow, self.workflow.plan.by_weight)
-        if self.output is None:
-            raise UsageError("a batch needs an output file", "give `output`, or make a dry run")
-        out = Output(self.output, self.resume)  # locked until closed: one batch per output
-        skip = out.done
-        self.totals.skipped = len(skip)
-        self.totals.skipped_not_ok = sum(s in NOT_OK for s in skip.values())
-        self.started = time.perf_counter()
-        rows = (r for r in read_rows(self.input) if r.number not in skip)
+        out, rows = self.start(engine)
         try:
             async with asyncio.TaskGroup() as group:  # a failing worker stops the others
                 for _ in range(max(1, self.concurrency)):
                     group.create_task(self._worker(engine, rows, out))
         except BaseExceptionGroup as group_error:
-            raise _first(group_error) from None
+            raise first_error(group_error) from None
         finally:
             rows.close()
             out.close()
         return self.totals
 
+    def start(self, engine: Engine) -> tuple[Output, Generator[Row]]:
+        """Check everything, take the output (locked until closed: one batch per output), and
+        return it with the rows it does not hold yet, read as they are taken."""
+        self.check()
+        # A missing API key fails every row alike: say it once, before the first row.
+        engine.check_credentials(self.workflow, self.workflow.plan.by_weight)
+        if self.output is None:
+            raise UsageError("a batch needs an output file", "give `output`, or make a dry run")
+        out = Output(self.output, self.resume)
+        skip = out.done
+        self.totals.skipped = len(skip)
+        self.totals.skipped_not_ok = sum(s in NOT_OK for s in skip.values())
+        self.started = time.perf_counter()
+        return out, (r for r in read_rows(self.input) if r.number not in skip)
+
     async def _worker(self, engine: Engine, rows: Iterator[Row], out: Output) -> None:
         # Workers share one iterator, so rows are read only as fast as runs finish.
         for row in rows:
-            if self._spent():
+            if self.spent():
                 return
             self.totals.rows += 1
             done = await self._one(engine, row)
-            if done is None:
-                continue  # cut short by the batch's budget, and not written: resume runs it
-            record, line = done
-            out.write(line)
-            if self.on_row is not None:
-                error = record["error"]
-                self.on_row(row, record["status"], error["message"] if error else None)
+            if done is not None:  # None: cut short by the batch's budget; resume runs it
+                self.write(out, row, done)
+
+    def write(self, out: Output, row: Row, done: RowOutcome) -> None:
+        """Append a counted row to the output, and tell ``on_row``."""
+        out.write(done.line)
+        if self.on_row is not None:
+            self.on_row(row, done.status, done.error)
 
     def _cut_short(self, result: RunResult) -> bool:
         """Count a run the batch's budget stopped as spending only."""
         error = result.error
-        if error is None or error.type != "budget" or not self._spent():
+        if error is None or error.type != "budget" or not self.spent():
             return False
         self.totals.rows -= 1
         self.totals.cut_short += 1
         self.totals.add_spending(result)
         return True
 
-    def _spent(self) -> bool:
+    def spent(self) -> bool:
         """The batch's budget is spent (and said so in the totals): no row may start."""
         refusal = self.meter.refusal()
         if refusal is not None:
             self.totals.stopped = refusal.message
         return refusal is not None
 
-    async def _one(self, engine: Engine, row: Row) -> tuple[dict[str, Any], bytes] | None:
-        """The row's record and its output line, counted in the totals; None for a row that
-        the batch's budget cut short (its calls are counted, the row is not)."""
-        try:
-            if row.problem is not None:
-                raise UsageError(row.problem)
-            inputs = inputs_for(self.workflow, row, self.mapping)
-            result = await engine.run(
-                self.workflow,
-                inputs,
-                skip=self.skip,
-                listeners=[self.totals.on_event],
-                shared_budgets=[self.meter],
-            )
-            record = _record(row, result)
-            line = encode(record)  # here: a result JSON cannot hold fails its row alone
-        except UsageError as exc:
-            self.totals.invalid += 1
-            record = _unrun(row, "invalid", "invalid_row", f"line {row.line}: {exc}")
-        except Exception as exc:
-            if isinstance(exc, FlowEngineError) and not isinstance(exc, RunError):
-                raise  # a ConfigError, say: every row would fail alike, so the batch stops
-            # The run broke, or something no one foresaw did: this row failed, the rest go on.
-            self.totals.failed += 1
-            record = _unrun(row, "failed", type(exc).__name__, str(exc))
-        else:
-            if self._cut_short(result):
-                return None
-            self.totals.add(result)
-            return record, line
-        return record, encode(record)
+    async def _one(self, engine: Engine, row: Row) -> RowOutcome | None:
+        """The row's outcome, counted in the totals; None for a row that the batch's budget
+        cut short (its calls are counted, the row is not)."""
+        outcome = await run_row(
+            engine,
+            RowJob(self.workflow, self.mapping, self.skip),
+            row,
+            listeners=[self.totals.on_event],
+            shared_budgets=[self.meter],
+        )
+        return self.count(outcome)
+
+    def count(self, outcome: RowOutcome) -> RowOutcome | None:
+        """Count a finished row in the totals; None for a row that the batch's budget cut
+        short, which is then not to be written."""
+        for latency in outcome.latencies:
+            self.totals.sample(*latency)
+        if outcome.result is None:
+            setattr(self.totals, outcome.status, getattr(self.totals, outcome.status) + 1)
+            return outcome
+        if self._cut_short(outcome.result):
+            return None
+        self.totals.add(outcome.result)
+        return outcome
 
 
-def _record(row: Row, result: RunResult) -> dict[str, Any]:
-    return {
-        "row": row.number,
-        "line": row.line,
-        "inputs": result.inputs,
-        "status": result.status,
-        "run_id": result.run_id,
-        "output": result.output,
-        "error": to_jsonable(result.error),
-        "metadata": to_jsonable(result.metadata),
-        # Which nodes did not run, and why: which branch each row took.
-        "skipped": {n: r.reason for n, r in result.nodes.items() if r.status == "skipped"},
-        # Each node's state, so that a report can show which node failed in which row.
-        "nodes": {n: r.status for n, r in result.nodes.items()},
-    }
-
-
-def _unrun(row: Row, status: str, kind: str, message: str) -> dict[str, Any]:
-    """The record of a row that produced no run result."""
-    return {
-        "row": row.number,
-        "line": row.line,
-        "inputs": row.values,
-        "status": status,
-        "output": None,
-        "error": {"type": kind, "message": message},
-    }
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error that stopped the workers, as it was raised (not wrapped in a group)."""
     error: BaseException = group
     while isinstance(error, BaseExceptionGroup):

@@ -6,6 +6,7 @@ commands never load them.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,9 @@ from flowengine.cli.logs import verbose_option
 from flowengine.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from flowengine.batch.ray_backend import RaySettings
     from flowengine.batch.runner import Batch
     from flowengine.run.engine import Engine
 
@@ -87,6 +91,25 @@ def _mapping(items: tuple[str, ...]) -> dict[str, str]:
     default="text",
     help="How --dry-run prints its estimate.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the rows run: this process, or Ray workers (pip install 'flowengine[ray]').",
+)
+@click.option(
+    "--address",
+    metavar="ADDRESS",
+    help="With --backend ray: an existing Ray cluster (auto, ray://HOST:10001); else a local "
+    "Ray is started.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    help="With --backend ray: Ray workers, each running --concurrency rows at once "
+    "[default: the CPUs].",
+)
 @verbose_option
 @handle_errors
 def batch(
@@ -106,6 +129,9 @@ def batch(
     max_cost: float | None,
     max_calls: int | None,
     fmt: str,
+    backend: str,
+    address: str | None,
+    workers: int | None,
 ) -> None:
     """Run WORKFLOW once per row of --input; every row ends up in --output."""
     from flowengine.batch.rows import count_rows
@@ -117,7 +143,9 @@ def batch(
 
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    wf = load(workflow, overrides_from(sets))
+    _check_backend(backend, address, workers)
+    overrides = overrides_from(sets)
+    wf = load(workflow, overrides)
     mapping = _mapping(maps)
     output = Path(output_path) if output_path is not None else None
     budget = Budget(max_cost=max_cost, max_calls=max_calls)
@@ -129,7 +157,19 @@ def batch(
     if output is None:
         raise UsageError("batch needs --output FILE, where the results go", "add --output")
     total = count_rows(job.input)
-    engine = Engine(offline=offline, cache=not no_cache, record=not no_record, db=db)
+    work: Callable[[], Coroutine[Any, Any, Any]]
+    if backend == "ray":
+        from flowengine.batch.ray_backend import RaySettings
+        from flowengine.cli.starter import resolve_workflow
+
+        settings = RaySettings(
+            Path(resolve_workflow(workflow)), overrides, offline, not no_cache, not no_record,
+            db, address, workers,
+        )  # fmt: skip
+        work = functools.partial(_run_on_ray, job, settings)
+    else:
+        engine = Engine(offline=offline, cache=not no_cache, record=not no_record, db=db)
+        work = functools.partial(_run, job, engine)
     interrupted = False
     with Reporter(job, total, PLAIN_EVERY_S) as reporter:
         job.on_row = reporter.row_done
@@ -137,7 +177,7 @@ def batch(
         # rows in flight are dropped, every finished row is already in the output, and the
         # summary still says how to resume.
         try:
-            run_interruptibly(lambda: _run(job, engine))
+            run_interruptibly(work)
         except Interrupted:
             interrupted = True
     totals = job.totals
@@ -146,6 +186,21 @@ def batch(
         sys.exit(EXIT_INTERRUPTED)
     if not totals.all_ok:
         sys.exit(EXIT_FAILED)
+
+
+def _check_backend(backend: str, address: str | None, workers: int | None) -> None:
+    """Options of the Ray backend are refused with another; Ray itself is asked for now, so
+    that a missing extra is said before anything runs."""
+    if backend != "ray":
+        for flag, value in (("--address", address), ("--workers", workers)):
+            if value is not None:
+                raise UsageError(f"{flag} goes with --backend ray", "add --backend ray")
+        return
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be at least 1")
+    from flowengine.batch.ray_backend import import_ray
+
+    import_ray()
 
 
 def _print_estimate(job: Batch, offline: bool, db: str | None, fmt: str) -> None:
@@ -157,6 +212,12 @@ def _print_estimate(job: Batch, offline: bool, db: str | None, fmt: str) -> None
 
     estimate = asyncio.run(estimate_batch(job, offline=offline, db=db))
     click.echo(render_estimate(estimate) if fmt == "text" else estimate.model_dump_json(indent=2))
+
+
+async def _run_on_ray(job: Batch, settings: RaySettings) -> Any:
+    from flowengine.batch.ray_backend import run_on_ray
+
+    return await run_on_ray(job, settings)
 
 
 async def _run(job: Batch, engine: Engine) -> Any:
