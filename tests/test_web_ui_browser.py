@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -34,7 +34,7 @@ def browser() -> Iterator[Browser]:
 
 
 @contextmanager
-def serving(workflows: dict[str, Workflow]) -> Iterator[str]:
+def serving(workflows: dict[str, Workflow], **options: Any) -> Iterator[str]:
     """A server on its own thread and event loop (Playwright's sync API holds this one)."""
     found: queue.Queue[str | BaseException] = queue.Queue()
     loop = asyncio.new_event_loop()
@@ -42,7 +42,7 @@ def serving(workflows: dict[str, Workflow]) -> Iterator[str]:
 
     async def serve() -> None:
         try:
-            async with listening(workflows) as (address, _):
+            async with listening(workflows, **options) as (address, _):
                 found.put(address)
                 await stop.wait()
         except BaseException as exc:
@@ -61,14 +61,15 @@ def serving(workflows: dict[str, Workflow]) -> Iterator[str]:
         loop.close()
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=[None])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A server of critique and review (whose answers echo its prompt), with a key or none."""
     (tmp_path / "flow.yaml").write_text(FLOW)
     workflows = [
         Workflow.load(ROOT / "workflows" / "critique.yaml"),
         Workflow.load(tmp_path / "flow.yaml"),
     ]
-    with serving({w.name: w for w in workflows}) as address:
+    with serving({w.name: w for w in workflows}, api_key=request.param) as address:
         yield address
 
 
@@ -152,3 +153,17 @@ def test_markup_in_an_answer_shows_as_text_and_runs_nothing(page: Page) -> None:
     assert page.evaluate("typeof window.pwned") == "undefined"
     frame = page.frame_locator("#run-report").locator("body")
     assert frame.evaluate("() => typeof window.pwned") == "undefined"
+
+
+@pytest.mark.parametrize("server", ["sesame"], indirect=True)
+def test_with_an_api_key_the_page_asks_for_it_and_then_runs(page: Page) -> None:
+    page.goto("/")
+    page.locator("#key-form").wait_for(timeout=WAIT_MS)
+    assert "no API key" in page.locator("#problem").inner_text()
+    page.fill("#key", "sesame")
+    page.click("#key-form button")
+    page.locator("#workflow option").first.wait_for(state="attached", timeout=WAIT_MS)
+    assert page.locator("#key-form").is_hidden()
+    run(page, "review", "Why?")
+    assert status(page) == "partial"
+    assert page.frame_locator("#run-report").locator("article.card").count() == 5

@@ -255,11 +255,14 @@ async function showHistory(runId) {
   const rows = data.runs.map((run) => {
     const row = document.createElement("tr");
     row.dataset.run = run.run_id;
-    const started = cell("");
-    const link = document.createElement("a");
-    link.href = `#history/${run.run_id}`;
-    link.textContent = run.started_at.replace("T", " ").slice(0, 19);
-    started.append(link);
+    const when = run.started_at.replace("T", " ").slice(0, 19);
+    const started = cell(run.status === "running" ? when : "");
+    if (run.status !== "running") { // a running run has no report yet
+      const link = document.createElement("a");
+      link.href = `#history/${run.run_id}`;
+      link.textContent = when;
+      started.append(link);
+    }
     const status = cell("");
     const badge = document.createElement("span");
     badge.className = `status ${run.status}`;
