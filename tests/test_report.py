@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -176,16 +178,37 @@ def test_the_page_is_self_contained(page: Element) -> None:
     assert "default-src 'none'" in (policy.attrs["content"] or "")
 
 
-def test_without_the_workflow_file_the_graph_has_no_edges(
+def test_a_report_from_another_folder_draws_the_graph_from_the_run_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     run_id = run_flow(tmp_path)
+    (tmp_path / "flow.yaml").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    graph = report_of(run_id).find("section", id="graph")
+    edges = {p.find("title").text for p in graph.find_all("path", "edge")}
+    assert edges == {"reviews needs answer", "extra needs answer", "final needs reviews"}
+    kinds = {g.attrs["data-node"]: g.attrs["data-kind"] for g in graph.find_all("g", "node")}
+    assert kinds == {"answer": "llm", "reviews": "fanout", "extra": "llm", "final": "llm"}
+    assert graph.find_all("p", "note") == []
+
+
+def test_a_record_from_before_graphs_were_kept_reads_the_unchanged_workflow_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run_id = run_flow(tmp_path)
+    with sqlite3.connect(os.environ["FLOWENGINE_DB"]) as db:
+        db.execute("DELETE FROM graphs")
+    graph = report_of(run_id).find("section", id="graph")
+    assert len(graph.find_all("path", "edge")) == 3
+    assert {g.attrs.get("data-kind") for g in graph.find_all("g", "node")} == {None}
     (tmp_path / "flow.yaml").write_text(FLOW.replace("name: review", "name: changed"))
-    page = report_of(run_id)
-    graph = page.find("section", id="graph")
+    graph = report_of(run_id).find("section", id="graph")
     assert graph.find_all("path", "edge") == []
-    assert "has changed since this run" in graph.find("p", "note").text
+    assert "has changed since" in graph.find("p", "note").text
     assert len(graph.find_all("g", "node")) == 4
 
 

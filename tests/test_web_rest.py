@@ -239,13 +239,17 @@ async def test_a_key_is_needed_for_everything_but_the_page(steps: dict[str, Work
     assert not any(key[5:15] in text for text in texts)
 
 
-async def test_the_page_lists_the_workflows_as_text(steps: dict[str, Workflow]) -> None:
+async def test_the_page_and_its_scripts_put_data_in_as_text(steps: dict[str, Workflow]) -> None:
     async with client(steps) as api:
         page = await api.get("/")
         text = await page.text()
+        scripts = [
+            await (await api.get(f"/static/{name}")).text() for name in ("app.js", "graph.js")
+        ]
     assert page.headers["Content-Type"].startswith("text/html")
-    assert 'fetch("/api/workflows")' in text and "textContent" in text
-    assert "innerHTML" not in text
+    assert "script-src 'self';" in text and "<script>" not in text  # no inline script runs
+    assert "fetch(path" in scripts[0] and '"/api/workflows"' in scripts[0]
+    assert all("textContent" in js and "innerHTML" not in js for js in scripts)
 
 
 async def test_shutdown_lets_quick_runs_finish_and_records_the_cut_off_ones(

@@ -51,7 +51,7 @@ from flowengine.run.conditions import holds, skip_reason
 from flowengine.run.context import TEMPLATE_ERRORS, NodeContext, NodeFailure, Run
 from flowengine.run.nodes import NodeRunner, node_runner
 from flowengine.spec import PluginProvider
-from flowengine.store.records import save_run
+from flowengine.store.records import graph_of, save_run
 
 if TYPE_CHECKING:
     from flowengine.language.workflow import Workflow
@@ -400,6 +400,7 @@ class Scheduler:
                 workflow.source.file,
                 workflow.content_hash,
                 run.calls.timeline,
+                graph_of(workflow.spec.nodes),
             )
         run.emit(
             "run_finished",

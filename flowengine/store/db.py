@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS calls (
     messages TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+CREATE TABLE IF NOT EXISTS graphs (
+    run_id TEXT PRIMARY KEY,
+    nodes TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS prices (
     base_url TEXT PRIMARY KEY,
     fetched REAL NOT NULL,

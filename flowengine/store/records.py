@@ -1,17 +1,27 @@
-"""Run records: every run's full result, its workflow's hash, rendered prompts and call timeline."""
+"""Run records: every run's full result, its workflow's hash and graph, rendered prompts and
+call timeline.
+
+A run's graph (each node's kind and needs) is kept beside its result, in a table of its own,
+so that a page can draw the run without its workflow file. Records from before it have none.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flowengine.errors import UsageError, did_you_mean
 from flowengine.results import RunResult
+from flowengine.spec import LoopNode, NodeSpec
 from flowengine.store.db import Store
+
+#: Each node's ``{"type": kind, "needs": [...]}``, loops' nodes by their path (``refine.revise``).
+Graph = dict[str, dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -51,8 +61,23 @@ class RunSummary:
     cost: float | None
 
 
+def graph_of(nodes: Mapping[str, NodeSpec], prefix: str = "") -> Graph:
+    """The graph of a workflow's ``nodes``, in file order; a loop's nodes follow the loop."""
+    found: Graph = {}
+    for node_id, node in nodes.items():
+        found[prefix + node_id] = {"type": node.type, "needs": list(node.needs)}
+        if isinstance(node, LoopNode):
+            found.update(graph_of(node.nodes, f"{prefix}{node_id}."))
+    return found
+
+
 def save_run(
-    store: Store, result: RunResult, file: str, content_hash: str, timeline: list[CallRecord]
+    store: Store,
+    result: RunResult,
+    file: str,
+    content_hash: str,
+    timeline: list[CallRecord],
+    graph: Graph | None = None,
 ) -> None:
     """Store a run (succeeded, partial or failed) with everything needed to inspect it later."""
     # Nodes are listed in the order they finished: the run began when its first node started.
@@ -86,6 +111,7 @@ def save_run(
         )
         for seq, c in enumerate(timeline)
     ]
+    nodes = json.dumps(graph, separators=(",", ":")) if graph is not None else None
 
     def write(db: sqlite3.Connection) -> None:
         db.execute("SAVEPOINT run")  # the run and its calls, whole or not at all
@@ -94,6 +120,8 @@ def save_run(
             db.executemany(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", calls
             )
+            if nodes is not None:
+                db.execute("INSERT OR REPLACE INTO graphs VALUES (?, ?)", (result.run_id, nodes))
         except BaseException:
             db.execute("ROLLBACK TO run")
             raise
@@ -137,39 +165,43 @@ class RunRecord:
     file: str | None
     content_hash: str | None
     timeline: list[CallRecord]
+    #: The workflow's graph as it ran; None for a record from before runs kept it.
+    graph: Graph | None = None
 
 
 def load_run(store: Store, run_id: str) -> RunRecord:
     """A stored run by id or unique id prefix; UsageError when there is none."""
 
-    def read(db: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
+    def read(db: sqlite3.Connection) -> tuple[Any, list[Any], Any] | None:
         rows = db.execute(
             "SELECT run_id, file, content_hash, result FROM runs "
             "WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2",
             (_like_prefix(run_id),),
         ).fetchall()
         if len(rows) != 1:
-            return (len(rows), []) if rows else None
+            return (len(rows), [], None) if rows else None
         calls = db.execute(
             "SELECT node, model, started, ended, attempts, status, cached, messages "
             "FROM calls WHERE run_id = ? ORDER BY seq",
             (rows[0][0],),
         ).fetchall()
-        return rows[0], calls
+        graph = db.execute("SELECT nodes FROM graphs WHERE run_id = ?", (rows[0][0],)).fetchone()
+        return rows[0], calls, graph
 
     found = store.use(read) if store.path.exists() else None
     if found is None:
         recent = [r.run_id for r in list_runs(store, limit=50)]
         fix = did_you_mean(run_id, recent) or "list stored runs with `flowengine runs list`"
         raise UsageError(f"no stored run '{run_id}' in {store.path}", fix)
-    head, calls = found
+    head, calls, graph = found
     if isinstance(head, int):
         raise UsageError(f"run id prefix '{run_id}' matches several runs", "give more characters")
     _, file, content_hash, result = head
     timeline = [
         CallRecord(n, m, s, e, a, st, bool(c), msgs) for n, m, s, e, a, st, c, msgs in calls
     ]
-    return RunRecord(RunResult.model_validate_json(result), file, content_hash, timeline)
+    nodes: Graph | None = json.loads(graph[0]) if graph else None
+    return RunRecord(RunResult.model_validate_json(result), file, content_hash, timeline, nodes)
 
 
 def _like_prefix(text: str) -> str:

@@ -22,7 +22,7 @@ from aiohttp.typedefs import Middleware
 
 from flowengine.language.workflow import Workflow
 from flowengine.run.engine import Engine
-from flowengine.web import openai_api, rest_api
+from flowengine.web import openai_api, pages, rest_api
 from flowengine.web.http import MAX_BODY, HttpError
 from flowengine.web.runs import Runs
 from flowengine.web.state import APP, State
@@ -61,6 +61,7 @@ def create_app(
     app.router.add_get("/api/runs/{run_id}", rest_api.show_run)
     app.router.add_get("/api/runs/{run_id}/events", rest_api.run_events)
     app.router.add_get("/api/stats", rest_api.stats)
+    app.router.add_get("/runs/{run_id}", pages.run_page)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC)
 

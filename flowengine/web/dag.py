@@ -111,7 +111,7 @@ def run_needs(nodes: Sequence[str], needs: Mapping[str, Sequence[str]]) -> dict[
     return found
 
 
-def _path(node: str) -> str:
+def node_path(node: str) -> str:
     """A node's path in the workflow: its id without rounds."""
     return re.sub(r"\[\d+\]", "", node)
 
@@ -122,19 +122,19 @@ def _own_needs(node: str, needs: Mapping[str, Sequence[str]]) -> list[str]:
     if match is None:
         return list(needs.get(node, ()))
     loop, number = match["loop"], int(match["round"])
-    siblings = _children(_path(loop), needs)
-    inner = needs.get(f"{_path(loop)}.{match['node']}", ())
+    siblings = _children(node_path(loop), needs)
+    inner = needs.get(f"{node_path(loop)}.{match['node']}", ())
     upstream = [f"{loop}[{number}].{n}" if n in siblings else n for n in inner]
     if any(n in siblings for n in inner):
         return upstream
     if number == 1:
         return upstream + _own_needs(loop, needs)
-    return upstream + [f"{loop}[{number - 1}].{n}" for n in _ends(_path(loop), needs)]
+    return upstream + [f"{loop}[{number - 1}].{n}" for n in _ends(node_path(loop), needs)]
 
 
 def _last_round(node: str, nodes: Sequence[str], needs: Mapping[str, Sequence[str]]) -> list[str]:
     """A loop's last round's final nodes; nothing for a node that is not a loop."""
-    ends = _ends(_path(node), needs)
+    ends = _ends(node_path(node), needs)
     rounds = [int(m["round"]) for n in nodes if (m := ROUND.match(n)) and m["loop"] == node]
     return [f"{node}[{max(rounds)}].{n}" for n in ends] if rounds else []
 

@@ -6,30 +6,35 @@ network and with JavaScript off, and shows the same sections as the web UI.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from flowengine.errors import FlowEngineError
-from flowengine.spec import LoopNode, NodeSpec
-from flowengine.store.records import RunRecord
+from flowengine.store.records import RunRecord, graph_of
 from flowengine.web.batch_view import MAX_ROWS, read_batch
-from flowengine.web.run_view import run_view
+from flowengine.web.run_view import RunView, run_view
 from flowengine.web.views import render
 
 
-def run_report(record: RunRecord, needs: dict[str, Sequence[str]] | None = None) -> str:
-    """The report page of a stored run; ``needs`` default to its workflow file's, if unchanged."""
-    if needs is None:
-        needs = workflow_needs(record)
-    view = run_view(
+def run_report(record: RunRecord) -> str:
+    """The report page of a stored run."""
+    return render("run.html.j2", view=record_view(record), generated=_now())
+
+
+def record_view(record: RunRecord) -> RunView:
+    """The view of a stored run, its graph drawn from the record, or for a record from before
+    runs kept their graph, from its workflow file if that is unchanged."""
+    graph = record.graph
+    needs = {n: s["needs"] for n, s in graph.items()} if graph else workflow_needs(record)
+    return run_view(
         record.result,
         record.timeline,
         needs,
+        kinds={n: s["type"] for n, s in graph.items()} if graph else None,
         file=record.file,
         content_hash=record.content_hash,
     )
-    return render("run.html.j2", view=view, generated=_now())
 
 
 def batch_report(path: Path) -> str:
@@ -51,16 +56,7 @@ def workflow_needs(record: RunRecord) -> dict[str, Sequence[str]] | None:
         return None
     if workflow.content_hash != record.content_hash:
         return None
-    return _needs_of(workflow.spec.nodes, "")
-
-
-def _needs_of(nodes: Mapping[str, NodeSpec], prefix: str) -> dict[str, Sequence[str]]:
-    found: dict[str, Sequence[str]] = {}
-    for node_id, node in nodes.items():
-        found[prefix + node_id] = tuple(node.needs)
-        if isinstance(node, LoopNode):
-            found.update(_needs_of(node.nodes, f"{prefix}{node_id}."))
-    return found
+    return {n: s["needs"] for n, s in graph_of(workflow.spec.nodes).items()}
 
 
 def _now() -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from flowengine.compare import compare
 from flowengine.results import NodeResult, RunResult, to_jsonable
 from flowengine.store.records import CallRecord
-from flowengine.web.dag import Layout, layout, run_needs
+from flowengine.web.dag import Layout, layout, node_path, run_needs
 
 #: The shortest bar drawn on a timeline, in percent of its width, so that a cache hit shows.
 THINNEST_BAR = 0.6
@@ -41,6 +41,8 @@ class Bar:
 @dataclass(frozen=True)
 class NodeView:
     node: str
+    #: The node's type (``llm``, ``fanout``...); None when the run's graph is not known.
+    kind: str | None
     status: str
     duration_s: float | None
     detail: str | None
@@ -52,7 +54,7 @@ class RunView:
     result: RunResult
     file: str | None
     content_hash: str | None
-    #: False when the workflow file was not at hand: the DAG then shows no edges.
+    #: False when the run's graph is not known: the DAG then shows no edges.
     has_graph: bool
     nodes: list[NodeView]
     dag: Layout
@@ -82,10 +84,12 @@ def run_view(
     timeline: Sequence[CallRecord],
     needs: Mapping[str, Sequence[str]] | None = None,
     *,
+    kinds: Mapping[str, str] | None = None,
     file: str | None = None,
     content_hash: str | None = None,
 ) -> RunView:
-    """The view of one run: ``needs`` are its workflow's, by node, when the file is at hand."""
+    """The view of one run: ``needs`` and ``kinds`` are its workflow's, by node (a loop's nodes
+    by their path, ``refine.revise``), where known."""
     order = _in_file_order(list(result.nodes), needs)
     bars, span = _bars(timeline)
     comparison = compare(result)
@@ -94,7 +98,10 @@ def run_view(
         file=file,
         content_hash=content_hash,
         has_graph=needs is not None,
-        nodes=[_node_view(node_id, node, bars) for node_id, node in result.nodes.items()],
+        nodes=[
+            _node_view(node_id, node, bars, (kinds or {}).get(node_path(node_id)))
+            for node_id, node in result.nodes.items()
+        ],
         dag=layout(order, run_needs(order, needs or {})),
         bars=bars,
         span_s=span,
@@ -110,12 +117,12 @@ def _in_file_order(nodes: list[str], needs: Mapping[str, Sequence[str]] | None) 
     return [n for n in needs if n in nodes] + [n for n in nodes if n not in needs]
 
 
-def _node_view(node_id: str, node: NodeResult, bars: list[Bar]) -> NodeView:
+def _node_view(node_id: str, node: NodeResult, bars: list[Bar], kind: str | None) -> NodeView:
     detail = node.reason if node.status == "skipped" else None
     if node.error is not None:
         detail = node.error.message
     calls = sum(1 for bar in bars if bar.node == node_id)
-    return NodeView(node_id, node.status, node.duration_s, detail, calls)
+    return NodeView(node_id, kind, node.status, node.duration_s, detail, calls)
 
 
 def _bars(timeline: Sequence[CallRecord]) -> tuple[list[Bar], float]:

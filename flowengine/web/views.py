@@ -16,6 +16,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from flowengine.web.run_view import plain
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+#: The web UI's files; the report's stylesheet is one of them, so both look alike.
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def seconds(value: float | None) -> str:
@@ -43,7 +45,7 @@ def percent(value: float | None) -> str:
 @cache
 def environment() -> Environment:
     env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        loader=FileSystemLoader([TEMPLATES, STATIC]),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,

@@ -1,0 +1,57 @@
+"""HTML pages of the server besides the web UI: ``GET /runs/<id>``, the report of a run.
+
+The page is the one ``flowengine report`` writes, so that the UI, which shows it in a frame,
+and a report on disk show a run alike. Its graph comes from the run record or, for a record
+from before records kept it, from the served workflow if it is the version that ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from aiohttp import web
+
+from flowengine.errors import UsageError
+from flowengine.store.db import Store
+from flowengine.store.records import RunRecord, graph_of, load_run
+from flowengine.web.http import HttpError
+from flowengine.web.report import run_report
+from flowengine.web.state import APP, State
+
+
+async def run_page(request: web.Request) -> web.Response:
+    state = request.app[APP]
+    run_id = request.match_info["run_id"]
+    live = state.runs.get(run_id)
+    if live is not None and live.status == "running":
+        raise HttpError(409, f"run '{run_id}' is still running", param="run_id", code="run_running")
+    store = state.engine.store
+    if store is None:
+        raise HttpError(404, "this server keeps no run records", code="no_records")
+    record = await asyncio.to_thread(_find, store, run_id, live is not None)
+    if record is None:
+        raise HttpError(404, f"no run '{run_id}'", param="run_id", code="run_not_found")
+    page = await asyncio.to_thread(run_report, _with_graph(state, record))
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+def _find(store: Store, run_id: str, recent: bool) -> RunRecord | None:
+    """The record of the run with this whole id; a run that just ended may still be queued for
+    the store's writer, so for one ``recent`` the queue is flushed first."""
+    if recent:
+        store.flush()
+    try:
+        record = load_run(store, run_id)
+    except UsageError:
+        return None
+    return record if record.result.run_id == run_id else None  # a prefix is not an id here
+
+
+def _with_graph(state: State, record: RunRecord) -> RunRecord:
+    served = state.workflows.get(record.result.workflow)
+    if record.graph is not None or served is None:
+        return record
+    if served.content_hash != record.content_hash:
+        return record
+    return replace(record, graph=graph_of(served.spec.nodes))
