@@ -259,6 +259,8 @@ async def test_a_workflow_changed_before_the_workers_start_stops_the_batch(
 def test_a_clusters_workers_get_the_keys_the_workflow_needs_and_no_others(
     tmp_path: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in [n for n in os.environ if n.startswith("FLOWENGINE_") and n != "FLOWENGINE_DB"]:
+        monkeypatch.delenv(name)  # the settings of the process running the tests
     monkeypatch.setenv("SERVED_KEY", "sk-secret")
     monkeypatch.setenv("OTHER_KEY", "sk-other")
     monkeypatch.setenv("FLOWENGINE_REDIS_URL", "redis://127.0.0.1:6379/0")
