@@ -133,30 +133,23 @@ def save_run(
 
 def list_runs(store: Store, limit: int = 20, workflow: str | None = None) -> list[RunSummary]:
     """The most recent runs first."""
-    if not store.path.exists():
-        return []
-    sql = "SELECT run_id, workflow, status, started_at, total_time, calls, cost FROM runs"
-    args: tuple[Any, ...] = ()
-    if workflow:
-        sql += " WHERE workflow = ?"
-        args = (workflow,)
-    sql += " ORDER BY started_at DESC LIMIT ?"
-    rows = store.use(lambda db: db.execute(sql, (*args, limit)).fetchall()) or []
-    return [RunSummary(*row) for row in rows]
+    columns = "run_id, workflow, status, started_at, total_time, calls, cost"
+    return [RunSummary(*row) for row in _newest(store, columns, limit, workflow)]
 
 
 def recent_results(store: Store, limit: int = 100, workflow: str | None = None) -> list[RunResult]:
     """The results of the most recent runs, newest first (for statistics across runs)."""
+    rows = _newest(store, "result", limit, workflow)
+    return [RunResult.model_validate_json(row[0]) for row in rows]
+
+
+def _newest(store: Store, columns: str, limit: int, workflow: str | None) -> list[Any]:
+    """``columns`` of the newest ``limit`` runs (of ``workflow``, if given), newest first."""
     if not store.path.exists():
         return []
-    sql = "SELECT result FROM runs"
-    args: tuple[Any, ...] = ()
-    if workflow:
-        sql += " WHERE workflow = ?"
-        args = (workflow,)
-    sql += " ORDER BY started_at DESC LIMIT ?"
-    rows = store.use(lambda db: db.execute(sql, (*args, limit)).fetchall()) or []
-    return [RunResult.model_validate_json(row[0]) for row in rows]
+    where, args = ("WHERE workflow = ?", (workflow,)) if workflow else ("", ())
+    sql = f"SELECT {columns} FROM runs {where} ORDER BY started_at DESC LIMIT ?"
+    return store.use(lambda db: db.execute(sql, (*args, limit)).fetchall()) or []
 
 
 @dataclass(frozen=True)
