@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,6 +116,31 @@ def test_the_installed_command_line_works_anywhere(outside: Path, installed: Pat
     assert len(result["output"]["critiques"]) == 5
     page = run("flowengine", "report", result["run_id"], "-o", "-").stdout
     assert page.startswith("<!doctype html>") and "Recommended:" in page
+
+
+def test_the_installed_server_serves_the_shipped_workflows_and_the_page(outside: Path) -> None:
+    process = subprocess.Popen(
+        ["flowengine", "serve", "--offline", "--port", "0"],
+        cwd=outside,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        lines = [process.stderr.readline() for _ in range(2)]
+        assert lines[0] == "flowengine: no workflows/ folder here: serving the shipped workflows\n"
+        address = lines[1].split(" on ", 1)[1].split(": ", 1)[0]
+        with urllib.request.urlopen(address + "/v1/models", timeout=30) as reply:
+            models = {m["id"] for m in json.load(reply)["data"]}
+        with urllib.request.urlopen(address + "/", timeout=30) as reply:
+            page = reply.read().decode()
+        with urllib.request.urlopen(address + "/static/app.js", timeout=30) as reply:
+            assert reply.status == 200
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)  # and closes its stderr
+    assert {"critique", "staged"} <= models
+    assert '<script src="/static/app.js"' in page
 
 
 def test_the_installed_init_writes_a_working_project(outside: Path) -> None:

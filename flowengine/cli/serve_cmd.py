@@ -64,8 +64,9 @@ def serve(
 ) -> None:
     """Serve workflows over HTTP: an OpenAI-compatible endpoint and a REST API.
 
-    PATHS are workflow files or folders of them (default: workflows/). Each workflow is a model
-    of POST /v1/chat/completions; see the README's "Serving workflows".
+    PATHS are workflow files or folders of them, or names of shipped workflows (default:
+    workflows/, or the shipped workflows where there is no such folder). Each workflow is a
+    model of POST /v1/chat/completions; see the README's "Serving workflows".
     """
     from flowengine.cli.interrupt import Interrupted, run_interruptibly
     from flowengine.run.engine import Engine
@@ -75,7 +76,7 @@ def serve(
     # A python node's `function:` is found in the current directory too, as `run` finds it.
     if os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
-    workflows = load_workflows(paths or ["workflows"])
+    workflows = load_workflows(_served(paths))
     engine = Engine(offline=offline, db=db)
     _check_keys(engine, workflows.values())
     if host not in LOOPBACK and key is None:
@@ -88,6 +89,19 @@ def serve(
         run_interruptibly(lambda: _serve(engine, workflows, host, port, key, grace, access))
     except Interrupted:
         err("flowengine: stopped")
+
+
+def _served(paths: tuple[str, ...]) -> list[str]:
+    """The files and folders to serve: those given (a shipped workflow by its name, as `run`
+    takes it), else workflows/ here, else every shipped workflow."""
+    from flowengine.cli.starter import resolve_workflow, starter_dir
+
+    if paths:
+        return [path if os.path.isdir(path) else resolve_workflow(path) for path in paths]
+    if os.path.isdir("workflows"):
+        return ["workflows"]
+    err("flowengine: no workflows/ folder here: serving the shipped workflows")
+    return [str(starter_dir() / "workflows")]
 
 
 def _api_key(variable: str | None) -> str | None:
