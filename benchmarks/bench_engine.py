@@ -75,13 +75,17 @@ class ServerProcess:
             ],
             cwd=HERE.parent,
             stdout=subprocess.PIPE,
+            # Not this process's stderr: a server that inherited it would hold it open after
+            # this process died, and count_instructions reads it until every writer closes it.
+            stderr=subprocess.STDOUT,
             text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line.startswith("listening on "):
             self.process.kill()
-            raise RuntimeError(f"the mock server did not start: {line!r}")
+            said = line + self.process.stdout.read()
+            raise RuntimeError(f"the mock server did not start:\n{said[-2000:]}")
         self.port = int(line.split()[-1])
 
     @property

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -207,6 +208,30 @@ async def test_many_concurrent_runs_share_the_cache(server: FakeServer, tmp_path
     assert all(c.cached for r in second for c in calls_of(r))
     assert ResponseCache(Store()).stats().entries == 60
     assert len(list_runs(Store(), limit=100)) == 40
+
+
+async def test_records_and_cache_entries_are_encoded_off_the_event_loop(
+    server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoders: list[str] = []
+    dumps, dump_json = json.dumps, RunResult.model_dump_json
+
+    def spy_dumps(value: Any, **options: Any) -> str:
+        if isinstance(value, dict) and "finish_reason" in value:  # a cache entry's value
+            encoders.append(threading.current_thread().name)
+        return dumps(value, **options)
+
+    def spy_dump_json(self: RunResult, **options: Any) -> str:
+        encoders.append(threading.current_thread().name)
+        return dump_json(self, **options)
+
+    monkeypatch.setattr("flowengine.store.cache.json.dumps", spy_dumps)
+    monkeypatch.setattr(RunResult, "model_dump_json", spy_dump_json)
+    wf = Workflow.load(flow(tmp_path, server.base_url))
+    result = await run_once(wf)
+    assert result.status == "succeeded"
+    assert encoders == ["flowengine-store"] * 4  # three cache entries and the run record
+    assert load_run(Store(), result.run_id).result.output == result.output
 
 
 def warnings_in(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -563,3 +564,33 @@ async def test_a_run_takes_the_id_it_is_given(server: FakeServer) -> None:
     assert result.run_id == "given-id"
     assert {e.run_id for e in events} == {"given-id"}
     assert {getattr(item, "run_id", "other") for item in streamed} == {"other"}
+
+
+async def test_events_only_logging_hears_are_built_only_when_it_would_log_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    built: list[str] = []
+
+    class Counted(Event):
+        def __init__(self, kind: Any, *args: Any, **fields: Any) -> None:
+            built.append(kind)
+            super().__init__(kind, *args, **fields)
+
+    monkeypatch.setattr("flowengine.run.context.Event", Counted)
+    wf = inline(
+        "version: 1\nname: quiet\nmodels: {a: {id: model-a}}\n"
+        'nodes: {answer: {type: llm, model: a, template: "Hi"}}\n',
+        tmp_path,
+    )
+    async with Engine(offline=True, cache=False, record=False) as engine:
+        caplog.set_level(logging.WARNING, logger="flowengine.run")
+        assert (await engine.run(wf)).status == "succeeded"
+        # At WARNING only failures are logged: the kinds that may report one are built.
+        assert built == ["call_finished", "run_finished"]
+        caplog.set_level(logging.DEBUG, logger="flowengine.run")
+        await engine.run(wf)
+        assert "call_started" in built and "call started" in caplog.text
+        built.clear()
+        seen: list[Event] = []
+        await engine.run(wf, listeners=[seen.append])  # another listener hears every event
+    assert built == [event.kind for event in seen] and "run_started" in built

@@ -22,6 +22,7 @@ from flowengine.language.checks import check
 from flowengine.language.graph import Graph
 from flowengine.language.inputs import check_value, may_be_missing
 from flowengine.language.loader import parse_source, read_source, spec_data
+from flowengine.language.placement import Placed, placed_nodes
 from flowengine.language.plan import Plan, compile_plan
 from flowengine.language.response_schemas import load_schemas
 from flowengine.language.schema_errors import problem_from_error, salvage
@@ -121,6 +122,11 @@ class Workflow:
     def ancestors(self, node_id: str) -> set[str]:
         """Every node ``node_id`` needs, directly or through others."""
         return set(self.dag.ancestors(node_id))
+
+    @cached_property
+    def placed(self) -> dict[str, Placed]:
+        """Every node by id, loops' nodes included, with where it is (read by every run)."""
+        return placed_nodes(self.spec)
 
     @cached_property
     def content_hash(self) -> str:

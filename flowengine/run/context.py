@@ -27,6 +27,7 @@ from flowengine.providers import Completion, call_selector
 from flowengine.results import CallResult, ErrorInfo, SelectResult
 from flowengine.run.budget import BudgetMeter
 from flowengine.run.calls import Target
+from flowengine.run.log import log_event, logged_kinds
 from flowengine.spec import HttpSelector, NodeSpec, PluginNode, WorkflowSpec
 
 if TYPE_CHECKING:
@@ -48,8 +49,15 @@ class NodeFailure(Exception):
 
 
 def _emit(
-    listeners: Sequence[Listener], run_id: str, workflow: str, kind: Any, **fields: Any
+    listeners: Sequence[Listener],
+    kinds: frozenset[str] | None,
+    run_id: str,
+    workflow: str,
+    kind: Any,
+    **fields: Any,
 ) -> None:
+    if kinds is not None and kind not in kinds:
+        return
     event = Event(kind, run_id, workflow, **fields)
     for listener in listeners:
         listener(event)
@@ -88,7 +96,11 @@ class Run:
         self.streamed = frozenset(streamed) if on_token is not None else frozenset()
         # A function, not a method: the call path keeps it, and a bound method would tie the
         # two in a reference cycle that only the garbage collector could free.
-        self.emit = functools.partial(_emit, listeners, self.run_id, self.spec.name)
+        # When logging is the only listener, an event of a kind it would not log at its level
+        # (as of the run's start) is not built: most are, at the default level.
+        others = [listener for listener in listeners if listener is not log_event]
+        kinds = None if others else logged_kinds()
+        self.emit = functools.partial(_emit, listeners, kinds, self.run_id, self.spec.name)
         self.selector_confidence: float | None = None
         #: The confidence a selector gave each model, which that model's results carry.
         self.scores: dict[str, float] = {}

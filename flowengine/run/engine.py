@@ -14,7 +14,6 @@ import aiohttp
 
 from flowengine.errors import ConfigError, UsageError, did_you_mean
 from flowengine.events import Event, Listener, TokenDelta, TokenListener
-from flowengine.language.placement import placed_nodes
 from flowengine.providers import Provider, ProviderContext, create_provider
 from flowengine.run.budget import BudgetMeter, meters
 from flowengine.run.calls import CallPath, Emit, Target
@@ -348,7 +347,7 @@ def stream_nodes(
     found = list(nodes)
     known = workflow.spec.nodes
     for name in found:
-        placed = placed_nodes(workflow.spec).get(name)
+        placed = workflow.placed.get(name)
         if placed is not None and placed.loop is not None:
             raise UsageError(
                 f"stream: node '{name}' is inside loop '{placed.loop}', which runs it every round",

@@ -27,6 +27,21 @@ def _where(event: Event) -> str:
     return f"{event.workflow} {event.run_id}: {node}"
 
 
+#: What :func:`log_event` logs at WARNING: failures (a failed call, node or run).
+_FAILURES = frozenset({"call_finished", "node_failed", "run_finished"})
+#: What it logs at INFO besides: retries, fallbacks, skipped nodes and every run's end.
+_NOTICES = _FAILURES | {"call_retried", "selector_fallback", "node_skipped"}
+
+
+def logged_kinds() -> frozenset[str] | None:
+    """The kinds of event :func:`log_event` may log at the logger's level now; None: all."""
+    if log.isEnabledFor(logging.DEBUG):
+        return None
+    if log.isEnabledFor(logging.INFO):
+        return _NOTICES
+    return _FAILURES if log.isEnabledFor(logging.WARNING) else frozenset()
+
+
 def log_event(event: Event) -> None:
     """Log one event at its level; an event nobody logs costs a comparison or two."""
     kind = event.kind

@@ -13,13 +13,11 @@ The pieces compose as (:mod:`flowengine.run.calls` is the one place that does it
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, TypeVar
 
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.stop import stop_base
-from tenacity.wait import wait_exponential_jitter
 
 from flowengine.errors import CallError
 from flowengine.spec import ProviderBase, Rate, Retry
@@ -176,32 +174,20 @@ def stray_error(provider: str, exc: Exception) -> CallError:
     return CallError("internal", f"provider '{provider}' raised {type(exc).__name__}: {exc}")
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, CallError) and exc.retryable
+def next_wait(retry: Retry, failed: int, error: CallError) -> float | None:
+    """Seconds to wait after attempt number ``failed`` ended in ``error``; None: give up.
 
-
-class _AsksTooLong(stop_base):
-    """Stop when the server asks for a longer wait than :data:`RETRY_AFTER_CAP`."""
-
-    def __call__(self, state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        return isinstance(exc, CallError) and (exc.retry_after or 0.0) > RETRY_AFTER_CAP
-
-
-class _Wait:
-    """Exponential backoff with jitter, or the server's ``Retry-After`` when that is longer."""
-
-    def __init__(self, retry: Retry) -> None:
-        self._backoff = wait_exponential_jitter(
-            multiplier=retry.initial, max=retry.max, jitter=retry.initial
-        )
-
-    def __call__(self, state: RetryCallState) -> float:
-        delay = float(self._backoff(state))
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, CallError) and exc.retry_after is not None:
-            delay = max(delay, min(exc.retry_after, RETRY_AFTER_CAP))
-        return delay
+    ``initial * 2**(failed - 1)`` plus up to ``initial`` of jitter, capped at ``retry.max``, or
+    the error's ``retry_after`` when longer (see :data:`RETRY_AFTER_CAP`).
+    """
+    if not error.retryable or failed >= retry.attempts:
+        return None
+    asked = error.retry_after
+    if asked is not None and asked > RETRY_AFTER_CAP:
+        return None  # the server will not recover within a run
+    backoff = retry.initial * 2.0 ** (failed - 1) + random.uniform(0, retry.initial)
+    delay = min(backoff, retry.max)
+    return max(delay, asked) if asked is not None else delay
 
 
 async def call_with_retries(
@@ -223,41 +209,16 @@ async def call_with_retries(
 
         completion, attempts = await call_with_retries(lambda: provider.complete(req), Retry())
     """
-    # The first attempt is made here, before tenacity: nearly every call succeeds at once, and
-    # building and driving an AsyncRetrying costs about a fifth of a run's CPU at zero latency
-    # (benchmarks/bench_engine, profiled). Only a failed first attempt enters tenacity, which
-    # replays that failure as its own first attempt, so the policy declared below is exact.
-    try:
-        return await attempt(), 1
-    except CallError as error:
-        error.attempts = 1
-        first: CallError | None = error
-    attempts = 1
-
-    async def once() -> T:
-        nonlocal attempts, first
-        if first is not None:
-            replayed, first = first, None
-            raise replayed
-        attempts += 1
+    failed = 0
+    while True:
         try:
-            return await attempt()
+            return await attempt(), failed + 1
         except CallError as error:
-            error.attempts = attempts
-            raise
-
-    def before_sleep(state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        if on_retry is not None and isinstance(exc, CallError):
-            on_retry(state.attempt_number, exc, state.upcoming_sleep)
-
-    retrying = AsyncRetrying(
-        sleep=sleep,
-        stop=stop_after_attempt(retry.attempts) | _AsksTooLong(),
-        wait=_Wait(retry),
-        retry=retry_if_exception(_is_retryable),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    result = cast(T, await retrying(once))
-    return result, attempts
+            failed += 1
+            error.attempts = failed
+            delay = next_wait(retry, failed, error)
+            if delay is None:
+                raise
+            if on_retry is not None:
+                on_retry(failed, error, delay)
+        await sleep(delay)

@@ -32,7 +32,7 @@ from flowengine.errors import UsageError, did_you_mean
 from flowengine.events import Listener, TokenListener
 from flowengine.language.functions import check_functions
 from flowengine.language.inputs import template_inputs
-from flowengine.language.placement import placed_nodes, with_members
+from flowengine.language.placement import with_members
 from flowengine.language.plan import CompiledNode, Group, Plan
 from flowengine.language.templates import evaluate_value
 from flowengine.results import (
@@ -107,13 +107,14 @@ def _prepare(
     WorkflowError for a function, when one cannot be had)."""
     spec = workflow.spec
     node_ids = with_members(spec, selected)  # the nodes of loops run too
-    check_functions(spec, workflow.source, node_ids)
+    placed = workflow.placed
+    kinds = dict.fromkeys(placed[node_id].node.type for node_id in node_ids)
+    if "python" in kinds:  # only python nodes have functions to load
+        check_functions(spec, workflow.source, node_ids)
     if not engine.offline:
         for name in dict.fromkeys(spec.provider_of(alias) for alias in allowed):
             if isinstance(spec.providers[name], PluginProvider):
                 engine.provider(name, spec.providers[name])
-    placed = placed_nodes(spec)
-    kinds = dict.fromkeys(placed[node_id].node.type for node_id in node_ids)
     return {kind: node_runner(kind) for kind in kinds}
 
 
@@ -157,7 +158,7 @@ def _known_nodes(workflow: Workflow, names: Iterable[str], flag: str) -> list[st
     nodes = workflow.spec.nodes
     found = list(names)
     for name in found:
-        placed = placed_nodes(workflow.spec).get(name)
+        placed = workflow.placed.get(name)
         loop = placed.loop if placed is not None else None
         if loop is not None:
             raise UsageError(

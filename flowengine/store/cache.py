@@ -90,26 +90,27 @@ class ResponseCache:
             return None  # an entry this version cannot read is a miss, not a failure
 
     def put(self, key: str, provider_url: str, model_id: str, completion: Completion) -> None:
-        value = json.dumps(
-            {
-                "content": completion.content,
-                "served_model": completion.served_model,
-                "finish_reason": completion.finish_reason,
-                "usage": usage_dict(completion.usage),
-                "tool_calls": completion.tool_calls,
-            },
-            ensure_ascii=False,
-        )
         if not self.store.enabled:
             return
-        row = (key, provider_url, model_id, time.time(), value)
+        created = time.time()
         self._pending[key] = completion
 
         def insert(db: sqlite3.Connection) -> None:
+            # Encoded here, by the store's writer thread: off the event loop.
+            value = json.dumps(
+                {
+                    "content": completion.content,
+                    "served_model": completion.served_model,
+                    "finish_reason": completion.finish_reason,
+                    "usage": usage_dict(completion.usage),
+                    "tool_calls": completion.tool_calls,
+                },
+                ensure_ascii=False,
+            )
             db.execute(
                 "INSERT OR REPLACE INTO cache (key, provider, model_id, created, value) "
                 "VALUES (?, ?, ?, ?, ?)",
-                row,
+                (key, provider_url, model_id, created, value),
             )
 
         # Pending until committed: a reader on another connection sees it only then.

@@ -79,41 +79,46 @@ def save_run(
     timeline: list[CallRecord],
     graph: Graph | None = None,
 ) -> None:
-    """Store a run (succeeded, partial or failed) with everything needed to inspect it later."""
+    """Store a run (succeeded, partial or failed) with everything needed to inspect it later.
+
+    The result is encoded as JSON by the store's writer thread, off the event loop: nothing
+    changes a result once its run has returned it.
+    """
     # Nodes are listed in the order they finished: the run began when its first node started.
     first = min((n.started_at for n in result.nodes.values() if n.started_at), default=None)
     if first is None:
         first = datetime.now(UTC) - timedelta(seconds=result.metadata.total_time)
-    row = (
-        result.run_id,
-        result.workflow,
-        file,
-        content_hash,
-        result.status,
-        first.isoformat(),
-        result.metadata.total_time,
-        result.metadata.calls,
-        result.metadata.cost,
-        result.model_dump_json(),
-    )
-    calls = [
-        (
-            result.run_id,
-            seq,
-            c.node,
-            c.model,
-            c.started,
-            c.ended,
-            c.attempts,
-            c.status,
-            int(c.cached),
-            c.messages_json,
-        )
-        for seq, c in enumerate(timeline)
-    ]
-    nodes = json.dumps(graph, separators=(",", ":")) if graph is not None else None
+    started = first.isoformat()
 
     def write(db: sqlite3.Connection) -> None:
+        row = (
+            result.run_id,
+            result.workflow,
+            file,
+            content_hash,
+            result.status,
+            started,
+            result.metadata.total_time,
+            result.metadata.calls,
+            result.metadata.cost,
+            result.model_dump_json(),
+        )
+        calls = [
+            (
+                result.run_id,
+                seq,
+                c.node,
+                c.model,
+                c.started,
+                c.ended,
+                c.attempts,
+                c.status,
+                int(c.cached),
+                c.messages_json,
+            )
+            for seq, c in enumerate(timeline)
+        ]
+        nodes = json.dumps(graph, separators=(",", ":")) if graph is not None else None
         db.execute("SAVEPOINT run")  # the run and its calls, whole or not at all
         try:
             db.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)

@@ -46,12 +46,20 @@ def node_kinds() -> list[str]:
     return plugins.names(plugins.NODES)
 
 
+#: Each node kind's run function, checked, with the plugin it came from: every run asks for
+#: its kinds again, and a kind registered anew is checked anew.
+_CHECKED: dict[str, tuple[plugins.Plugin, NodeRunner]] = {}
+
+
 def node_runner(kind: str) -> NodeRunner:
     """The run function of node kind ``kind``; PluginError if there is none to be had."""
     plugin = plugins.find(plugins.NODES, kind)
     if plugin is None:
         raise PluginError(f"unknown node kind {kind!r}", f"known: {', '.join(node_kinds())}")
-    return runner_of(kind, plugin.obj, plugin.origin)
+    checked = _CHECKED.get(kind)
+    if checked is None or checked[0] is not plugin:
+        checked = _CHECKED[kind] = (plugin, runner_of(kind, plugin.obj, plugin.origin))
+    return checked[1]
 
 
 def runner_of(kind: str, obj: Any, origin: str) -> NodeRunner:
