@@ -50,6 +50,39 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
     }
 
 
+def encode_answer(completion: Completion, **more: Any) -> str:
+    """A cached answer as JSON (``more``: fields a backend keeps beside it)."""
+    return json.dumps(
+        {
+            **more,
+            "content": completion.content,
+            "served_model": completion.served_model,
+            "finish_reason": completion.finish_reason,
+            "usage": usage_dict(completion.usage),
+            "tool_calls": completion.tool_calls,
+        },
+        ensure_ascii=False,
+    )
+
+
+def decode_answer(raw: bytes | str | None) -> Completion | None:
+    """The answer :func:`encode_answer` wrote; None for none, or for one this version cannot
+    read (a miss, not a failure)."""
+    if raw is None:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(raw)
+        return Completion(
+            content=data["content"],
+            served_model=data.get("served_model"),
+            finish_reason=data.get("finish_reason"),
+            usage=Usage(**(data.get("usage") or {})),
+            tool_calls=data.get("tool_calls"),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass(frozen=True)
 class CacheStats:
     path: str
@@ -77,17 +110,7 @@ class ResponseCache:
         )
         if row is None:
             return None
-        try:
-            data: dict[str, Any] = json.loads(row[0])
-            return Completion(
-                content=data["content"],
-                served_model=data.get("served_model"),
-                finish_reason=data.get("finish_reason"),
-                usage=Usage(**(data.get("usage") or {})),
-                tool_calls=data.get("tool_calls"),
-            )
-        except (ValueError, KeyError, TypeError):
-            return None  # an entry this version cannot read is a miss, not a failure
+        return decode_answer(row[0])
 
     def put(self, key: str, provider_url: str, model_id: str, completion: Completion) -> None:
         if not self.store.enabled:
@@ -96,17 +119,7 @@ class ResponseCache:
         self._pending[key] = completion
 
         def insert(db: sqlite3.Connection) -> None:
-            # Encoded here, by the store's writer thread: off the event loop.
-            value = json.dumps(
-                {
-                    "content": completion.content,
-                    "served_model": completion.served_model,
-                    "finish_reason": completion.finish_reason,
-                    "usage": usage_dict(completion.usage),
-                    "tool_calls": completion.tool_calls,
-                },
-                ensure_ascii=False,
-            )
+            value = encode_answer(completion)  # by the store's writer thread: off the event loop
             db.execute(
                 "INSERT OR REPLACE INTO cache (key, provider, model_id, created, value) "
                 "VALUES (?, ?, ?, ?, ?)",

@@ -17,14 +17,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from flowengine.providers.base import Completion
-from flowengine.results import Usage
-from flowengine.store.cache import CacheStats, usage_dict
+from flowengine.store.cache import CacheStats, decode_answer, encode_answer
 from flowengine.store.redis_link import RedisLink
 
 log = logging.getLogger("flowengine.store")
@@ -40,36 +38,7 @@ FAILURES = (RedisError, OSError)
 
 
 def encode(provider_url: str, model_id: str, completion: Completion) -> str:
-    return json.dumps(
-        {
-            "provider": provider_url,
-            "model_id": model_id,
-            "created": time.time(),
-            "content": completion.content,
-            "served_model": completion.served_model,
-            "finish_reason": completion.finish_reason,
-            "usage": usage_dict(completion.usage),
-            "tool_calls": completion.tool_calls,
-        },
-        ensure_ascii=False,
-    )
-
-
-def decode(raw: bytes | str | None) -> Completion | None:
-    """The answer in an entry; None for none, or for one this version cannot read."""
-    if raw is None:
-        return None
-    try:
-        data: dict[str, Any] = json.loads(raw)
-        return Completion(
-            content=data["content"],
-            served_model=data.get("served_model"),
-            finish_reason=data.get("finish_reason"),
-            usage=Usage(**(data.get("usage") or {})),
-            tool_calls=data.get("tool_calls"),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
+    return encode_answer(completion, provider=provider_url, model_id=model_id, created=time.time())
 
 
 class RedisCache:
@@ -98,7 +67,7 @@ class RedisCache:
         except FAILURES as exc:
             self._warn("to read the cache (a miss)", exc)
             return None
-        return decode(raw)
+        return decode_answer(raw)
 
     async def put(self, key: str, provider_url: str, model_id: str, completion: Completion) -> None:
         expiry = None if self.ttl is None else max(1, round(self.ttl * 1000))
@@ -150,7 +119,7 @@ class RedisCache:
                 self._warn("while waiting for another process's answer", exc)
                 return None
             if value is not None:
-                return decode(value)
+                return decode_answer(value)
             if holder is None:
                 return None  # it failed, or its answer is not one to keep: call yourself
         return None
