@@ -227,6 +227,11 @@ async def test_statistics_track_success_rates_and_timing(api_key: str) -> None:
     assert stats["models"]["gpt-oss"]["success_rate"] == 1.0
     assert stats["models"]["gpt-oss"]["calls"] == 2  # the selector's choice: the primary
 
+    bounded = UIResponseManager(keep=1)  # a long-lived service keeps the newest runs only
+    bounded.prepare_ui_data(first)
+    bounded.prepare_ui_data(second)
+    assert (bounded.get_statistics()["runs"], bounded.get_statistics()["succeeded"]) == (1, 0)
+
 
 def test_a_dict_without_its_run_is_refused() -> None:
     with pytest.raises(TypeError, match="carries its run"):

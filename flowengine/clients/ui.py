@@ -29,8 +29,13 @@ def run_of(result: ClientResult | RunResult) -> RunResult:
     return run
 
 
+#: Runs a UIResponseManager keeps for its statistics, the newest first to stay.
+KEEP = 1000
+
+
 class UIResponseManager:
-    """Format a client's results for a UI, and keep statistics over every result it formats.
+    """Format a client's results for a UI, and keep statistics over the results it formats
+    (the newest ``keep`` of them).
 
     Example::
 
@@ -40,7 +45,8 @@ class UIResponseManager:
         ui_manager.get_statistics()["success_rate"]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = KEEP) -> None:
+        self.keep = keep
         self._runs: dict[str, RunResult] = {}
 
     def prepare_ui_data(self, result: ClientResult | RunResult) -> dict[str, Any]:
@@ -67,9 +73,9 @@ class UIResponseManager:
         return compare(self._track(result))
 
     def get_statistics(self) -> dict[str, Any]:
-        """Over every run formatted so far: ``{runs, succeeded, success_rate, total_time,
-        average_time, models: {alias: {calls, success_rate, latency_p50_s, latency_p95_s,
-        tokens, cost, cached, retries, quality, ...}}}``."""
+        """Over the newest ``keep`` runs formatted so far: ``{runs, succeeded, success_rate,
+        total_time, average_time, models: {alias: {calls, success_rate, latency_p50_s,
+        latency_p95_s, tokens, cost, cached, retries, quality, ...}}}``."""
         runs = list(self._runs.values())
         succeeded = sum(run.status == "succeeded" for run in runs)
         total = sum(run.metadata.total_time for run in runs)
@@ -86,4 +92,6 @@ class UIResponseManager:
     def _track(self, result: ClientResult | RunResult) -> RunResult:
         run = run_of(result)
         self._runs[run.run_id] = run  # shown twice (cards, then comparison): counted once
+        if len(self._runs) > self.keep:  # bounded, however long the service runs
+            del self._runs[next(iter(self._runs))]
         return run
