@@ -155,6 +155,18 @@ def test_models_prompts_and_the_raw_result_are_shown(page: Element) -> None:
     }
 
 
+def test_a_huge_result_is_cut_in_the_raw_section_saying_where_it_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("flowengine.web.run_view.RAW_LIMIT", 500)
+    run_id = run_flow(tmp_path)
+    raw = report_of(run_id).find("section", id="raw").find("pre").text
+    head, tail = raw.split("\n… cut here: ")
+    assert len(head) == 500
+    assert tail.endswith(f"more characters; `flowengine runs show {run_id}` prints it whole")
+
+
 def test_markup_and_templates_in_answers_and_prompts_stay_text(page: Element) -> None:
     assert page.find_all("script") == []
     assert page.find_all("img") == []

@@ -17,6 +17,9 @@ from flowengine.results import NodeResult, RunResult, to_jsonable
 from flowengine.store.records import CallRecord
 from flowengine.web.dag import Layout, layout, node_path, run_needs
 
+#: The most characters of the raw result a page holds: the cards and prompts show the rest.
+RAW_LIMIT = 1_000_000
+
 #: The shortest bar drawn on a timeline, in percent of its width, so that a cache hit shows.
 THINNEST_BAR = 0.6
 
@@ -66,7 +69,14 @@ class RunView:
 
     @property
     def raw_json(self) -> str:
-        return json.dumps(self.result.model_dump(mode="json"), indent=2, ensure_ascii=False)
+        """The result as JSON, cut at :data:`RAW_LIMIT` characters (saying where it is whole)."""
+        text = json.dumps(self.result.model_dump(mode="json"), indent=2, ensure_ascii=False)
+        if len(text) <= RAW_LIMIT:
+            return text
+        return (
+            f"{text[:RAW_LIMIT]}\n… cut here: {len(text) - RAW_LIMIT:,} more characters; "
+            f"`flowengine runs show {self.result.run_id}` prints it whole"
+        )
 
     @property
     def started_at(self) -> str | None:
