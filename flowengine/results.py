@@ -183,6 +183,8 @@ class ModelMetrics:
     quality: float | None = None
     #: How many of its answers a judge scored.
     judged: int = 0
+    #: The median time to the first piece of text of its streamed calls (None: none streamed).
+    ttft_p50_s: float | None = None
 
 
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}
@@ -276,6 +278,7 @@ def model_metrics(calls: list[CallResult]) -> dict[str, ModelMetrics]:
 
 def _metrics(group: list[CallResult]) -> ModelMetrics:
     latencies: list[float] = []
+    firsts: list[float] = []
     qualities: list[float] = []
     succeeded = retries = tokens = 0
     queued = 0.0
@@ -292,6 +295,8 @@ def _metrics(group: list[CallResult]) -> ModelMetrics:
         if call.cached:  # what was spent: a cache hit costs no tokens and no money this time
             continue
         latencies.append(call.latency_s)
+        if call.ttft_s is not None:
+            firsts.append(call.ttft_s)
         queued += call.queued_s
         tokens += usage.total_tokens or 0
         if usage.cost is not None:
@@ -308,4 +313,5 @@ def _metrics(group: list[CallResult]) -> ModelMetrics:
         queued_s=round(queued, 6),
         quality=round(sum(qualities) / len(qualities), 4) if qualities else None,
         judged=len(qualities),
+        ttft_p50_s=percentile(firsts, 50),
     )

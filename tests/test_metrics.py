@@ -236,6 +236,19 @@ def test_model_metrics_by_hand() -> None:
     assert model_metrics([]) == {}
 
 
+def test_time_to_first_token_is_the_median_of_the_streamed_calls() -> None:
+    calls = [
+        call("a", 0.5, ttft_s=0.2, attempts=1),
+        call("a", 0.5, ttft_s=0.1, attempts=1),
+        call("a", 0.5, ttft_s=0.3, attempts=1),
+        call("a", 0.5, attempts=1),  # not streamed
+        call("a", 0.0, ttft_s=0.0, cached=True),  # a hit took no time to its first token
+        call("b", 0.5, attempts=1),
+    ]
+    metrics = model_metrics(calls)
+    assert (metrics["a"].ttft_p50_s, metrics["b"].ttft_p50_s) == (0.2, None)
+
+
 @pytest.mark.parametrize(
     "single",
     [
