@@ -130,7 +130,7 @@ def run(
     max_cost: float | None,
     max_calls: int | None,
 ) -> None:
-    """Run a workflow and print its result (JSON by default) on stdout.
+    """Run a workflow and print its result on stdout: text cards on a terminal, JSON piped.
 
     WORKFLOW is a file, or the name of a shipped workflow, such as critique (see the README).
     """
