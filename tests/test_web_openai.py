@@ -3,11 +3,13 @@ a real port of 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -189,3 +191,34 @@ async def test_a_stream_that_fails_before_its_answer_is_a_server_error(
                 stream=True,
             )
     assert answered == ["/v1/chat/completions"]
+
+
+async def test_a_client_that_leaves_a_stream_cancels_its_run(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    slow = [part for i in range(40) for part in (chunk(f"piece {i} "), 0.1)]
+    server.script_for("model-second", Reply.stream(*slow))
+    workflows = load(write_workflow(tmp_path, url=server.base_url))
+    async with listening(workflows, offline=False) as (address, _), sdk(address) as client:
+        stream = await client.chat.completions.create(
+            model="steps",
+            messages=USER,  # type: ignore[arg-type]
+            stream=True,
+        )
+        async for part in stream:
+            if part.choices and part.choices[0].delta.content:
+                break  # the first piece of the answer: enough for this client
+        await stream.close()
+        run_id = part.id.removeprefix("chatcmpl-")
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):  # the run ends at the next piece it cannot send
+                async with session.get(f"{address}/api/runs/{run_id}") as reply:
+                    shown = await reply.json()
+                if shown["status"] != "running":
+                    break
+                await asyncio.sleep(0.05)
+    # Cut short long before the 4 s the model would have taken; recorded as the engine
+    # records any cancelled run: failed, with the error `cancelled`.
+    assert shown["status"] == "failed"
+    assert shown["result"]["error"]["type"] == "cancelled"
+    assert shown["result"]["metadata"]["total_time"] < 3
