@@ -33,7 +33,7 @@ from flowengine.language.workflow import Workflow
 from flowengine.results import ModelMetrics, RunResult, percentile
 from flowengine.run.budget import BudgetMeter
 from flowengine.run.engine import Engine
-from flowengine.run.scheduler import select_nodes
+from flowengine.run.selection import select_nodes
 from flowengine.spec import Budget
 
 NOT_OK = frozenset({"failed", "invalid"})  # row statuses that make a batch not all ok

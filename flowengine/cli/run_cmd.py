@@ -137,7 +137,7 @@ def run(
     from flowengine.cli import result_file
     from flowengine.cli.interrupt import Interrupted, run_interruptibly
     from flowengine.run.engine import Engine
-    from flowengine.run.scheduler import select_nodes
+    from flowengine.run.selection import select_nodes
 
     given = inputs_from(prompt, input_items)
     wf = load(workflow, overrides_from(sets))

@@ -19,7 +19,8 @@ from flowengine.run.budget import BudgetMeter, meters
 from flowengine.run.calls import CallPath, Emit, Target
 from flowengine.run.log import log_event
 from flowengine.run.resilience import Limiter, ProviderLimits
-from flowengine.run.scheduler import execute, select_nodes
+from flowengine.run.scheduler import execute
+from flowengine.run.selection import select_nodes
 from flowengine.run.sharing import Sharing
 from flowengine.run.single_flight import Flights
 from flowengine.spec import (

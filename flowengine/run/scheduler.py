@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from flowengine.errors import UsageError, did_you_mean
 from flowengine.events import Listener, TokenListener
 from flowengine.language.functions import check_functions
 from flowengine.language.inputs import template_inputs
@@ -50,6 +49,7 @@ from flowengine.run.budget import BudgetMeter
 from flowengine.run.conditions import holds, skip_reason
 from flowengine.run.context import TEMPLATE_ERRORS, NodeContext, NodeFailure, Run
 from flowengine.run.nodes import NodeRunner, node_runner
+from flowengine.run.selection import allowed_models, select_nodes
 from flowengine.spec import PluginProvider
 from flowengine.store.records import graph_of, save_run
 
@@ -80,7 +80,7 @@ async def execute(
     The run is ``run_id`` when given (a caller that must name it before it starts), else new.
     """
     values = workflow.bind_inputs(inputs)
-    allowed = _allowed_models(workflow, models)
+    allowed = allowed_models(workflow, models)
     selected, skipped = select_nodes(workflow, only, skip)
     engine.check_credentials(workflow, allowed)
     await engine.check_shared(workflow, allowed)
@@ -116,59 +116,6 @@ def _prepare(
             if isinstance(spec.providers[name], PluginProvider):
                 engine.provider(name, spec.providers[name])
     return {kind: node_runner(kind) for kind in kinds}
-
-
-def _allowed_models(workflow: Workflow, models: Iterable[str] | None) -> Sequence[str]:
-    spec = workflow.spec
-    if models is None:
-        return workflow.plan.by_weight
-    chosen = []
-    for name in models:
-        if name not in spec.models:
-            fix = did_you_mean(name, spec.models) or f"models: {', '.join(spec.models)}"
-            raise UsageError(f"--models: unknown model '{name}'", fix)
-        chosen.append(name)
-    return spec.model_sorted(chosen)
-
-
-def select_nodes(
-    workflow: Workflow, only: Iterable[str] | None = None, skip: Iterable[str] | None = None
-) -> tuple[list[str], list[str]]:
-    """The nodes a run takes in, in run order, and those of them it skips; UsageError if wrong.
-
-    ``only`` keeps those nodes and their ancestors, as the nodes after a skipped node may read
-    what is above it. A node given to both ``only`` and ``skip`` is an error.
-    """
-    skipped = set(_known_nodes(workflow, skip or (), "--skip"))
-    if only is None:
-        return workflow.order, [n for n in workflow.order if n in skipped]
-    keep: set[str] = set()
-    for node_id in _known_nodes(workflow, only, "--only"):
-        if node_id in skipped:
-            raise UsageError(
-                f"--only {node_id} and --skip {node_id}: a node cannot be both run and skipped",
-                "give it to one of them",
-            )
-        keep |= {node_id, *workflow.ancestors(node_id)}
-    selected = [n for n in workflow.order if n in keep]
-    return selected, [n for n in selected if n in skipped]
-
-
-def _known_nodes(workflow: Workflow, names: Iterable[str], flag: str) -> list[str]:
-    nodes = workflow.spec.nodes
-    found = list(names)
-    for name in found:
-        placed = workflow.placed.get(name)
-        loop = placed.loop if placed is not None else None
-        if loop is not None:
-            raise UsageError(
-                f"{flag}: node '{name}' is inside loop '{loop}', which runs it every round",
-                f"name the loop, '{loop}', or give '{name}' a `when:`",
-            )
-        if name not in nodes:
-            fix = did_you_mean(name, nodes) or f"nodes: {', '.join(nodes)}"
-            raise UsageError(f"{flag}: unknown node '{name}'", fix)
-    return found
 
 
 class Scheduler:
