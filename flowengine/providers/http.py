@@ -232,8 +232,10 @@ async def _read_bounded(
 ) -> bytes:
     """A whole body of at most ``limit`` bytes: one announced as larger is refused unread, and
     one that grows past the bound is refused as soon as it does."""
-    if announced is not None and announced > limit:
-        raise CallError("malformed", f"{what} sent a body larger than {limit:,} bytes")
+    if announced is not None:
+        if announced > limit:
+            raise CallError("malformed", f"{what} sent a body larger than {limit:,} bytes")
+        return await content.read()  # aiohttp reads no more than the length announced
     chunks, size = [], 0
     async for chunk in content.iter_any():
         size += len(chunk)
