@@ -4,14 +4,14 @@ References (models, providers, selectors, needs), names and cycles here; the tem
 node, router and the output mapping through :mod:`.template_checks`, each with the names it
 may read: inputs, ancestor nodes, ``models`` and, in a fanout, ``model``; each node's ``when:``
 through :mod:`.conditions`; the nodes of loops (ids, needs, ``until:``) through
-:mod:`.loop_checks`.
+:mod:`.loop_checks`; ``output:`` and ``answer:`` through :mod:`.output_checks`.
 """
 
 from __future__ import annotations
 
 import functools
 from collections import ChainMap
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from flowengine.errors import Problem, did_you_mean
 from flowengine.language.ancestry import ancestry
 from flowengine.language.conditions import check_condition, condition_names
 from flowengine.language.fields import (
-    METADATA,
     MODEL,
     NODE_OUTPUTS,
     ListOf,
@@ -36,6 +35,7 @@ from flowengine.language.inputs import may_be_missing
 from flowengine.language.judge_checks import JudgeChecks
 from flowengine.language.judging import judge_output
 from flowengine.language.loop_checks import LoopChecks
+from flowengine.language.output_checks import OutputChecks, strings
 from flowengine.language.placement import loops, placed_nodes
 from flowengine.language.plugin_checks import PluginChecks
 from flowengine.language.source import Source, YamlPath
@@ -57,7 +57,7 @@ from flowengine.spec import (
 RESERVED = frozenset({"models", "model", "inputs", "metadata", "loop", "self", "true", "false"})
 
 
-class Checker(LoopChecks, JudgeChecks, PluginChecks):
+class Checker(LoopChecks, JudgeChecks, PluginChecks, OutputChecks):
     """Collects every problem of one workflow."""
 
     def __init__(
@@ -301,7 +301,7 @@ class Checker(LoopChecks, JudgeChecks, PluginChecks):
         names = self.names_for(node_id)
         base = self.placed[node_id].path
         if isinstance(node, LlmNode | FanoutNode | JudgeNode):
-            for path, text in _strings(node.vars, (*base, "vars")):
+            for path, text in strings(node.vars, (*base, "vars")):
                 if is_template(text):
                     self.check_inline(path, text, names)
             for name in node.vars:
@@ -319,12 +319,12 @@ class Checker(LoopChecks, JudgeChecks, PluginChecks):
             else:
                 self.check_prompts(base, node, names)
         elif isinstance(node, PythonNode):
-            for path, text in _strings(node.args or {}, (*base, "args")):
+            for path, text in strings(node.args or {}, (*base, "args")):
                 if is_template(text):
                     self.check_inline(path, text, names)
         elif isinstance(node, PluginNode):
             # A plugin's own values may be templates, which it evaluates (NodeContext.evaluate).
-            for path, text in _strings(node.options, base):
+            for path, text in strings(node.options, base):
                 if is_template(text):
                     self.check_inline(path, text, names)
         model_names = names.with_names((), drop={"model"})
@@ -376,77 +376,6 @@ class Checker(LoopChecks, JudgeChecks, PluginChecks):
                 self.check_inline((*base, "template"), selector.template, names)
             if selector.prompt is not None:
                 self.check_prompt_file((*base, "prompt"), selector.prompt, names)
-
-    def check_output(self) -> None:
-        if self.spec.output is None:
-            return
-        allowed = set(self.spec.inputs) | set(self.spec.nodes) | {"inputs", "models", "metadata"}
-        allowed |= self.unreadable.get("nodes", set()) | self.unreadable.get("inputs", set())
-        unknown_ok = not self.readable("inputs", "*")
-        shapes = ChainMap[str, Shape]({"metadata": METADATA}, self.shapes)
-        explain = functools.partial(self.explain_outside, None)
-        names = Names(
-            frozenset(allowed),
-            frozenset(self.spec.nodes),
-            None,
-            (),
-            unknown_ok,
-            shapes=shapes,
-            explain=explain,
-            optional=self.optional,
-        )
-        for path, text in _strings(self.spec.output, ("output",)):
-            if is_template(text):
-                self.check_inline(path, text, names)
-
-    def check_answer(self) -> None:
-        """`answer:` names llm nodes whose replies can stream: not a fanout's several replies,
-        not a structured answer, which is an answer only once it is checked whole."""
-        written = self.source.root.get("answer") if self.source.root else None
-        for i, node_id in enumerate(self.spec.answer or ()):
-            path: YamlPath = ("answer", i) if isinstance(written, list) else ("answer",)
-            placed = self.placed.get(node_id)
-            node = placed.node if placed is not None else None
-            if placed is not None and placed.loop is not None:
-                self.add(
-                    path,
-                    f"answer: '{node_id}' is inside loop '{placed.loop}', which runs it every "
-                    "round; the answer streamed by `run --stream` is one reply",
-                    f"name an llm node after the loop, one that reads `{placed.loop}.last."
-                    f"{node_id}`",
-                    code="answer",
-                )
-            elif node is None:
-                if self.readable("nodes", node_id):
-                    fix = did_you_mean(node_id, self.spec.nodes) or "name an llm node"
-                    self.add(path, f"answer: unknown node '{node_id}'", fix, code="answer")
-            elif not isinstance(node, LlmNode):
-                self.add(
-                    path,
-                    f"answer: '{node_id}' is a {node.type} node; the answer streamed by "
-                    "`run --stream` is the reply of one llm node",
-                    "name an llm node (one that sums up a fanout's replies, say)",
-                    code="answer",
-                )
-            elif node.output_schema is not None:
-                self.add(
-                    path,
-                    f"answer: '{node_id}' has a `schema:`; a structured answer is checked "
-                    "whole, so it is not streamed",
-                    "name an llm node without `schema:`",
-                    code="answer",
-                )
-
-
-def _strings(value: object, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _strings(v, (*path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, (*path, i))
 
 
 def check(
