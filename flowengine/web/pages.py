@@ -12,12 +12,10 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from flowengine.errors import UsageError
-from flowengine.store.db import Store
-from flowengine.store.records import RunRecord, graph_of, load_run
+from flowengine.store.records import RunRecord, graph_of
 from flowengine.web.http import HttpError
 from flowengine.web.report import run_report
-from flowengine.web.state import APP, State
+from flowengine.web.state import APP, State, stored_run
 
 
 async def run_page(request: web.Request) -> web.Response:
@@ -26,26 +24,13 @@ async def run_page(request: web.Request) -> web.Response:
     live = state.runs.get(run_id)
     if live is not None and live.status == "running":
         raise HttpError(409, f"run '{run_id}' is still running", param="run_id", code="run_running")
-    store = state.engine.store
-    if store is None:
+    if state.engine.store is None:
         raise HttpError(404, "this server keeps no run records", code="no_records")
-    record = await asyncio.to_thread(_find, store, run_id, live is not None)
+    record = await stored_run(state, run_id, live is not None)
     if record is None:
         raise HttpError(404, f"no run '{run_id}'", param="run_id", code="run_not_found")
     page = await asyncio.to_thread(run_report, _with_graph(state, record))
     return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
-
-
-def _find(store: Store, run_id: str, recent: bool) -> RunRecord | None:
-    """The record of the run with this whole id; a run that just ended may still be queued for
-    the store's writer, so for one ``recent`` the queue is flushed first."""
-    if recent:
-        store.flush()
-    try:
-        record = load_run(store, run_id)
-    except UsageError:
-        return None
-    return record if record.result.run_id == run_id else None  # a prefix is not an id here
 
 
 def _with_graph(state: State, record: RunRecord) -> RunRecord:

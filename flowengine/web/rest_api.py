@@ -14,14 +14,12 @@ from typing import Any
 from aiohttp import web
 
 from flowengine.compare import compare, response_calls
-from flowengine.errors import UsageError
 from flowengine.results import model_metrics, to_jsonable
-from flowengine.store.db import Store
-from flowengine.store.records import RunRecord, list_runs, load_run, recent_results
+from flowengine.store.records import list_runs, recent_results
 from flowengine.web.events import EventLog, stream_events
 from flowengine.web.http import HttpError, json_response, query_int, read_json, text_param
 from flowengine.web.runs import LiveRun
-from flowengine.web.state import APP, State, bind_inputs, find_workflow, start
+from flowengine.web.state import APP, bind_inputs, find_workflow, start, stored_run
 from flowengine.web.workflows import describe
 
 #: The most runs one request lists, or computes statistics over.
@@ -55,7 +53,7 @@ async def show_run(request: web.Request) -> web.Response:
     live = state.runs.get(run_id)
     if live is not None and live.status == "running":
         return json_response(_running(live))
-    record = await _record(state, run_id, live)
+    record = await stored_run(state, run_id, live is not None)
     if record is None:
         if live is None:
             raise _no_run(run_id)
@@ -103,27 +101,6 @@ def _node(result: Any) -> dict[str, Any]:
         "error": to_jsonable(result.error),
         "reason": result.reason,
     }
-
-
-async def _record(state: State, run_id: str, live: LiveRun | None) -> RunRecord | None:
-    """The stored record of a run, by its whole id; None when there is none."""
-    store = state.engine.store
-    if store is None:
-        return None
-    record = await asyncio.to_thread(_load, store, run_id)
-    if record is None and live is not None:
-        # Just finished: its record may still be queued for the writer thread.
-        await asyncio.to_thread(store.flush)
-        record = await asyncio.to_thread(_load, store, run_id)
-    return record
-
-
-def _load(store: Store, run_id: str) -> RunRecord | None:
-    try:
-        record = load_run(store, run_id)
-    except UsageError:
-        return None
-    return record if record.result.run_id == run_id else None  # a prefix is not an id here
 
 
 def _no_run(run_id: str) -> HttpError:
@@ -179,7 +156,7 @@ async def run_events(request: web.Request) -> web.StreamResponse:
     live = state.runs.get(run_id)
     if live is not None:
         return await stream_events(request, live.events)
-    record = await _record(state, run_id, None)
+    record = await stored_run(state, run_id, False)
     if record is None:
         raise _no_run(run_id)
     # A run from before this server's memory: its events are gone, its end is known.

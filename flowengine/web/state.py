@@ -3,6 +3,7 @@ request names a workflow and starts a run of it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,8 @@ from aiohttp import web
 from flowengine.errors import UsageError, did_you_mean
 from flowengine.language.workflow import Workflow
 from flowengine.run.engine import Engine
+from flowengine.store.db import Store
+from flowengine.store.records import RunRecord, load_run
 from flowengine.web.http import HttpError
 from flowengine.web.runs import LiveRun, Runs
 
@@ -63,3 +66,25 @@ def start(runs: Runs, workflow: Workflow, inputs: dict[str, Any], **options: Any
     if runs.closing:
         raise HttpError(503, "the server is shutting down", type="server_error", code="shutdown")
     return runs.start(workflow, inputs, **options)
+
+
+async def stored_run(state: State, run_id: str, recent: bool) -> RunRecord | None:
+    """The stored record of the run with this whole id; None when there is none. A ``recent``
+    run may have ended with its record still queued for the store's writer: then the queue is
+    flushed and the record read again."""
+    store = state.engine.store
+    if store is None:
+        return None
+    record = await asyncio.to_thread(_load, store, run_id)
+    if record is None and recent:
+        await asyncio.to_thread(store.flush)
+        record = await asyncio.to_thread(_load, store, run_id)
+    return record
+
+
+def _load(store: Store, run_id: str) -> RunRecord | None:
+    try:
+        record = load_run(store, run_id)
+    except UsageError:
+        return None
+    return record if record.result.run_id == run_id else None  # a prefix is not an id here
