@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from flowengine.errors import ConfigError, UsageError, did_you_mean
+from flowengine.errors import ConfigError, UsageError
 from flowengine.events import Event, Listener, TokenDelta, TokenListener
 from flowengine.providers import Provider, ProviderContext, create_provider
 from flowengine.run.budget import BudgetMeter, meters
@@ -20,7 +20,7 @@ from flowengine.run.calls import CallPath, Emit, Target
 from flowengine.run.log import log_event
 from flowengine.run.resilience import Limiter, ProviderLimits
 from flowengine.run.scheduler import execute
-from flowengine.run.selection import select_nodes
+from flowengine.run.selection import known_nodes, select_nodes
 from flowengine.run.sharing import Sharing
 from flowengine.run.single_flight import Flights
 from flowengine.spec import (
@@ -335,6 +335,10 @@ def answer_nodes(workflow: Workflow, selected: Iterable[str] | None = None) -> l
     return last
 
 
+def _after_the_loop(loop: str, name: str) -> str:
+    return f"stream an llm node after the loop, one that reads `{loop}.last.{name}`"
+
+
 def stream_nodes(
     workflow: Workflow,
     nodes: Iterable[str] | None,
@@ -348,15 +352,7 @@ def stream_nodes(
     found = list(nodes)
     known = workflow.spec.nodes
     for name in found:
-        placed = workflow.placed.get(name)
-        if placed is not None and placed.loop is not None:
-            raise UsageError(
-                f"stream: node '{name}' is inside loop '{placed.loop}', which runs it every round",
-                f"stream an llm node after the loop, one that reads `{placed.loop}.last.{name}`",
-            )
-        if name not in known:
-            fix = did_you_mean(name, known) or f"nodes: {', '.join(known)}"
-            raise UsageError(f"stream: unknown node '{name}'", fix)
+        known_nodes(workflow, [name], "stream", _after_the_loop)
         if not isinstance(known[name], LlmNode | FanoutNode):
             raise UsageError(
                 f"stream: '{name}' is a {known[name].type} node, which writes no answer",

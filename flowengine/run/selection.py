@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from flowengine.errors import UsageError, did_you_mean
@@ -33,11 +33,11 @@ def select_nodes(
     ``only`` keeps those nodes and their ancestors, as the nodes after a skipped node may read
     what is above it. A node given to both ``only`` and ``skip`` is an error.
     """
-    skipped = set(_known_nodes(workflow, skip or (), "--skip"))
+    skipped = set(known_nodes(workflow, skip or (), "--skip"))
     if only is None:
         return workflow.order, [n for n in workflow.order if n in skipped]
     keep: set[str] = set()
-    for node_id in _known_nodes(workflow, only, "--only"):
+    for node_id in known_nodes(workflow, only, "--only"):
         if node_id in skipped:
             raise UsageError(
                 f"--only {node_id} and --skip {node_id}: a node cannot be both run and skipped",
@@ -48,7 +48,16 @@ def select_nodes(
     return selected, [n for n in selected if n in skipped]
 
 
-def _known_nodes(workflow: Workflow, names: Iterable[str], flag: str) -> list[str]:
+def known_nodes(
+    workflow: Workflow,
+    names: Iterable[str],
+    flag: str,
+    loop_fix: Callable[[str, str], str] = lambda loop, name: (
+        f"name the loop, '{loop}', or give '{name}' a `when:`"
+    ),
+) -> list[str]:
+    """``names`` as given, each a top-level node of ``workflow``; UsageError naming ``flag``
+    for one that is unknown or inside a loop (``loop_fix(loop, name)`` says what to do)."""
     nodes = workflow.spec.nodes
     found = list(names)
     for name in found:
@@ -57,7 +66,7 @@ def _known_nodes(workflow: Workflow, names: Iterable[str], flag: str) -> list[st
         if loop is not None:
             raise UsageError(
                 f"{flag}: node '{name}' is inside loop '{loop}', which runs it every round",
-                f"name the loop, '{loop}', or give '{name}' a `when:`",
+                loop_fix(loop, name),
             )
         if name not in nodes:
             fix = did_you_mean(name, nodes) or f"nodes: {', '.join(nodes)}"
