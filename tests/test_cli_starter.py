@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flowengine.cli.starter import resolve_workflow, shipped_workflows, starter_dir
+from flowengine.cli.starter import resolve_workflow
+from flowengine.shipped import shipped_workflows, starter_dir
 from tests.clirunner import invoke
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ LAYERS = [
     "clients",
     "cli",
 ]
-BOTTOM = {"errors", "spec", "results", "events", "compare", "text", "plugins", "rubric"}
+BOTTOM = {"errors", "spec", "results", "events", "compare", "text", "plugins", "rubric", "shipped"}
 
 #: The documented exceptions: (importing module, imported module).
 ALLOWED_UPWARD = {

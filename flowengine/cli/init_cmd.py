@@ -9,8 +9,9 @@ import click
 
 from flowengine.cli.base import err, handle_errors
 from flowengine.cli.logs import verbose_option
-from flowengine.cli.starter import starter_dir, starter_files
+from flowengine.cli.starter import starter_files
 from flowengine.errors import UsageError
+from flowengine.shipped import starter_dir
 
 
 @click.command()

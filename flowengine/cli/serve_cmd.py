@@ -94,7 +94,8 @@ def serve(
 def _served(paths: tuple[str, ...]) -> list[str]:
     """The files and folders to serve: those given (a shipped workflow by its name, as `run`
     takes it), else workflows/ here, else every shipped workflow."""
-    from flowengine.cli.starter import resolve_workflow, starter_dir
+    from flowengine.cli.starter import resolve_workflow
+    from flowengine.shipped import starter_dir
 
     if paths:
         return [path if os.path.isdir(path) else resolve_workflow(path) for path in paths]

@@ -10,21 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowengine.errors import Location, Problem, WorkflowError, did_you_mean
-
-
-def starter_dir() -> Path:
-    """The starter project's folder inside the installed package."""
-    from importlib.resources import files  # here: a command given a path never needs it
-
-    folder = files("flowengine") / "starter"
-    if not isinstance(folder, Path):  # a zipped install; not a layout pip produces
-        raise RuntimeError(f"flowengine's starter files are not on the file system: {folder}")
-    return folder
-
-
-def shipped_workflows() -> dict[str, Path]:
-    """The shipped workflows by name: ``critique`` -> ``.../starter/workflows/critique.yaml``."""
-    return {path.stem: path for path in sorted((starter_dir() / "workflows").glob("*.yaml"))}
+from flowengine.shipped import shipped_workflows, starter_dir
 
 
 def starter_files() -> list[Path]:

@@ -9,11 +9,11 @@ its cards and comparison from the run itself.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from flowengine import Engine, RunResult, Workflow
+from flowengine.shipped import shipped_workflows
 
 #: The provider every shipped workflow calls: ``base_url=`` points it elsewhere.
 OPENROUTER = "openrouter"
@@ -36,8 +36,7 @@ def workflow_path(workflow: str | Path) -> Path:
     path = Path(workflow)
     if path.exists():
         return path
-    shipped = Path(str(files("flowengine") / "starter" / "workflows" / f"{workflow}.yaml"))
-    return shipped if shipped.exists() else path  # a missing path: load() names it
+    return shipped_workflows().get(str(workflow), path)  # a missing path: load() names it
 
 
 def load(
