@@ -15,9 +15,9 @@ import pytest
 from flowengine.cli.render import render_comparison
 from flowengine.compare import compare
 from flowengine.errors import UsageError
-from flowengine.providers.base import ChatRequest, Completion
+from flowengine.providers.base import ChatRequest, Completion, encode_messages
 from flowengine.results import CallResult, NodeResult, RunMetadata, RunMetrics, RunResult, Usage
-from flowengine.store.cache import ResponseCache, cache_key, encode_messages
+from flowengine.store.cache import ResponseCache, cache_key
 from flowengine.store.db import Store
 from flowengine.store.records import CallRecord, list_runs, load_run, save_run
 
@@ -43,6 +43,19 @@ def test_cache_key_covers_what_decides_the_answer() -> None:
     assert base != cache_key("https://a/v1", ChatRequest("other", REQUEST.messages, REQUEST.params))
     changed = ChatRequest(REQUEST.model_id, REQUEST.messages, {"temperature": 0.1})
     assert base != cache_key("https://a/v1", changed)
+    # Messages changed after encoding are encoded again: a copy does not keep the old JSON.
+    asked = dataclasses.replace(REQUEST)
+    asked.encoded_messages()
+    other = dataclasses.replace(asked, messages=[{"role": "user", "content": "bye"}])
+    assert cache_key("https://a/v1", other) != base
+
+
+def test_cache_keys_stay_the_same_across_versions() -> None:
+    # A cache filled by an earlier version keeps answering: the key of a call never changes.
+    key = cache_key("https://api.example/v1", REQUEST)
+    assert key == "c63d6a5df174f9f35614748263e39c101a0d109faf0e19312a3bc316c30694b4"
+    lone = ChatRequest("m", [{"role": "user", "content": "a\ud800"}])  # no UTF-8 form
+    assert len(cache_key("https://api.example/v1", lone)) == 64
 
 
 def test_corrupt_file_degrades_with_one_warning(

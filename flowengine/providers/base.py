@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +26,42 @@ class ChatRequest:
     #: Set by the engine when the answer is to be shown as it is written: a provider that can
     #: stream calls it with each piece of text as it arrives (see :class:`Provider`).
     on_delta: Callable[[str], None] | None = None
+    #: ``messages`` as JSON, once :meth:`encoded_messages` has encoded them.
+    messages_json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def encoded_messages(self) -> str:
+        """The messages as JSON, encoded once per call: for the request's body, its cache key
+        and its run record alike (prompts are the largest part of all three)."""
+        if self.messages_json is None:
+            self.messages_json = encode_messages(self.messages)
+        return self.messages_json
+
+
+#: Compact JSON with non-ASCII text as it is (see :func:`utf8`). One encoder for every call:
+#: ``json.dumps`` with options would build one per call.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def encode_messages(messages: list[dict[str, str]]) -> str:
+    """Chat messages as compact JSON, non-ASCII text as it is (see :func:`utf8`)."""
+    return _COMPACT.encode(messages)
+
+
+def utf8(text: str) -> bytes:
+    """JSON text as UTF-8. A lone surrogate (which has no UTF-8 form, and can only be inside a
+    JSON string here) becomes its JSON escape, ``\\udXXX``: the same string to any reader."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def json_body(head: Mapping[str, Any], messages_json: str) -> bytes:
+    """A request body: ``head``'s members, then ``"messages"`` from its JSON encoded already.
+
+    A ``messages`` key in ``head`` is left out: the messages given win, as they would in
+    ``{**head, "messages": messages}``.
+    """
+    members = _COMPACT.encode({k: v for k, v in head.items() if k != "messages"})
+    comma = "," if len(members) > 2 else ""
+    return utf8(f'{members[:-1]}{comma}"messages":{messages_json}}}')
 
 
 @dataclass(slots=True)

@@ -123,17 +123,22 @@ def parse_json(reply: HttpReply, what: str) -> Any:
         ) from None
 
 
+def json_payload(body: bytes) -> aiohttp.payload.BytesPayload:
+    """``body`` as what aiohttp sends, typed as JSON (so ``headers`` need not say so)."""
+    return aiohttp.payload.BytesPayload(body, content_type="application/json")
+
+
 async def request(
     session: aiohttp.ClientSession,
     method: str,
     url: str,
-    payload: Mapping[str, Any] | None = None,
+    body: bytes | None = None,
     *,
     headers: Mapping[str, str],
     timeout: float,
     what: str,
 ) -> HttpReply:
-    """Send ``payload`` as JSON (if any) and read the whole reply; every failure is a
+    """Send ``body`` (JSON, if any) and read the whole reply; every failure is a
     :class:`CallError`.
 
     ``what`` names the remote side in messages ("provider 'openrouter'", "model selector").
@@ -144,7 +149,7 @@ async def request(
         async with session.request(
             method,
             url,
-            json=payload,
+            data=None if body is None else json_payload(body),
             headers=headers or None,  # aiohttp does less for no headers than for {}
             timeout=_client_timeout(timeout),
         ) as response:
@@ -160,14 +165,14 @@ async def request(
 async def stream(
     session: aiohttp.ClientSession,
     url: str,
-    payload: Mapping[str, Any],
+    body: bytes,
     *,
     headers: Mapping[str, str],
     timeout: float,
     what: str,
     on_data: Callable[[str], bool],
 ) -> HttpReply | None:
-    """POST ``payload`` and read the reply as server-sent events: ``on_data(data)`` for each
+    """POST ``body`` (JSON) and read the reply as server-sent events: ``on_data(data)`` for each
     event, until it returns True or the stream ends. None when the reply was a stream.
 
     A reply that is not a stream (an error status, or a server that answered with one JSON
@@ -178,7 +183,10 @@ async def stream(
     """
     try:
         async with session.post(
-            url, json=payload, headers=headers or None, timeout=_stream_timeout(timeout)
+            url,
+            data=json_payload(body),
+            headers=headers or None,
+            timeout=_stream_timeout(timeout),
         ) as response:
             if not 200 <= response.status <= 299 or response.content_type != EVENT_STREAM:
                 body = await _read_bounded(

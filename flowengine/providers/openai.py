@@ -11,7 +11,13 @@ from typing import Any
 
 from flowengine.errors import CallError
 from flowengine.providers import http
-from flowengine.providers.base import ChatRequest, Completion, ProviderContext
+from flowengine.providers.base import (
+    ChatRequest,
+    Completion,
+    ProviderContext,
+    encode_messages,
+    json_body,
+)
 from flowengine.providers.http import parse_json
 from flowengine.providers.openai_reply import http_error, parse_reply
 from flowengine.providers.openai_stream import StreamedAnswer
@@ -84,34 +90,38 @@ class OpenAICompatible:
         params, messages = request.params, request.messages
         if self._spec.structured == "json_object":
             params, messages = as_json_object(params, messages)
+        # The messages as the engine encoded them already, unless JSON mode changed them.
+        encoded = request.encoded_messages() if messages is request.messages else None
         # model and messages win over params, so a stray param cannot redirect the call.
-        payload = {**params, "model": request.model_id, "messages": messages}
+        head = {**params, "model": request.model_id}
         if request.on_delta is not None:
-            return await self._stream(payload, request)
+            # include_usage asks for the usage chunk at the end, which OpenAI sends only then.
+            head.update(stream=True, stream_options={"include_usage": True})
+        body = json_body(head, encoded or encode_messages(messages))
+        if request.on_delta is not None:
+            return await self._stream(body, request)
         reply = await http.request(
             self._ctx.session,
             "POST",
             self._url,
-            payload,
+            body,
             headers=self.headers(),
             timeout=request.timeout,
             what=self._what,
         )
         return parse_reply(reply, what=self._what)
 
-    async def _stream(self, payload: dict[str, Any], request: ChatRequest) -> Completion:
+    async def _stream(self, body: bytes, request: ChatRequest) -> Completion:
         """One streamed attempt: each piece of text to ``request.on_delta`` as it arrives.
 
-        ``include_usage`` asks for the usage chunk at the end, which OpenAI sends only then.
         A server that answers with one JSON body instead is read as any reply.
         """
         assert request.on_delta is not None
         answer = StreamedAnswer(request.on_delta, self._what)
-        payload = {**payload, "stream": True, "stream_options": {"include_usage": True}}
         reply = await http.stream(
             self._ctx.session,
             self._url,
-            payload,
+            body,
             headers=self.headers(),
             timeout=request.timeout,
             what=self._what,

@@ -5,12 +5,14 @@ Mapping the service's model names to aliases is the select node's business, not 
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import aiohttp
 
 from flowengine.errors import CallError
+from flowengine.providers.base import utf8
 from flowengine.providers.http import HttpReply, parse_json, request, snippet
 from flowengine.spec import HttpSelector
 
@@ -34,7 +36,7 @@ async def call_selector(
         session,
         "POST",
         spec.url,
-        {"prompt": prompt},
+        utf8(json.dumps({"prompt": prompt}, ensure_ascii=False)),
         headers=spec.headers,
         timeout=spec.timeout,
         what=what,

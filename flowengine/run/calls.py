@@ -36,7 +36,7 @@ from flowengine.run.resilience import (
 from flowengine.run.single_flight import Flights
 from flowengine.spec import Retry
 from flowengine.store.backend import CacheBackend, SqliteCache
-from flowengine.store.cache import ResponseCache, cache_key, encode_messages
+from flowengine.store.cache import ResponseCache, cache_key
 from flowengine.store.prices import PriceBook
 from flowengine.store.records import CallRecord
 
@@ -155,11 +155,11 @@ class CallPath:
         deltas = Deltas(on_delta, clock) if on_delta is not None else None
         request = ChatRequest(target.model_id, messages, params, target.timeout, deltas)
         cache = self.cache if use_cache and target.cache_url is not None else None
-        encoded = encode_messages(messages) if cache or self.timeline is not None else ""
+        encoded = request.encoded_messages() if self.timeline is not None else ""
         if cache is None:
             result, _ = await self._fresh(node_id, target, request, retry, clock, deltas)
         else:
-            key = cache_key(target.cache_url or "", request, encoded)
+            key = cache_key(target.cache_url or "", request)
             # The cache's answer, or that of the same call in flight here or in another process.
             async with self.flights.once(cache, key, target.timeout) as flight:
                 if flight.answer is not None:

@@ -14,31 +14,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flowengine.providers.base import ChatRequest, Completion
+from flowengine.providers.base import ChatRequest, Completion, utf8
 from flowengine.results import Usage
 from flowengine.store.db import Store
 
 
-def encode_messages(messages: list[dict[str, str]]) -> str:
-    """A call's messages as JSON: encoded once, for its cache key and for its run record."""
-    return json.dumps(messages, ensure_ascii=False, separators=(",", ":"))
+#: What a key hashes besides the messages, in a canonical form (one encoder for every call).
+_KEY_HEAD = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def cache_key(provider_url: str, request: ChatRequest, messages_json: str | None = None) -> str:
-    """SHA-256 over everything that decides the answer; the API key is not part of it.
-
-    ``messages_json`` is :func:`encode_messages` of the request's messages, when the caller
-    has it already.
-    """
-    head = json.dumps(
-        [provider_url, request.model_id, request.params],
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
-    )
-    body = encode_messages(request.messages) if messages_json is None else messages_json
-    return hashlib.sha256(f"{head}\n{body}".encode()).hexdigest()
+def cache_key(provider_url: str, request: ChatRequest) -> str:
+    """SHA-256 over everything that decides the answer; the API key is not part of it."""
+    head = _KEY_HEAD.encode([provider_url, request.model_id, request.params])
+    return hashlib.sha256(utf8(f"{head}\n{request.encoded_messages()}")).hexdigest()
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:

@@ -35,7 +35,7 @@ class CallRecord:
     attempts: int
     status: str
     cached: bool
-    #: The messages sent, as JSON (encoded once per call, see ``store.cache.encode_messages``).
+    #: The messages sent, as JSON (encoded once per call, see ``ChatRequest.encoded_messages``).
     messages_json: str
 
     @property

@@ -133,11 +133,17 @@ async def test_a_reply_larger_than_the_bound_is_refused_not_read_whole(
     try:
         async with aiohttp.ClientSession() as session:
             fits = await http.request(
-                session, "POST", url, {"size": 1000}, headers={}, timeout=5, what="the server"
+                session, "POST", url, b'{"size": 1000}', headers={}, timeout=5, what="the server"
             )
             with pytest.raises(CallError, match="the server sent a body larger than 1,000 bytes"):
                 await http.request(
-                    session, "POST", url, {"size": 5000}, headers={}, timeout=5, what="the server"
+                    session,
+                    "POST",
+                    url,
+                    b'{"size": 5000}',
+                    headers={},
+                    timeout=5,
+                    what="the server",
                 )
     finally:
         await runner.cleanup()

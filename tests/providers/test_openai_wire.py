@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -60,7 +61,9 @@ async def test_request_body_and_headers(mocked: aioresponses, provider: OpenAICo
     params = {"temperature": 0.2, "model": "ignored"}
     await provider.complete(ChatRequest("m/x", [{"role": "user", "content": "q"}], params))
     call = next(iter(mocked.requests.values()))[0]
-    assert call.kwargs["json"] == {
+    body = call.kwargs["data"]
+    assert body.content_type == "application/json"
+    assert json.loads(body.decode()) == {
         "temperature": 0.2,
         "model": "m/x",
         "messages": [{"role": "user", "content": "q"}],
