@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from flowengine import Engine, RunResult, Workflow
+from flowengine.providers import Completion
 from flowengine.results import CallResult
+from flowengine.store import cache as cache_module
 from flowengine.store.cache import ResponseCache
 from flowengine.store.db import Store
 from flowengine.store.records import list_runs, load_run
@@ -214,18 +216,17 @@ async def test_records_and_cache_entries_are_encoded_off_the_event_loop(
     server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     encoders: list[str] = []
-    dumps, dump_json = json.dumps, RunResult.model_dump_json
+    encode, dump_json = cache_module.encode_answer, RunResult.model_dump_json
 
-    def spy_dumps(value: Any, **options: Any) -> str:
-        if isinstance(value, dict) and "finish_reason" in value:  # a cache entry's value
-            encoders.append(threading.current_thread().name)
-        return dumps(value, **options)
+    def spy_encode(completion: Completion, **more: Any) -> str:  # a cache entry's value
+        encoders.append(threading.current_thread().name)
+        return encode(completion, **more)
 
     def spy_dump_json(self: RunResult, **options: Any) -> str:
         encoders.append(threading.current_thread().name)
         return dump_json(self, **options)
 
-    monkeypatch.setattr("flowengine.store.cache.json.dumps", spy_dumps)
+    monkeypatch.setattr(cache_module, "encode_answer", spy_encode)
     monkeypatch.setattr(RunResult, "model_dump_json", spy_dump_json)
     wf = Workflow.load(flow(tmp_path, server.base_url))
     result = await run_once(wf)

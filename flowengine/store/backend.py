@@ -9,7 +9,6 @@ Redis). The call path uses only :class:`CacheBackend`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Protocol
 
 from flowengine.providers.base import Completion
@@ -51,9 +50,10 @@ class SqliteCache:
     async def put(self, key: str, provider_url: str, model_id: str, completion: Completion) -> None:
         self.cache.put(key, provider_url, model_id, completion)
 
-    @contextlib.asynccontextmanager
-    async def flight(self, key: str, wait: float) -> AsyncIterator[Completion | None]:
-        yield None
+    def flight(
+        self, key: str, wait: float
+    ) -> contextlib.AbstractAsyncContextManager[Completion | None]:
+        return contextlib.nullcontext()
 
     async def stats(self) -> CacheStats:
         return self.cache.stats()

@@ -18,7 +18,6 @@ from flowengine.providers.base import ChatRequest, Completion, utf8
 from flowengine.results import Usage
 from flowengine.store.db import Store
 
-
 #: What a key hashes besides the messages, in a canonical form (one encoder for every call).
 _KEY_HEAD = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
@@ -38,9 +37,13 @@ def usage_dict(usage: Usage) -> dict[str, Any]:
     }
 
 
+#: One encoder for every answer kept (``json.dumps`` with options would build one per call).
+_ANSWER = json.JSONEncoder(ensure_ascii=False)
+
+
 def encode_answer(completion: Completion, **more: Any) -> str:
     """A cached answer as JSON (``more``: fields a backend keeps beside it)."""
-    return json.dumps(
+    return _ANSWER.encode(
         {
             **more,
             "content": completion.content,
@@ -48,8 +51,7 @@ def encode_answer(completion: Completion, **more: Any) -> str:
             "finish_reason": completion.finish_reason,
             "usage": usage_dict(completion.usage),
             "tool_calls": completion.tool_calls,
-        },
-        ensure_ascii=False,
+        }
     )
 
 

@@ -7,9 +7,9 @@ one warning, and the run goes on without cache or records.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -128,7 +128,13 @@ class Store:
         self._writer: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._queue: queue.Queue[Queued | None] | None = None
+        # The writes waiting for the writer thread. A deque, not a queue.Queue: appending is
+        # one C call, where a Queue takes Python-level locks for every write and every take.
+        self._waiting: collections.deque[Queued] = collections.deque()
+        self._wake = threading.Event()  # set when writes wait and the writer may be asleep
+        self._idle = threading.Condition()  # notified each time the writer has made a batch
+        self._writing = False  # the writer holds writes it took and has not made yet
+        self._closing = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -209,45 +215,51 @@ class Store:
         if not self.background:
             self._write_now([(work, after)])
             return
-        if self._queue is None:
-            self._queue = queue.Queue()
+        if self._thread is None:
             self._thread = threading.Thread(
                 target=self._write_loop, name="flowengine-store", daemon=True
             )
             self._thread.start()
-        self._queue.put((work, after))
+        self._waiting.append((work, after))
+        if not self._wake.is_set():
+            self._wake.set()
 
     def flush(self) -> None:
         """Wait until every queued write is made."""
-        if self._queue is not None:
-            self._queue.join()
+        if self._thread is None:
+            return
+        with self._idle:
+            while self._waiting or self._writing:
+                self._wake.set()
+                self._idle.wait(GATHER_S)
 
     def _write_loop(self) -> None:
-        assert self._queue is not None
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            stop = first is None
-            batch = [] if first is None else [first]
-            if not stop:
+        while True:
+            self._wake.wait()
+            if not self._closing:
                 # Let writes gather for a moment: one transaction then makes many, and the
                 # event loop is not held up by a thread that wakes for every single write.
                 time.sleep(GATHER_S)
-            while not stop and len(batch) < WRITE_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
+            self._wake.clear()
+            # Set before any write is taken: flush() sees each write waiting or being made.
+            self._writing = True
             try:
-                if batch and self.enabled:
-                    self._write_now(batch)
+                while self._waiting:
+                    count = min(len(self._waiting), WRITE_BATCH)
+                    batch = [self._waiting.popleft() for _ in range(count)]
+                    try:
+                        if self.enabled:
+                            self._write_now(batch)
+                        else:
+                            _run_afters(batch)
+                    except Exception:  # a fault here must not stop the writes after it
+                        log.exception("%s: a batch of writes failed", self.path)
             finally:
-                for _ in range(len(batch) + stop):
-                    self._queue.task_done()
+                with self._idle:
+                    self._writing = False
+                    self._idle.notify_all()
+            if self._closing and not self._waiting:
+                return
 
     def _write_now(self, batch: list[Queued]) -> None:
         """Make ``batch`` in one transaction; a write that fails alone is skipped and logged,
@@ -263,9 +275,7 @@ class Store:
                     work = [w for w, _ in batch]
                     self._guard(lambda: self._transaction(writer, work), write=True)
         finally:
-            for _, after in batch:
-                if after is not None:
-                    after()
+            _run_afters(batch)
 
     def _transaction(self, db: sqlite3.Connection, batch: list[Work]) -> None:
         db.execute("BEGIN")
@@ -308,15 +318,23 @@ class Store:
 
     def close(self) -> None:
         """Make the queued writes, stop the writer, close the connections."""
-        if self._queue is not None and self._thread is not None:
-            self._queue.put(None)
+        if self._thread is not None:
+            self._closing = True
+            self._wake.set()
             self._thread.join()
-            self._queue = self._thread = None
+            self._thread = None
+            self._closing = False
         with self._lock, self._write_lock:
             for conn in (self._conn, self._writer):
                 if conn is not None:
                     conn.close()
             self._conn = self._writer = None
+
+
+def _run_afters(batch: list[Queued]) -> None:
+    for _, after in batch:
+        if after is not None:
+            after()
 
 
 def _is_busy(exc: sqlite3.DatabaseError) -> bool:
