@@ -11,4 +11,6 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def without_lone_surrogates(text: str) -> str:
     """``text`` with each lone surrogate replaced by U+FFFD, as an undecodable byte would be."""
+    if text.isascii():  # answered in constant time: most text needs no search at all
+        return text
     return LONE_SURROGATE.sub("\ufffd", text)
