@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -241,3 +243,41 @@ def test_a_write_that_fails_is_skipped_and_the_writer_goes_on(
     assert reopened.get(key) == ANSWER and reopened.get(later) == ANSWER  # both made it
     skipped = [r.getMessage() for r in caplog.records if "a write was skipped" in r.getMessage()]
     assert len(skipped) == 2
+
+
+def test_writes_wait_for_room_when_the_writer_falls_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flowengine.store.db.MAX_WAITING", 20)
+    store = Store(tmp_path / "db.sqlite", background=True)
+    most = 0
+
+    def slow(db: sqlite3.Connection) -> None:
+        time.sleep(0.002)  # a writer slower than the writes
+        db.execute("INSERT INTO prices VALUES (?, ?, ?)", (f"u{time.monotonic_ns()}", 0.0, "{}"))
+
+    for _ in range(200):
+        store.write(slow)
+        most = max(most, len(store._waiting))
+    store.flush()
+    assert most <= 20  # bounded: no unwritten work piles up in memory
+    assert store.use(lambda db: db.execute("SELECT COUNT(*) FROM prices").fetchone()[0]) == 200
+    store.close()
+
+
+def test_a_stuck_writer_holds_a_write_up_for_a_bounded_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flowengine.store.db.MAX_WAITING", 2)
+    monkeypatch.setattr("flowengine.store.db.ROOM_WAIT_S", 0.2)
+    store = Store(tmp_path / "db.sqlite", background=True)
+    release = threading.Event()
+    store.write(lambda db: release.wait(10))  # the writer is stuck on this one
+    time.sleep(0.1)
+    started = time.monotonic()
+    for _ in range(4):
+        store.write(lambda db: None)
+    waited = time.monotonic() - started
+    release.set()
+    store.close()
+    assert 0.2 <= waited < 2  # each full write waited at most ROOM_WAIT_S, then went on

@@ -40,6 +40,12 @@ WRITE_BATCH = 500
 # How long the writer lets writes gather before making them, at most: the delay before a cache
 # entry or a run record reaches the file (a run's own cache hits are served from memory).
 GATHER_S = 0.05
+# The most writes that may wait for the writer. A process that makes runs faster than it can
+# record them (the writer shares one interpreter lock with the runs) then waits, at most
+# ROOM_WAIT_S at a time, until half have been made: it slows down a little rather than holding
+# every unwritten result and answer in memory.
+MAX_WAITING = 500
+ROOM_WAIT_S = 1.0
 # Each connection's page cache, in KiB (as a negative number, SQLite's way). Reads are lookups
 # by primary key and writes are appends: SQLite's default of 2 MiB per connection buys nothing.
 CACHE_KIB = -256
@@ -220,9 +226,18 @@ class Store:
                 target=self._write_loop, name="flowengine-store", daemon=True
             )
             self._thread.start()
+        if len(self._waiting) >= MAX_WAITING:
+            self._wait_for_room()
         self._waiting.append((work, after))
         if not self._wake.is_set():
             self._wake.set()
+
+    def _wait_for_room(self) -> None:
+        deadline = time.monotonic() + ROOM_WAIT_S
+        with self._idle:
+            while len(self._waiting) > MAX_WAITING // 2 and time.monotonic() < deadline:
+                self._wake.set()
+                self._idle.wait(GATHER_S)
 
     def flush(self) -> None:
         """Wait until every queued write is made."""
@@ -254,6 +269,8 @@ class Store:
                             _run_afters(batch)
                     except Exception:  # a fault here must not stop the writes after it
                         log.exception("%s: a batch of writes failed", self.path)
+                    with self._idle:
+                        self._idle.notify_all()  # room for a write() waiting for some
             finally:
                 with self._idle:
                     self._writing = False
