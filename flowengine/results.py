@@ -11,7 +11,9 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 
 class _Result(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Validators and serialisers are built on first use: `validate` reads these classes'
+    # fields, and needs neither (a tenth of its start-up otherwise).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # A run makes many of the records below and keeps them until it ends, so they are slotted
@@ -210,10 +212,11 @@ def to_jsonable(value: Any) -> Any:
 
 def call_from(data: Any) -> CallResult:
     """A CallResult from its JSON form (as stored in a run record)."""
-    return _CALL.validate_python(data)
-
-
-_CALL: TypeAdapter[CallResult] = TypeAdapter(CallResult)
+    adapter = _ADAPTERS.get(CallResult)
+    if adapter is None:
+        adapter = _ADAPTERS[CallResult] = TypeAdapter(CallResult)
+    found: CallResult = adapter.validate_python(data)
+    return found
 
 
 class RunMetadata(_Result):
