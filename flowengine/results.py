@@ -201,21 +201,22 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if is_dataclass(value) and not isinstance(value, type):
-        # One adapter per type: its compiled serializer is much faster than inferring one.
-        kind = type(value)
-        adapter = _ADAPTERS.get(kind)
-        if adapter is None:
-            adapter = _ADAPTERS[kind] = TypeAdapter(kind)
-        return adapter.dump_python(value, mode="json")
+        return _adapter(type(value)).dump_python(value, mode="json")
     return value
+
+
+def _adapter(kind: type) -> TypeAdapter[Any]:
+    """One adapter per type, made on first use: its compiled serializer and validator are much
+    faster than inferring one each time."""
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
+    return adapter
 
 
 def call_from(data: Any) -> CallResult:
     """A CallResult from its JSON form (as stored in a run record)."""
-    adapter = _ADAPTERS.get(CallResult)
-    if adapter is None:
-        adapter = _ADAPTERS[CallResult] = TypeAdapter(CallResult)
-    found: CallResult = adapter.validate_python(data)
+    found: CallResult = _adapter(CallResult).validate_python(data)
     return found
 
 
