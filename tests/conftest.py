@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.fakeserver import ThreadedServer, run_in_thread
+from tests.fakeserver import FakeServer, ThreadedServer, run_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +21,13 @@ _STEADY = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("deterministic", derandomize=True, database=None, **_STEADY)
 settings.register_profile("explore", max_examples=1000, **_STEADY)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeServer]:
+    """A FakeServer on 127.0.0.1 for this test (a module may define its own, set up otherwise)."""
+    async with FakeServer() as srv:
+        yield srv
 
 
 @pytest.fixture

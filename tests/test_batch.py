@@ -10,7 +10,6 @@ import random
 import shutil
 import tracemalloc
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,12 +108,6 @@ def by_row(path: Path) -> dict[int, dict[str, Any]]:
 async def run_batch(batch: Batch, **engine: Any) -> Totals:
     async with Engine(**engine) as eng:
         return await batch.run(eng)
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 # -- rows in, lines out -------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +54,6 @@ def flow(tmp_path: Path, url: str, *, answer_extra: str = "", review_extra: str 
     path = tmp_path / "cached.yaml"
     path.write_text(FLOW.format(url=url, answer_extra=answer_extra, review_extra=review_extra))
     return path
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 async def run_once(

@@ -7,10 +7,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
 
 from flowengine.cli import cli
@@ -33,12 +31,6 @@ nodes:
   draft: {type: llm, model: a, template: "{{ prompt }}"}
   final: {type: llm, model: a, needs: [draft], template: "Improve: {{ draft }}"}
 """
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 def write_workflow(tmp_path: Path, base_url: str) -> Path:

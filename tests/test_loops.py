@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +72,6 @@ output:
   capped: "{{ refine.capped }}"
   rounds: "{{ refine.rounds | length }}"
 """
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 def load(srv: FakeServer, tmp_path: Path, text: str = REFINE, **overrides: Any) -> Workflow:

@@ -5,7 +5,6 @@ Broken `messages:` live as data in tests/data/invalid (messages_*.yaml).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -57,12 +56,6 @@ SENT = [
     {"role": "assistant", "content": "negative"},
     {"role": "user", "content": "Sentence:\nGreat value."},
 ]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 def load(tmp_path: Path, url: str, nodes: str, name: str = "wf.yaml") -> Workflow:

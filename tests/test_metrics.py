@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,6 @@ def usage(prompt: int, completion: int, cost: float | None = None) -> dict[str, 
     if cost is not None:
         found["cost"] = cost
     return found
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 def workflow(tmp_path: Path, server: FakeServer, text: str = FLOW) -> Workflow:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -53,12 +52,6 @@ nodes:
   pick: {{type: select, selector: router, candidates: [big, small]}}
   answer: {{type: llm, needs: [pick], model: "{{{{ pick.model }}}}", template: "{{{{ prompt }}}}"}}
 """
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 def routed(tmp_path: Path, server: FakeServer) -> Workflow:

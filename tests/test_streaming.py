@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +52,6 @@ nodes:
     fallbacks: [b]
     template: "Improve: {{ draft }}"
 """
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 def workflow(tmp_path: Path, server: FakeServer, text: str = WORKFLOW) -> Workflow:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -66,12 +65,6 @@ nodes:
     template: >-
       {%% for c in critiques if c.success %%}{{ c.model }}={{ c.data.score }} {%% endfor %%}
 """
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 def load(text: str, srv: FakeServer, tmp_path: Path, **overrides: Any) -> Workflow:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,6 @@ from tests.fakeserver import FakeServer, Reply, chunk, sse
 from tests.serving import listening, load, write_workflow
 
 KEY = "sk-serve-0a9b8c7d-never-print-me"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 @pytest.fixture

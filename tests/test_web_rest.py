@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ from tests.fakeserver import FakeServer, Reply
 from tests.serving import client, load, parse_events, write_workflow
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Fixtures for provider tests: an aiohttp session, a fake server, and wire-level mocks."""
+"""Fixtures for provider tests: an aiohttp session and wire-level mocks (the fake server is
+the suite's, from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import aiohttp
 import aioresponses.core
 import pytest
 from aioresponses import aioresponses as Aioresponses
-
-from tests.fakeserver import FakeServer
 
 
 class _CompatResponse(aiohttp.ClientResponse):
@@ -39,9 +38,3 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aioresponses]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv

@@ -28,12 +28,6 @@ HELLO = [chunk("Hel"), chunk("lo, "), chunk("world", finish="stop"), usage_chunk
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeServer]:
-    async with FakeServer() as srv:
-        yield srv
-
-
-@pytest.fixture
 async def provider(server: FakeServer) -> AsyncIterator[OpenAICompatible]:
     spec = OpenAIProvider(base_url=server.base_url, api_key_env="FAKE_KEY")
     async with aiohttp.ClientSession() as session:
