@@ -36,6 +36,7 @@ from flowengine.language.plan import CompiledNode, Group, Plan
 from flowengine.language.templates import evaluate_value
 from flowengine.results import (
     ErrorInfo,
+    JudgeResult,
     NodeResult,
     RunMetadata,
     RunMetrics,
@@ -378,14 +379,18 @@ class Scheduler:
         )
 
     def status(self) -> RunStatus:
-        """Succeeded when every node did (or was skipped) and no call in a node's output failed."""
+        """Succeeded when every node did (or was skipped), no call in a node's output failed and
+        no judge of a panel failed; else partial."""
         for result in self.results.values():
             if result.status != "succeeded" and result.status != "skipped":
                 return "partial"
-            if isinstance(result.output, list):
-                for item in result.output:
+            output = result.output
+            if isinstance(output, list):
+                for item in output:
                     if getattr(item, "success", True) is False:
                         return "partial"
+            if isinstance(output, JudgeResult) and output.failed_judges:
+                return "partial"
         return "succeeded"
 
     def metadata(self, total: float) -> RunMetadata:
