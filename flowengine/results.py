@@ -225,7 +225,11 @@ class RunMetadata(_Result):
     #: Model calls made: sent to a provider, or answered from the cache.
     calls: int
     concurrent_calls: int
+    #: Tokens the calls spent (a cache hit spends none): in all, and of prompts and of answers
+    #: where the provider said (so the two may add up to less than ``tokens``).
     tokens: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     #: What the calls cost, where a price is known; None when no call has one.
     cost: float | None
     #: False when some call has no known price, so ``cost`` is a lower bound.

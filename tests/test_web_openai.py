@@ -72,6 +72,47 @@ async def test_a_completion_is_the_workflows_answer(steps: dict[str, Workflow]) 
     assert completion.usage.total_tokens == sum(c["total_tokens"] for c in calls)
 
 
+JUDGED = """\
+version: 1
+name: judged
+inputs:
+  prompt: {type: string}
+providers:
+  local: {base_url: "http://127.0.0.1:9/v1"}
+defaults: {provider: local}
+models:
+  one: {id: model-one}
+  two: {id: model-two}
+  referee: {id: model-referee}
+nodes:
+  answers: {type: fanout, models: [one, two], template: "{{ prompt }}"}
+  judge: {type: judge, needs: [answers], target: answers, criteria: [accuracy], model: referee}
+  best: {type: llm, needs: [judge], model: one, template: "Improve: {{ judge.best }}"}
+"""
+
+
+async def test_usage_counts_every_call_the_run_made(tmp_path: Path) -> None:
+    path = tmp_path / "judged.yaml"
+    path.write_text(JUDGED)
+    async with listening(load(path)) as (address, _), sdk(address) as client:
+        completion = await client.chat.completions.create(model="judged", messages=USER)
+    result = completion.model_extra["flowengine"]["result"]  # type: ignore[index]
+    nodes = result["nodes"]
+    answers = [call["usage"] for call in nodes["answers"]["output"]] + [
+        nodes["best"]["output"]["usage"]
+    ]
+    assert completion.usage is not None
+    # The judge's own call is paid for too, though no node's output holds it.
+    assert completion.usage.total_tokens == result["metadata"]["tokens"]
+    assert completion.usage.total_tokens > sum(u["total_tokens"] for u in answers) > 0
+    assert completion.usage.prompt_tokens == result["metadata"]["prompt_tokens"]
+    assert completion.usage.completion_tokens == result["metadata"]["completion_tokens"]
+    assert (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+        == completion.usage.total_tokens
+    )
+
+
 async def test_a_streamed_completion_sends_the_answer_as_it_is_written(
     steps: dict[str, Workflow],
 ) -> None:

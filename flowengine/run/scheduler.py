@@ -396,22 +396,27 @@ class Scheduler:
     def metadata(self, total: float) -> RunMetadata:
         """Totals of the run; tokens and cost count what was spent, so cache hits count zero."""
         calls = made(self.run.calls.results)
-        tokens, spent = 0, 0.0
+        tokens = prompt = completion = 0
+        spent = 0.0
         priced = unpriced = False
         for call in calls:
-            cost = call.usage.cost
-            if cost is not None:
+            usage = call.usage
+            if usage.cost is not None:
                 priced = True  # a cache hit with a known price cost nothing this time: 0
             elif call.success:
                 unpriced = True  # a call without a price makes the cost a lower bound
             if not call.cached:
-                tokens += call.usage.total_tokens or 0
-                spent += cost or 0.0
+                tokens += usage.total_tokens or 0
+                prompt += usage.prompt_tokens or 0
+                completion += usage.completion_tokens or 0
+                spent += usage.cost or 0.0
         return RunMetadata(
             total_time=round(total, 6),
             calls=len(calls),
             concurrent_calls=self.run.calls.peak,
             tokens=tokens,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
             cost=round(spent, 10) if priced else None,
             cost_complete=priced and not unpriced,
             model_selector_confidence=self.run.selector_confidence,

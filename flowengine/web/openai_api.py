@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from flowengine.compare import response_calls
 from flowengine.events import TokenDelta
 from flowengine.language.workflow import Workflow
 from flowengine.results import CallResult, RunResult, call_from
@@ -149,14 +148,13 @@ def _call(output: Any) -> CallResult | None:
 
 
 def usage(result: RunResult) -> dict[str, int]:
-    """Tokens of the run's calls; a cache hit spent none."""
-    spent = [c for c in response_calls(result) if not c.cached]
-    prompt = sum(c.usage.prompt_tokens or 0 for c in spent)
-    completion = sum(c.usage.completion_tokens or 0 for c in spent)
+    """Tokens of every call of the run, a judge's and a router's included; a cache hit spent
+    none."""
+    spent = result.metadata
     return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "prompt_tokens": spent.prompt_tokens,
+        "completion_tokens": spent.completion_tokens,
+        "total_tokens": spent.tokens,
     }
 
 
