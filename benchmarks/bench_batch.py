@@ -54,7 +54,8 @@ import aiohttp
 from benchmarks.handwritten import BY_WEIGHT, PARAMS, chat, select
 from flowengine import Engine, Workflow
 from flowengine.batch.rows import Row
-from flowengine.batch.runner import Batch, batch_gc
+from flowengine.batch.runner import Batch
+from flowengine.run.gc_settings import many_runs_gc
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / "workflows" / "full.yaml"
@@ -428,7 +429,7 @@ class SidesA:
         if side == "engine":
             batch = Batch(self.workflow, input_path, output, concurrency=self.concurrency)
             # As `flowengine batch` runs it (its collector settings), unless --gc default.
-            with batch_gc() if self.batch_gc else contextlib.nullcontext():
+            with many_runs_gc() if self.batch_gc else contextlib.nullcontext():
                 await batch.run(self.engine)
         else:
             await hand_written_batch(self.pipeline, input_path, output, self.concurrency)

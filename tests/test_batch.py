@@ -645,13 +645,13 @@ async def wait_until(condition: Any, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.01)
 
 
-def test_batch_gc_settings_are_restored() -> None:
+def test_many_runs_gc_settings_are_restored() -> None:
     import gc
 
-    from flowengine.batch.runner import batch_gc
+    from flowengine.run.gc_settings import many_runs_gc
 
     before = gc.get_threshold()
-    with batch_gc():
+    with many_runs_gc():
         assert gc.get_threshold()[0] > before[0]
         assert gc.get_freeze_count() > 0
     assert gc.get_threshold() == before

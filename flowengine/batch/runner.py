@@ -15,8 +15,6 @@ starts; a row in flight that it cut short is not written, so that ``resume`` run
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import random
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -38,28 +36,6 @@ from flowengine.spec import Budget
 
 NOT_OK = frozenset({"failed", "invalid"})  # row statuses that make a batch not all ok
 SAMPLE = 10_000  # latencies kept per model for percentiles: bounded, whatever the row count
-
-
-@contextlib.contextmanager
-def batch_gc() -> Iterator[None]:
-    """Garbage-collector settings for a long batch, restored afterwards.
-
-    A batch keeps many runs in flight for minutes. With the default thresholds the collector
-    runs every 700 allocations and often walks every object the imports left behind (tens of
-    thousands, none of them garbage): a quarter of the CPU. Freezing those objects and
-    collecting young ones less often (a few MB more memory at most) gives that time back.
-    The settings are the process's, so only the `batch` command, which owns its process,
-    uses them.
-    """
-    gc.collect()
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(20_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 @dataclass

@@ -221,8 +221,8 @@ async def _run_on_ray(job: Batch, settings: RaySettings) -> Any:
 
 
 async def _run(job: Batch, engine: Engine) -> Any:
-    from flowengine.batch.runner import batch_gc
+    from flowengine.run.gc_settings import many_runs_gc
 
-    with batch_gc():
+    with many_runs_gc():
         async with engine:
             return await job.run(engine)

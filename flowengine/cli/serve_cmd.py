@@ -70,6 +70,7 @@ def serve(
     """
     from flowengine.cli.interrupt import Interrupted, run_interruptibly
     from flowengine.run.engine import Engine
+    from flowengine.run.gc_settings import many_runs_gc
     from flowengine.web.workflows import load_workflows
 
     key = _api_key(api_key_env)
@@ -86,7 +87,8 @@ def serve(
         )
     try:
         access = logging.getLogger("flowengine.web.access") if verbosity() > 0 else None
-        run_interruptibly(lambda: _serve(engine, workflows, host, port, key, grace, access))
+        with many_runs_gc():
+            run_interruptibly(lambda: _serve(engine, workflows, host, port, key, grace, access))
     except Interrupted:
         err("flowengine: stopped")
 
