@@ -72,6 +72,17 @@ async def test_a_completion_is_the_workflows_answer(steps: dict[str, Workflow]) 
     assert completion.usage.total_tokens == sum(c["total_tokens"] for c in calls)
 
 
+async def when_ended(session: aiohttp.ClientSession, address: str, run_id: str) -> Any:
+    """``GET /api/runs/<run_id>`` once the run is no longer running (at most 5 s from now)."""
+    for _ in range(100):
+        async with session.get(f"{address}/api/runs/{run_id}") as reply:
+            shown = await reply.json()
+        if shown["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    return shown
+
+
 JUDGED = """\
 version: 1
 name: judged
@@ -227,6 +238,44 @@ async def test_a_stream_that_fails_before_its_answer_is_a_server_error(
     assert answered == ["/v1/chat/completions"]
 
 
+async def test_a_client_that_leaves_before_the_answer_starts_cancels_its_run(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    server.script_for("model-first", Reply.ok("a draft, at last", delay=20))
+    workflows = load(write_workflow(tmp_path, url=server.base_url))
+    body = {"model": "steps", "messages": USER, "stream": True}
+    async with listening(workflows, offline=False) as (address, _), aiohttp.ClientSession() as s:
+        with pytest.raises(TimeoutError):  # no piece yet: the client gives up on the stream
+            async with asyncio.timeout(0.3):
+                await s.post(f"{address}/v1/chat/completions", json=body)
+        async with s.get(f"{address}/api/runs") as reply:
+            [listed] = (await reply.json())["runs"]
+        shown = await when_ended(s, address, listed["run_id"])
+    # Cut short while the draft was still being written, long before its 20 s.
+    assert shown["status"] == "failed"
+    assert shown["result"]["error"]["type"] == "cancelled"
+    assert shown["result"]["nodes"]["draft"]["status"] == "cancelled"
+    assert shown["result"]["metadata"]["total_time"] < 5
+
+
+async def test_a_client_that_leaves_a_plain_request_lets_its_run_finish(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    server.script_for("model-first", Reply.ok("a draft", delay=1))
+    workflows = load(write_workflow(tmp_path, url=server.base_url))
+    body = {"model": "steps", "messages": USER}
+    async with listening(workflows, offline=False) as (address, _), aiohttp.ClientSession() as s:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await s.post(f"{address}/v1/chat/completions", json=body)
+        async with s.get(f"{address}/api/runs") as reply:
+            [listed] = (await reply.json())["runs"]
+        shown = await when_ended(s, address, listed["run_id"])
+    # What it paid for is kept: the run went on without its client, and was recorded.
+    assert shown["status"] == "succeeded"
+    assert shown["result"]["nodes"]["draft"]["output"]["content"] == "a draft"
+
+
 async def test_a_client_that_leaves_a_stream_cancels_its_run(
     tmp_path: Path, server: FakeServer
 ) -> None:
@@ -245,12 +294,8 @@ async def test_a_client_that_leaves_a_stream_cancels_its_run(
         await stream.close()
         run_id = part.id.removeprefix("chatcmpl-")
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):  # the run ends at the next piece it cannot send
-                async with session.get(f"{address}/api/runs/{run_id}") as reply:
-                    shown = await reply.json()
-                if shown["status"] != "running":
-                    break
-                await asyncio.sleep(0.05)
+            # The run ends at the next piece it cannot send.
+            shown = await when_ended(session, address, run_id)
     # Cut short long before the 4 s the model would have taken; recorded as the engine
     # records any cancelled run: failed, with the error `cancelled`.
     assert shown["status"] == "failed"

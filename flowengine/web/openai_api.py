@@ -26,6 +26,8 @@ from flowengine.web.runs import LiveRun
 from flowengine.web.state import APP, State, bind_inputs, find_workflow, start
 
 STREAM_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+#: How often a stream with no piece to send checks that its client is still there.
+CLIENT_CHECK_S = 0.5
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -177,7 +179,8 @@ async def _streamed(
 
     The response starts at the first piece: a run that fails before it answers as the plain
     request would (a 5xx in OpenAI's shape); one that fails after, with a last event
-    ``{"error": {...}}``. A client that goes away cancels the run.
+    ``{"error": {...}}``. A client that goes away cancels the run: noticed at the next piece,
+    or within :data:`CLIENT_CHECK_S` while none comes (before the answer starts, say).
     """
     pieces: asyncio.Queue[TokenDelta | None] = asyncio.Queue()
     live = start(state.runs, workflow, inputs, stream=True, on_token=pieces.put_nowait)
@@ -186,7 +189,7 @@ async def _streamed(
     chunks = Chunks(request, live, workflow.name)
     shown: str | None = None  # the answer node streaming, the first to send a piece
     try:
-        while (piece := await pieces.get()) is not None:
+        while (piece := await _next_piece(pieces, request)) is not None:
             if shown in (None, piece.node):
                 shown = piece.node
                 await chunks.send({"content": piece.text})
@@ -205,6 +208,21 @@ async def _streamed(
         live.task.cancel()
         await live.done()
         return chunks.response or web.Response(status=499)
+
+
+async def _next_piece(
+    pieces: asyncio.Queue[TokenDelta | None], request: web.Request
+) -> TokenDelta | None:
+    """The next piece of the answer (None: the run has ended); ConnectionResetError once the
+    client has gone."""
+    while True:
+        try:
+            async with asyncio.timeout(CLIENT_CHECK_S):
+                return await pieces.get()  # a get cut short by the timeout takes no piece
+        except TimeoutError:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise ConnectionResetError("the client went away") from None
 
 
 class Chunks:
