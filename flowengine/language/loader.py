@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from flowengine.errors import Location, Problem, UsageError, WorkflowError
 from flowengine.language.bounded_yaml import (
@@ -112,8 +113,24 @@ def load_yaml(source: Source) -> Any:
         raise WorkflowError([Problem(_mark(source, exc.mark), exc.message, exc.fix)]) from None
     except MarkedYAMLError as exc:
         raise WorkflowError([_yaml_problem(source, exc)]) from None
+    except ReaderError as exc:
+        raise WorkflowError([_unreadable(source, exc)]) from None
     except (YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise WorkflowError([Problem(Location(source.file), f"YAML syntax: {exc}")]) from None
+
+
+def _unreadable(source: Source, exc: ReaderError) -> Problem:
+    """A character YAML refuses (a NUL, a control character), where it is."""
+    position = exc.position if isinstance(exc.position, int) else 0
+    before = source.text[:position]
+    line = before.count("\n") + 1
+    column = position - (before.rfind("\n") + 1) + 1
+    code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+    return Problem(
+        source.at(line, column),
+        f"YAML syntax: the character U+{code:04X} is not allowed in YAML",
+        "remove it: YAML allows no control character but tab and line breaks",
+    )
 
 
 _BRACKETS = {"flow sequence": ("list", "[", "]"), "flow mapping": ("mapping", "{", "}")}
