@@ -15,6 +15,7 @@ import pytest
 
 from flowengine import CallError, RunError, UsageError
 from flowengine.clients import MultiLLMOrchestrator
+from flowengine.clients._clients import cache_id
 from flowengine.providers import ChatRequest, Completion
 from tests.fakeserver import FakeServer, Reply
 
@@ -272,6 +273,57 @@ async def test_caching_is_on_by_default_and_can_be_turned_off(api_key: None) -> 
         assert not first["initial_responses"][0]["cached"]
         assert not second["initial_responses"][0]["cached"]
         assert srv.count == 4
+
+
+#: What the module-level client below was asked.
+ASKED: list[str] = []
+
+
+async def mistral_client(messages: list[dict[str, str]]) -> str:
+    """A client as the guide's `my_llm_clients` has them: a function at the top of a file."""
+    ASKED.append(messages[-1]["content"])
+    return f"mistral on {messages[-1]['content']}"
+
+
+async def test_a_function_client_is_cached_as_the_original_cached_it() -> None:
+    ASKED.clear()
+    asked_lambda: list[str] = []
+
+    def orchestrator() -> MultiLLMOrchestrator:
+        made = MultiLLMOrchestrator()
+        made.register_model("mistral", mistral_client)
+        made.register_model("quick", lambda m: asked_lambda.append("x") or "quick answer")
+        return made
+
+    first = await orchestrator().get_model_response("mistral", "Your prompt", "initial")
+    # Another orchestrator, as in a later process: same function, same cache.
+    again = await orchestrator().get_model_response("mistral", "Your prompt", "initial")
+    assert (first["cached"], again["cached"], ASKED) == (False, True, ["Your prompt"])
+    assert again["content"] == first["content"] == "mistral on Your prompt"
+    bypassed = await orchestrator().get_model_response(
+        "mistral", "Your prompt", "initial", use_cache=False
+    )
+    assert (bypassed["cached"], len(ASKED)) == (False, 2)
+    # A lambda cannot be told from another one in a later process: never cached.
+    for _ in range(2):
+        answer = await orchestrator().get_model_response("quick", "Your prompt", "initial")
+        assert not answer["cached"]
+    assert asked_lambda == ["x", "x"]
+
+
+def test_only_a_function_at_the_top_of_a_file_names_where_its_answers_come_from(
+    clients: Clients,
+) -> None:
+    def nested(messages: Any) -> str:
+        return ""
+
+    assert cache_id(mistral_client) == f"python:{Path(__file__).resolve()}:mistral_client"
+    assert [cache_id(c) for c in (nested, lambda m: "", clients.llama_client, GeminiClient())] == [
+        None,
+        None,
+        None,
+        None,
+    ]
 
 
 async def test_get_model_response_takes_the_client_itself(clients: Clients) -> None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flowengine import Engine, Workflow, WorkflowError, plugins
 from flowengine.errors import PluginError
-from flowengine.providers import register_provider
+from flowengine.providers import ChatRequest, Completion, register_provider
 from flowengine.run.context import NodeContext
 from flowengine.run.nodes import register_node
 
@@ -60,6 +60,37 @@ async def test_a_registered_callable_is_a_provider_type_in_yaml() -> None:
         "big",
         "mine",
     )
+
+
+class Counted:
+    """A provider object counting its calls; cached under ``cache_id`` when it has one."""
+
+    def __init__(self, cache_id: str | None) -> None:
+        self.cache_id = cache_id
+        self.calls = 0
+
+    async def complete(self, request: ChatRequest) -> Completion:
+        self.calls += 1
+        return Completion(content=f"answer {self.calls}")
+
+
+@pytest.mark.parametrize(("cache_id", "answers"), [("vendor-x", 1), (None, 2)])
+async def test_a_provider_is_cached_only_when_it_names_its_source(
+    cache_id: str | None, answers: int
+) -> None:
+    provider = Counted(cache_id)
+    register_provider("echo", provider)
+    wf = Workflow.from_string(ECHO.replace("OPTIONS", ""))
+    contents = []
+    for _ in range(2):
+        async with Engine() as engine:  # the defaults: cache on
+            result = await engine.run(wf, {"prompt": "hello"})
+        contents.append((result.output["answer"]["content"], result.output["answer"]["cached"]))
+    assert provider.calls == answers
+    if cache_id is None:
+        assert contents == [("answer 1", False), ("answer 2", False)]
+    else:
+        assert contents == [("answer 1", False), ("answer 1", True)]
 
 
 async def test_the_original_register_model_with_a_weight_is_a_provider_and_a_model() -> None:

@@ -4,12 +4,18 @@ The registry already takes a callable given the messages (sync or async) and an 
 an async ``complete(request)`` (:mod:`flowengine.providers.registry`). The one difference is
 failure: the original retried whatever a client raised, so a callable's exception becomes a
 retryable :class:`CallError` here, and the engine's retries apply to it as to an HTTP error.
+
+Caching: the original cached every client's answers. A client that is a function defined at
+the top of a file is cached here too, under that file and its name, which are the same in
+every process. A lambda, a nested function, a method or another object is not: nothing tells
+it apart from another one in a later process, whose answers the cache would then give.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +33,17 @@ def as_provider(client: Any) -> Any:
             "register an OpenRouter model id (a string), a callable given the chat messages "
             "that returns the text, or an object with an async complete(request)",
         )
-    return _retried(client)
+    wrapped = _retried(client)
+    wrapped.cache_id = cache_id(client)  # type: ignore[attr-defined]
+    return wrapped
+
+
+def cache_id(client: Any) -> str | None:
+    """Where a client's answers are cached: ``python:FILE:NAME`` for a function defined at the
+    top of a file; None (not cached) for anything else."""
+    if not inspect.isfunction(client) or "<" in client.__qualname__:
+        return None  # a lambda or a nested function: `<lambda>`, `<locals>` in its name
+    return f"python:{os.path.abspath(client.__code__.co_filename)}:{client.__qualname__}"
 
 
 def _retried(client: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -95,6 +95,11 @@ class Provider(Protocol):
     (usage included) at the end. A failure after the first piece is raised like any other; the
     engine does not retry it, since the text was shown. A provider that cannot stream ignores
     ``on_delta``, and the engine delivers its answer as one piece.
+
+    Caching: a provider with a ``cache_id`` attribute (a string naming where its answers come
+    from, the same in every process) has its answers cached under it, with the model id,
+    messages and params; one without (or with None) is never cached. The OpenAI-compatible
+    provider's is its base URL.
     """
 
     name: str

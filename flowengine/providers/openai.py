@@ -39,6 +39,8 @@ class OpenAICompatible:
         self._spec = spec
         self._ctx = ctx
         self._url = f"{spec.base_url}/chat/completions"
+        #: Answers are cached by the server they came from (see Provider).
+        self.cache_id = spec.base_url
         self._what = f"provider '{name}'"
         self._headers: dict[str, str] | None = None  # built on first use: the key may be missing
 

@@ -86,10 +86,12 @@ def factory_of(type_name: str, provider: Any) -> ProviderFactory:
     if inspect.isclass(provider) or required == 3:
         factory: ProviderFactory = provider
         return factory
+    # An object or callable with a `cache_id` is cached under it (see Provider).
+    cache_id = getattr(provider, "cache_id", None)
     if callable(getattr(provider, "complete", None)):
-        return lambda name, spec, ctx: Bound(name, spec, provider.complete)
+        return lambda name, spec, ctx: Bound(name, spec, provider.complete, cache_id)
     if callable(provider) and required <= 1 and accepts_one:
-        return lambda name, spec, ctx: Bound(name, spec, _call_plain(provider))
+        return lambda name, spec, ctx: Bound(name, spec, _call_plain(provider), cache_id)
     raise PluginError(
         f"provider type {type_name!r}: {provider!r} is not a provider",
         "register a factory (name, spec, ctx) -> Provider, an object with an async "
@@ -131,10 +133,11 @@ def _call_plain(func: Callable[..., Any]) -> Answer:
 class Bound:
     """A provider made from a Provider object or a plain callable registered from code."""
 
-    def __init__(self, name: str, spec: Any, answer: Answer) -> None:
+    def __init__(self, name: str, spec: Any, answer: Answer, cache_id: str | None = None) -> None:
         self.name = name
         self.spec = spec
         self._answer = answer
+        self.cache_id = cache_id
 
     def __repr__(self) -> str:
         return f"Bound(name={self.name!r})"

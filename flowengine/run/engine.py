@@ -165,8 +165,9 @@ class Engine:
         name = spec.provider_of(alias)
         provider_spec = spec.providers[name]
         provider, limits = self.provider(name, provider_spec)
-        # Offline answers cost nothing and never change: caching them would only add I/O.
-        live = provider.spec
+        # A provider says where its answers are cached, if they are (see Provider): offline
+        # answers, which cost nothing and never change, are not.
+        cache_id = getattr(provider, "cache_id", None)
         return Target(
             alias=alias,
             model_id=spec.models[alias].id,
@@ -175,7 +176,7 @@ class Engine:
             limits=limits,
             timeout=spec.defaults.timeout or provider_spec.timeout,
             retry=spec.defaults.retry or provider_spec.retry,
-            cache_url=live.base_url if isinstance(live, OpenAIProvider) else None,
+            cache_url=cache_id if isinstance(cache_id, str) else None,
         )
 
     def call_path(
