@@ -315,7 +315,7 @@ async def test_a_provider_raising_a_foreign_exception_fails_once_as_internal() -
         limits=ProviderLimits(),
         timeout=1.0,
         retry=Retry(attempts=3),
-        cache_url=None,
+        cache_id=None,
     )
     path = CallPath(cache=None, prices=None, emit=lambda kind, **fields: None)
     result = await path.call("node", target, [{"role": "user", "content": "q"}], {})

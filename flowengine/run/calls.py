@@ -55,8 +55,9 @@ class Target:
     limits: ProviderLimits
     timeout: float
     retry: Retry
-    #: The provider's base URL, part of cache keys and price lookups; None: do not cache.
-    cache_url: str | None
+    #: Where the answers come from (the provider's ``cache_id``, an OpenAI-compatible API's base
+    #: URL): part of cache keys, and the key of a price list. None: do not cache.
+    cache_id: str | None
 
 
 class Deltas:
@@ -154,12 +155,12 @@ class CallPath:
         clock = time.perf_counter()
         deltas = Deltas(on_delta, clock) if on_delta is not None else None
         request = ChatRequest(target.model_id, messages, params, target.timeout, deltas)
-        cache = self.cache if use_cache and target.cache_url is not None else None
+        cache = self.cache if use_cache and target.cache_id is not None else None
         encoded = request.encoded_messages() if self.timeline is not None else ""
         if cache is None:
             result, _ = await self._fresh(node_id, target, request, retry, clock, deltas)
         else:
-            key = cache_key(target.cache_url or "", request)
+            key = cache_key(target.cache_id or "", request)
             # The cache's answer, or that of the same call in flight here or in another process.
             async with self.flights.once(cache, key, target.timeout) as flight:
                 if flight.answer is not None:
@@ -171,7 +172,7 @@ class CallPath:
                         node_id, target, request, retry, clock, deltas
                     )
                     if completion is not None and (cacheable is None or cacheable(completion)):
-                        await cache.put(key, target.cache_url or "", target.model_id, completion)
+                        await cache.put(key, target.cache_id or "", target.model_id, completion)
                         flight.answer = completion
         if deltas is not None and deltas.first is not None:
             result.ttft_s = round(max(deltas.first - result.queued_s, 0.0), 6)
@@ -272,10 +273,10 @@ class CallPath:
         price_list = getattr(target.provider, "price_list", None)
         if price_list is None or self.prices is None:
             return completion
-        if target.cache_url is None:
+        if target.cache_id is None:
             return completion
         cost = await self.prices.cost(
-            target.cache_url, price_list, target.model_id, completion.usage
+            target.cache_id, price_list, target.model_id, completion.usage
         )
         if cost is None:
             return completion

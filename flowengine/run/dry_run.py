@@ -188,7 +188,7 @@ class DryEngine(Engine):
             return 0.0, None
         name = target.provider_name
         price_list = getattr(target.provider, "price_list", None)
-        if price_list is None or target.cache_url is None:
+        if price_list is None or target.cache_id is None:
             return None, f"provider '{name}' has no price list"
 
         async def fetch() -> Any:
@@ -198,7 +198,7 @@ class DryEngine(Engine):
                 self._list_errors[name] = error.message
                 raise
 
-        cost = await self.prices.cost(target.cache_url, fetch, target.model_id, usage)
+        cost = await self.prices.cost(target.cache_id, fetch, target.model_id, usage)
         if cost is not None:
             return cost, None
         if name in self._list_errors:

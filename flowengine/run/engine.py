@@ -176,7 +176,7 @@ class Engine:
             limits=limits,
             timeout=spec.defaults.timeout or provider_spec.timeout,
             retry=spec.defaults.retry or provider_spec.retry,
-            cache_url=cache_id if isinstance(cache_id, str) else None,
+            cache_id=cache_id if isinstance(cache_id, str) else None,
         )
 
     def call_path(

@@ -54,7 +54,7 @@ async def call_once(
         limits=limits or ProviderLimits(),
         timeout=timeout,
         retry=RETRY,
-        cache_url=None,
+        cache_id=None,
     )
     messages = [{"role": "user", "content": "Explain quantum computing"}]
     return await (path or new_path()).call("node", target, messages, {"max_tokens": 5})

@@ -211,7 +211,7 @@ async def test_the_key_is_masked_in_a_streamed_error(
 # -- through the one call path ---------------------------------------------------------------
 
 
-def target(provider: OpenAICompatible, cache_url: str | None = None) -> Target:
+def target(provider: OpenAICompatible, cache_id: str | None = None) -> Target:
     return Target(
         alias="m",
         model_id=MODEL,
@@ -220,16 +220,14 @@ def target(provider: OpenAICompatible, cache_url: str | None = None) -> Target:
         limits=ProviderLimits(),
         timeout=2.0,
         retry=Retry(attempts=3, initial=0.001, max=0.01),
-        cache_url=cache_url,
+        cache_id=cache_id,
     )
 
 
 async def call(
-    path: CallPath, provider: OpenAICompatible, pieces: list[str], cache_url: str | None = None
+    path: CallPath, provider: OpenAICompatible, pieces: list[str], cache_id: str | None = None
 ) -> CallResult:
-    return await path.call(
-        "node", target(provider, cache_url), MESSAGES, {}, on_delta=pieces.append
-    )
+    return await path.call("node", target(provider, cache_id), MESSAGES, {}, on_delta=pieces.append)
 
 
 def new_path(cache: ResponseCache | None = None) -> CallPath:
@@ -295,9 +293,9 @@ async def test_the_cache_keeps_the_whole_answer_and_replays_it_as_one_piece(
         path = new_path(ResponseCache(store))
         server.script(Reply.stream(*HELLO))
         first: list[str] = []
-        fresh = await call(path, provider, first, cache_url=server.base_url)
+        fresh = await call(path, provider, first, cache_id=server.base_url)
         again: list[str] = []
-        hit = await call(path, provider, again, cache_url=server.base_url)
+        hit = await call(path, provider, again, cache_id=server.base_url)
     finally:
         store.close()
     assert first == ["Hel", "lo, ", "world"] and fresh.success and not fresh.cached
