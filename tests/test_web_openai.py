@@ -83,6 +83,18 @@ async def when_ended(session: aiohttp.ClientSession, address: str, run_id: str) 
     return shown
 
 
+async def left_early(address: str, body: dict[str, Any]) -> Any:
+    """Post ``body`` as a client that gives up on the reply after 0.3 s; the server's only run,
+    once it has ended."""
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await session.post(f"{address}/v1/chat/completions", json=body)
+        async with session.get(f"{address}/api/runs") as reply:
+            [listed] = (await reply.json())["runs"]
+        return await when_ended(session, address, listed["run_id"])
+
+
 JUDGED = """\
 version: 1
 name: judged
@@ -243,14 +255,9 @@ async def test_a_client_that_leaves_before_the_answer_starts_cancels_its_run(
 ) -> None:
     server.script_for("model-first", Reply.ok("a draft, at last", delay=20))
     workflows = load(write_workflow(tmp_path, url=server.base_url))
-    body = {"model": "steps", "messages": USER, "stream": True}
-    async with listening(workflows, offline=False) as (address, _), aiohttp.ClientSession() as s:
-        with pytest.raises(TimeoutError):  # no piece yet: the client gives up on the stream
-            async with asyncio.timeout(0.3):
-                await s.post(f"{address}/v1/chat/completions", json=body)
-        async with s.get(f"{address}/api/runs") as reply:
-            [listed] = (await reply.json())["runs"]
-        shown = await when_ended(s, address, listed["run_id"])
+    async with listening(workflows, offline=False) as (address, _):
+        # No piece yet: the client gives up on the stream.
+        shown = await left_early(address, {"model": "steps", "messages": USER, "stream": True})
     # Cut short while the draft was still being written, long before its 20 s.
     assert shown["status"] == "failed"
     assert shown["result"]["error"]["type"] == "cancelled"
@@ -263,14 +270,8 @@ async def test_a_client_that_leaves_a_plain_request_lets_its_run_finish(
 ) -> None:
     server.script_for("model-first", Reply.ok("a draft", delay=1))
     workflows = load(write_workflow(tmp_path, url=server.base_url))
-    body = {"model": "steps", "messages": USER}
-    async with listening(workflows, offline=False) as (address, _), aiohttp.ClientSession() as s:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.3):
-                await s.post(f"{address}/v1/chat/completions", json=body)
-        async with s.get(f"{address}/api/runs") as reply:
-            [listed] = (await reply.json())["runs"]
-        shown = await when_ended(s, address, listed["run_id"])
+    async with listening(workflows, offline=False) as (address, _):
+        shown = await left_early(address, {"model": "steps", "messages": USER})
     # What it paid for is kept: the run went on without its client, and was recorded.
     assert shown["status"] == "succeeded"
     assert shown["result"]["nodes"]["draft"]["output"]["content"] == "a draft"
