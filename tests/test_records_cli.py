@@ -153,12 +153,29 @@ def test_every_run_is_recorded_and_listed_newest_first(
 
     code, out, _ = invoke("runs", "list", "--workflow", "halfway", "--limit", "1")
     assert [line.split()[0] for line in out.splitlines()] == [failed["run_id"]]
+    code, out, _ = invoke("runs", "list", "--format", "json", "--limit", "2")
+    listed = json.loads(out)
+    assert [{k: v for k, v in row.items() if k != "started_at"} for row in listed] == [
+        {
+            "run_id": run["run_id"],
+            "workflow": run["workflow"],
+            "status": run["status"],
+            "total_time": run["metadata"]["total_time"],
+            "calls": run["metadata"]["calls"],
+            "cost": run["metadata"]["cost"],
+        }
+        for run in (offline, failed)
+    ]
+    assert listed[0]["started_at"] > listed[1]["started_at"]  # ISO times, newest first
     for run in runs:  # each with its full result
         assert load_run(Store(), run["run_id"]).result.model_dump(mode="json") == run
 
 
 def test_runs_list_when_there_are_none() -> None:
     assert invoke("runs", "list") == (0, "", "no stored runs\n")
+    assert invoke("runs", "list", "--format", "json") == (0, "[]\n", "")
+    code, _, err = invoke("runs", "list", "--limit", "0")
+    assert code == 2 and "0 is not in the range x>=1" in err
 
 
 def test_runs_show_text_and_unknown_ids(threaded_server: ThreadedServer, tmp_path: Path) -> None:

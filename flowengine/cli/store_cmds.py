@@ -122,15 +122,33 @@ def runs() -> None:
 
 @runs.command("list")
 @db_option
-@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="How many runs, newest first.",
+)
 @click.option("--workflow", help="Only runs of this workflow name.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="json: a list of {run_id, workflow, status, started_at, total_time, calls, cost}.",
+)
 @verbose_option
 @handle_errors
-def runs_list(db: str | None, limit: int, workflow: str | None) -> None:
+def runs_list(db: str | None, limit: int, workflow: str | None, fmt: str) -> None:
     """The most recent runs."""
+    from dataclasses import asdict
+
     from flowengine.store.records import list_runs
 
     found = checked(db, lambda store: list_runs(store, limit=limit, workflow=workflow))
+    if fmt == "json":
+        click.echo(json.dumps([asdict(run) for run in found], indent=2))
+        return
     if not found:
         err("no stored runs")
         return
