@@ -43,7 +43,10 @@ def cache_id(client: Any) -> str | None:
     top of a file; None (not cached) for anything else."""
     if not inspect.isfunction(client) or "<" in client.__qualname__:
         return None  # a lambda or a nested function: `<lambda>`, `<locals>` in its name
-    return f"python:{os.path.abspath(client.__code__.co_filename)}:{client.__qualname__}"
+    file = client.__code__.co_filename
+    if not os.path.isfile(file):
+        return None  # typed at a prompt or passed to exec: `<stdin>`, `<string>`
+    return f"python:{os.path.abspath(file)}:{client.__qualname__}"
 
 
 def _retried(client: Callable[[Any], Any]) -> Callable[[Any], Any]:
