@@ -108,6 +108,14 @@ set_option = click.option(
 )
 
 
+def format_option(default: str | None = "text", help: str | None = None) -> Callable[[F], F]:
+    """``--format text|json``, given to the command as ``fmt``: text for people, JSON for
+    scripts."""
+    return click.option(
+        "--format", "fmt", type=click.Choice(["text", "json"]), default=default, help=help
+    )
+
+
 class LazyGroup(click.Group):
     """A group that imports a command's module only when the command is looked up."""
 

@@ -18,6 +18,7 @@ from flowengine.cli.base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     err,
+    format_option,
     handle_errors,
     load,
     overrides_from,
@@ -84,13 +85,7 @@ def _mapping(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--no-record", is_flag=True, help="Do not store each run in the run records.")
 @click.option("--db", type=click.Path(dir_okay=False), help="Database for cache and records.")
 @budget_options("the batch (all rows together)")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    help="How --dry-run prints its estimate.",
-)
+@format_option(help="How --dry-run prints its estimate.")
 @click.option(
     "--backend",
     type=click.Choice(["local", "ray"]),

@@ -18,6 +18,7 @@ from flowengine.cli.base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     err,
+    format_option,
     handle_errors,
     load,
     overrides_from,
@@ -92,10 +93,8 @@ def progress_printer(calls: bool = True) -> Listener:
 @click.option(
     "--out", type=click.Path(dir_okay=False, writable=True), help="Write the result here."
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["json", "text"]),
+@format_option(
+    default=None,
     help="Default: text cards on a terminal (and for --dry-run), json when piped or with --out.",
 )
 @click.option(

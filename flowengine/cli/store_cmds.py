@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from flowengine.cli.base import err, handle_errors
+from flowengine.cli.base import err, format_option, handle_errors
 from flowengine.cli.logs import verbose_option
 from flowengine.errors import ConfigError, UsageError
 
@@ -130,12 +130,8 @@ def runs() -> None:
     help="How many runs, newest first.",
 )
 @click.option("--workflow", help="Only runs of this workflow name.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    help="json: a list of {run_id, workflow, status, started_at, total_time, calls, cost}.",
+@format_option(
+    help="json: a list of {run_id, workflow, status, started_at, total_time, calls, cost}."
 )
 @verbose_option
 @handle_errors
@@ -164,7 +160,7 @@ def runs_list(db: str | None, limit: int, workflow: str | None, fmt: str) -> Non
 @runs.command("show")
 @click.argument("run_id")
 @db_option
-@click.option("--format", "fmt", type=click.Choice(["json", "text"]), default="json")
+@format_option(default="json")
 @verbose_option
 @handle_errors
 def runs_show(run_id: str, db: str | None, fmt: str) -> None:
@@ -194,7 +190,7 @@ def runs_show(run_id: str, db: str | None, fmt: str) -> None:
 @click.command()
 @click.argument("run_id")
 @db_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@format_option()
 @verbose_option
 @handle_errors
 def compare(run_id: str, db: str | None, fmt: str) -> None:
